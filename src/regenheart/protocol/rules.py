@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ALLOWED_FUNCTIONS = {"abs": abs, "min": min, "max": max, "round": round}
+ALLOWED_FUNCTIONS = {"abs": abs, "min": min, "max": max, "round": round, "default": None}
+# default(field, fallback): the field's value, or ``fallback`` when it is missing. It is the one
+# way to treat a blank as a value, e.g. an unticked SAE criterion as 'N'.
 
 _ALLOWED_NODES = (
     ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
@@ -135,8 +137,13 @@ def _eval(node: ast.expr, values: Mapping[str, Any]) -> Any:
             raise _Missing("division by zero")
         return left / right
     if isinstance(node, ast.Call):
-        func = ALLOWED_FUNCTIONS[node.func.id]  # type: ignore[union-attr]
-        return func(*(_eval(a, values) for a in node.args))
+        name = node.func.id  # type: ignore[union-attr]
+        if name == "default":
+            if len(node.args) != 2:
+                raise RuleSyntaxError("default() takes a field and a fallback value")
+            value = _value(node.args[0], values)
+            return _eval(node.args[1], values) if value is None else value
+        return ALLOWED_FUNCTIONS[name](*(_eval(a, values) for a in node.args))
     if isinstance(node, ast.Compare):
         left_node = node.left
         for op, right_node in zip(node.ops, node.comparators):

@@ -1,0 +1,570 @@
+"""The capture service: the only way data gets into a study database.
+
+Every method validates against the protocol, writes in one transaction and appends an audit record
+for every change (user, role, UTC time, record, field, old value, new value, reason) to the
+hash-chained trail in the same transaction. A refused request raises a :mod:`capture.errors`
+exception and writes nothing. A reason is required for any change to data after first entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibility
+from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
+from regenheart.capture.permissions import Actor
+from regenheart.capture.validation import Violation, validate_record
+from regenheart.protocol.models import Protocol
+from regenheart.protocol.schedule import in_window, study_day
+from regenheart.store import audit
+from regenheart.store.audit import AuditEntry, canonical
+from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, ItemValue, Subject, Visit
+
+# A scorer maps (instrument, item responses) to (scores, scoring version).
+Scorer = Callable[[str, Mapping[str, Any]], tuple[dict[str, float | None], str]]
+
+SUBJECT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+SAE_CRITERIA = ("sae_death", "sae_life_threatening", "sae_hospitalization", "sae_disability",
+                "sae_congenital", "sae_medically_important")
+
+
+def default_scorer(instrument: str, items: Mapping[str, Any]) -> tuple[dict[str, float | None], str]:
+    """Score with :mod:`regenheart.instruments` (imported lazily: capture works without it)."""
+    from regenheart import instruments
+
+    return instruments.score(instrument, items), instruments.scoring_version(instrument)
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """Outcome of a save: new version, form status, warnings (soft checks), derived scores."""
+
+    version: int
+    status: str
+    changed: list[str] = field(default_factory=list)
+    warnings: list[Violation] = field(default_factory=list)
+    derived: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FormView:
+    subject_code: str
+    visit_code: str
+    form_code: str
+    data: dict[str, Any]
+    version: int
+    status: str
+    derived: dict[str, float | None]
+    scoring_version: str | None
+    verified: bool
+    locked: bool
+    signed: bool
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class CaptureService:
+    """Validated, audited writes (and the matching reads) on one study database."""
+
+    def __init__(self, engine: Engine, protocol: Protocol, scorer: Scorer | None = None,
+                 today: Callable[[], dt.date] = _today):
+        self.engine = engine
+        self.protocol = protocol
+        self.scorer = scorer or default_scorer
+        self.today = today
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------------ helpers
+    def _require(self, actor: Actor, action: str) -> None:
+        if not actor.may(action):
+            raise PermissionDenied(f"role '{actor.role}' may not {action.replace('_', ' ')}")
+
+    def _subject(self, session: Session, actor: Actor, subject_code: str) -> Subject:
+        subject = session.scalars(select(Subject).where(Subject.subject_code == subject_code)).one_or_none()
+        if subject is None or not actor.sees_site(subject.site_code):
+            raise NotFound(f"subject {subject_code} not found")
+        return subject
+
+    def _date(self, name: str, raw: Any, violations: list[Violation]) -> dt.date | None:
+        if raw is None:
+            violations.append(Violation(name, None, "required", "is required"))
+            return None
+        if isinstance(raw, dt.date):
+            value = raw
+        else:
+            try:
+                value = dt.date.fromisoformat(str(raw))
+            except ValueError:
+                violations.append(Violation(name, raw, "type", "must be a date in the form YYYY-MM-DD"))
+                return None
+        if value > self.today():
+            violations.append(Violation(name, raw, "not_future", "must not be in the future"))
+        return value
+
+    @staticmethod
+    def _entry(actor: Actor, action: str, entity: str, subject: str | None, **kw: Any) -> AuditEntry:
+        return AuditEntry(username=actor.username, role=actor.role, action=action, entity=entity,
+                          subject_code=subject, **kw)
+
+    # ------------------------------------------------------------------ subjects
+    def screen_subject(self, actor: Actor, subject_code: str, site_code: str, screening_date: Any,
+                       consent_date: Any, *, synthetic: bool = False) -> None:
+        """Register a consented subject for screening (status 'screening')."""
+        self._require(actor, "screen_subject")
+        violations: list[Violation] = []
+        if not SUBJECT_CODE.match(subject_code or ""):
+            violations.append(Violation("subject_code", subject_code, "format",
+                                        "must be 1-32 letters, digits or '-' starting with a letter or digit"))
+        sites = [s.code for s in self.protocol.study.sites]
+        if site_code not in sites:
+            violations.append(Violation("site_code", site_code, "codelist", f"must be one of: {', '.join(sites)}"))
+        elif not actor.sees_site(site_code):
+            raise PermissionDenied(f"user {actor.username} may not screen subjects at site {site_code}")
+        screening = self._date("screening_date", screening_date, violations)
+        consent = self._date("consent_date", consent_date, violations)
+        if screening and consent and consent > screening:
+            violations.append(Violation("consent_date", consent_date, "order",
+                                        "informed consent must be obtained on or before the screening date"))
+        with self._sessions.begin() as session:
+            if session.scalars(select(Subject.id).where(Subject.subject_code == subject_code)).first():
+                violations.append(Violation("subject_code", subject_code, "unique", "is already registered"))
+            if violations:
+                raise ValidationFailed(violations)
+            subject = Subject(subject_code=subject_code, site_code=site_code, status="screening",
+                              screening_date=screening, consent_date=consent, synthetic=synthetic, version=1)
+            session.add(subject)
+            values = {"site_code": site_code, "screening_date": screening, "consent_date": consent,
+                      "status": "screening", "synthetic": synthetic}
+            audit.append(session, [
+                self._entry(actor, "create", "subject", subject_code, record_key=subject_code,
+                            field=k, new_value=canonical(v)) for k, v in values.items()
+            ])
+
+    def _set_subject(self, session: Session, actor: Actor, subject: Subject, changes: Mapping[str, Any],
+                     action: str, reason: str | None) -> None:
+        entries = []
+        for name, new in changes.items():
+            old = getattr(subject, name)
+            if old != new:
+                setattr(subject, name, new)
+                entries.append(self._entry(actor, action, "subject", subject.subject_code,
+                                           record_key=subject.subject_code, field=name,
+                                           old_value=canonical(old), new_value=canonical(new), reason=reason))
+        if entries:
+            subject.version += 1
+            audit.append(session, entries)
+
+    def screening_values(self, session: Session, subject: Subject) -> dict[str, Any]:
+        """All values captured on the baseline visit's forms, merged into one mapping."""
+        baseline = self.protocol.baseline_visit.code
+        values: dict[str, Any] = {}
+        records = session.scalars(select(FormRecord).where(
+            FormRecord.subject_id == subject.id, FormRecord.visit_code == baseline)).all()
+        for record in records:
+            for item in record.items:
+                values[item.field] = _decode(item.value)
+        return values
+
+    def evaluate_eligibility(self, actor: Actor, subject_code: str) -> EligibilityOutcome:
+        """Evaluate inclusion/exclusion on the screening data and record the outcome."""
+        self._require(actor, "evaluate_eligibility")
+        with self._sessions.begin() as session:
+            subject = self._subject(session, actor, subject_code)
+            if subject.status not in ("screening", "eligible", "screen_failed"):
+                raise StateError(f"subject {subject_code} is already {subject.status}")
+            outcome = evaluate_eligibility(self.protocol, self.screening_values(session, subject))
+            failed = outcome.failed + [f"{c} (not assessed)" for c in outcome.not_assessed]
+            self._set_subject(session, actor, subject, {
+                "eligible": outcome.eligible,
+                "eligibility_failed": json.dumps(failed) if failed else None,
+                "status": "eligible" if outcome.eligible else "screen_failed",
+            }, "eligibility", None)
+            return outcome
+
+    def enrol(self, actor: Actor, subject_code: str, enrolled_date: Any, arm_code: str | None = None) -> str:
+        """Enrol an eligible subject (single arm: the only arm; randomized versions need ``arm_code``)."""
+        self._require(actor, "enrol")
+        violations: list[Violation] = []
+        date = self._date("enrolled_date", enrolled_date, violations)
+        arms = [a.code for a in self.protocol.active_version.arms]
+        if arm_code is None and len(arms) == 1:
+            arm_code = arms[0]
+        if arm_code not in arms:
+            violations.append(Violation("arm_code", arm_code, "codelist", f"must be one of: {', '.join(arms)}"))
+        with self._sessions.begin() as session:
+            subject = self._subject(session, actor, subject_code)
+            if subject.status != "eligible":
+                raise StateError(f"subject {subject_code} cannot be enrolled: status is {subject.status}, "
+                                 "eligibility must be confirmed first")
+            if date and date < subject.screening_date:
+                violations.append(Violation("enrolled_date", enrolled_date, "order",
+                                            "must not be before the screening date"))
+            if violations:
+                raise ValidationFailed(violations)
+            self._set_subject(session, actor, subject, {"enrolled_date": date, "arm_code": arm_code,
+                                                        "status": "enrolled"}, "enrol", None)
+            return arm_code  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ visits
+    def _visit_checks(self, session: Session, subject: Subject, visit_code: str, date: dt.date,
+                      raw: Any, violations: list[Violation], warnings: list[Violation]) -> None:
+        order = self.protocol.visit_codes
+        position = order.index(visit_code)
+        if subject.consent_date and date < subject.consent_date:
+            violations.append(Violation("visit_date", raw, "order", "must not be before informed consent"))
+        for other in session.scalars(select(Visit).where(Visit.subject_id == subject.id)).all():
+            if other.visit_code == visit_code:
+                continue
+            other_pos = order.index(other.visit_code)
+            if other_pos < position and date < other.visit_date:
+                violations.append(Violation("visit_date", raw, "order",
+                                            f"must not be before the {other.visit_code} visit ({other.visit_date})"))
+            if other_pos > position and date > other.visit_date:
+                violations.append(Violation("visit_date", raw, "order",
+                                            f"must not be after the {other.visit_code} visit ({other.visit_date})"))
+        if subject.infusion_date is not None:
+            visit = self.protocol.visit(visit_code)
+            day = study_day(date, subject.infusion_date)
+            if not in_window(visit, day):
+                warnings.append(Violation("visit_date", raw, "window",
+                                          f"study day {day} is outside the {visit_code} window "
+                                          f"[{visit.window[0]}, {visit.window[1]}] (protocol deviation)"))
+
+    def _ensure_visit(self, session: Session, actor: Actor, subject: Subject, visit_code: str,
+                      visit_date: Any, reason: str | None, violations: list[Violation],
+                      warnings: list[Violation]) -> Visit | None:
+        visit = session.scalars(select(Visit).where(Visit.subject_id == subject.id,
+                                                    Visit.visit_code == visit_code)).one_or_none()
+        if visit_date is None:
+            if visit is None:
+                violations.append(Violation("visit_date", None, "required",
+                                            f"the {visit_code} visit date is required before its forms"))
+            return visit
+        date = self._date("visit_date", visit_date, violations)
+        if date is None or (visit is not None and visit.visit_date == date):
+            return visit
+        self._visit_checks(session, subject, visit_code, date, visit_date, violations, warnings)
+        if visit is not None and not reason:
+            violations.append(Violation("reason", None, "reason_required",
+                                        "a reason is required to change a saved visit date"))
+        if violations:
+            return visit
+        old = visit.visit_date if visit else None
+        if visit is None:
+            visit = Visit(subject_id=subject.id, visit_code=visit_code, visit_date=date)
+            session.add(visit)
+        visit.visit_date = date
+        self._update_visit_day(subject, visit)
+        audit.append(session, [self._entry(actor, "update" if old else "create", "visit", subject.subject_code,
+                                           visit_code=visit_code, record_key=f"{subject.subject_code}/{visit_code}",
+                                           field="visit_date", old_value=canonical(old),
+                                           new_value=canonical(date), reason=reason)])
+        return visit
+
+    def _update_visit_day(self, subject: Subject, visit: Visit) -> None:
+        if subject.infusion_date is None:
+            visit.study_day, visit.in_window = None, None
+        else:
+            visit.study_day = study_day(visit.visit_date, subject.infusion_date)
+            visit.in_window = in_window(self.protocol.visit(visit.visit_code), visit.study_day)
+
+    def record_visit(self, actor: Actor, subject_code: str, visit_code: str, visit_date: Any,
+                     reason: str | None = None) -> list[Violation]:
+        """Record (or, with a reason, correct) a visit date; returns window warnings."""
+        self._require(actor, "enter_data")
+        if visit_code not in self.protocol.visit_codes:
+            raise NotFound(f"visit {visit_code} is not in the protocol")
+        violations: list[Violation] = []
+        warnings: list[Violation] = []
+        with self._sessions.begin() as session:
+            subject = self._subject(session, actor, subject_code)
+            self._check_visit_allowed(subject, visit_code)
+            self._ensure_visit(session, actor, subject, visit_code, visit_date, reason, violations, warnings)
+            if violations:
+                raise ValidationFailed(violations)
+        return warnings
+
+    def _check_visit_allowed(self, subject: Subject, visit_code: str) -> None:
+        if visit_code == self.protocol.baseline_visit.code:
+            return
+        if subject.status in ("screening", "eligible", "screen_failed"):
+            raise StateError(f"subject {subject.subject_code} is not enrolled (status {subject.status}); "
+                             f"only screening data can be entered")
+        day0 = next(v.code for v in self.protocol.visits if v.day == 0)
+        if visit_code != day0 and subject.infusion_date is None:
+            raise StateError(f"subject {subject.subject_code} has no infusion recorded; "
+                             f"post-infusion visits need the {day0} catheterization record first")
+
+    # ------------------------------------------------------------------ forms
+    def save_form(self, actor: Actor, subject_code: str, visit_code: str, form_code: str,
+                  data: Mapping[str, Any], *, reason: str | None = None, expected_version: int | None = None,
+                  visit_date: Any = None, complete: bool = True) -> SaveResult:
+        """Validate and save form data (a partial update of an existing form is allowed).
+
+        ``expected_version``: the version the client read; a different current version raises
+        :class:`Conflict`. ``reason`` is required once the form has been saved before.
+        ``complete=False`` saves a draft without requiring the required fields.
+        """
+        self._require(actor, "enter_data")
+        try:
+            visit_def = self.protocol.visit(visit_code)
+        except KeyError:
+            raise NotFound(f"visit {visit_code} is not in the protocol") from None
+        if form_code not in visit_def.forms:
+            raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
+        form = self.protocol.forms[form_code]
+        with self._sessions.begin() as session:
+            subject = self._subject(session, actor, subject_code)
+            self._check_visit_allowed(subject, visit_code)
+            violations: list[Violation] = []
+            warnings: list[Violation] = []
+            self._ensure_visit(session, actor, subject, visit_code, visit_date, reason, violations, warnings)
+            record = session.scalars(select(FormRecord).where(
+                FormRecord.subject_id == subject.id, FormRecord.visit_code == visit_code,
+                FormRecord.form_code == form_code)).one_or_none()
+            if record is not None:
+                if record.locked:
+                    raise StateError(f"{form_code} at {visit_code} for {subject_code} is locked")
+                if expected_version is not None and expected_version != record.version:
+                    raise Conflict(f"{form_code} at {visit_code} for {subject_code} is at version "
+                                   f"{record.version}, not {expected_version}: reload and re-apply your change")
+            existing = {i.field: _decode(i.value) for i in record.items} if record else {}
+            result = validate_record(self.protocol, form, data, existing=existing, require_complete=complete)
+            violations.extend(result.violations)
+            warnings.extend(result.warnings)
+            changed = [k for k, v in result.values.items() if canonical(existing.get(k)) != canonical(v)]
+            if record is not None and changed and not (reason and reason.strip()):
+                violations.append(Violation("reason", reason, "reason_required",
+                                            "a reason is required to change saved data"))
+            if violations:
+                raise ValidationFailed(violations)
+            merged = {**existing, **result.values}
+            status = "complete" if all(merged.get(f.name) is not None for f in form.fields if f.required) \
+                else "incomplete"
+            first_entry = record is None
+            if record is None:
+                record = FormRecord(subject_id=subject.id, visit_code=visit_code, form_code=form_code,
+                                    status=status, version=0, verified=False, locked=False, signed=False)
+                session.add(record)
+                session.flush()
+            record_key = f"{subject_code}/{visit_code}/{form_code}"
+            entries: list[AuditEntry] = []
+            items = {i.field: i for i in record.items}
+            for name in changed:
+                new_text = canonical(result.values[name])
+                if name in items:
+                    items[name].value = new_text
+                else:
+                    session.add(ItemValue(record_id=record.id, field=name, value=new_text))
+                entries.append(self._entry(actor, "create" if first_entry else "update", "item", subject_code,
+                                           visit_code=visit_code, form_code=form_code, record_key=record_key,
+                                           field=name, old_value=canonical(existing.get(name)),
+                                           new_value=new_text, reason=None if first_entry else reason))
+            derived: dict[str, float | None] = {}
+            if form.instrument and changed:
+                derived = self._derive(session, actor, record, form.instrument, merged, entries)
+            if record.status != status:
+                entries.append(self._entry(actor, "status", "form", subject_code, visit_code=visit_code,
+                                           form_code=form_code, record_key=record_key, field="status",
+                                           old_value=canonical(None if first_entry else record.status),
+                                           new_value=canonical(status), reason=None if first_entry else reason))
+                record.status = status
+            if changed or first_entry:
+                record.version += 1
+            if record.verified and changed:  # changed data need re-verification by the monitor
+                record.verified = False
+                entries.append(self._entry(actor, "unverify", "form", subject_code, visit_code=visit_code,
+                                           form_code=form_code, record_key=record_key, field="verified",
+                                           old_value="true", new_value="false", reason="data changed after SDV"))
+            if record.signed and changed:
+                record.signed = False
+                entries.append(self._entry(actor, "unsign", "form", subject_code, visit_code=visit_code,
+                                           form_code=form_code, record_key=record_key, field="signed",
+                                           old_value="true", new_value="false",
+                                           reason="data changed after signature"))
+            audit.append(session, entries)
+            if form_code == "catheterization":
+                self._record_infusion(session, actor, subject, visit_code, merged, reason)
+            return SaveResult(record.version, status, changed, warnings, derived)
+
+    def _derive(self, session: Session, actor: Actor, record: FormRecord, instrument: str,
+                items: Mapping[str, Any], entries: list[AuditEntry]) -> dict[str, float | None]:
+        """Compute instrument scores from the items and store them with the scoring version."""
+        scores, version = self.scorer(instrument, items)
+        stored = {d.name: d for d in record.derived}
+        subject_code = session.get(Subject, record.subject_id).subject_code  # type: ignore[union-attr]
+        record_key = f"{subject_code}/{record.visit_code}/{record.form_code}"
+        for name, value in scores.items():
+            value = None if value is None else float(value)
+            old = stored.get(name)
+            if old is None:
+                session.add(DerivedValue(record_id=record.id, name=name, value=value, scoring_version=version))
+            elif old.value == value and old.scoring_version == version:
+                continue
+            else:
+                old.value, old.scoring_version = value, version
+            entries.append(self._entry(actor, "derive", "score", subject_code, visit_code=record.visit_code,
+                                       form_code=record.form_code, record_key=record_key, field=name,
+                                       old_value=canonical(old.value if old else None), new_value=canonical(value),
+                                       reason=f"derived from item responses ({version})"))
+        return scores
+
+    def _record_infusion(self, session: Session, actor: Actor, subject: Subject, visit_code: str,
+                         values: Mapping[str, Any], reason: str | None) -> None:
+        """The day 0 catheterization record with cells given fixes day 0 for every study day."""
+        visit = session.scalars(select(Visit).where(Visit.subject_id == subject.id,
+                                                    Visit.visit_code == visit_code)).one()
+        dose = values.get("dose_cells_1e6") or 0
+        infusion = visit.visit_date if dose > 0 else None
+        status = "infused" if infusion else "enrolled"
+        if subject.infusion_date == infusion and subject.status == status:
+            return
+        self._set_subject(session, actor, subject, {"infusion_date": infusion, "status": status},
+                          "infusion", reason)
+        for other in session.scalars(select(Visit).where(Visit.subject_id == subject.id)).all():
+            self._update_visit_day(subject, other)
+        for ae in session.scalars(select(AdverseEvent).where(AdverseEvent.subject_id == subject.id)).all():
+            ae.study_day = study_day(ae.onset_date, infusion) if infusion else None
+
+    def get_form(self, actor: Actor, subject_code: str, visit_code: str, form_code: str) -> FormView:
+        """Current data of a form (empty, version 0, status 'not_started' if never saved)."""
+        self._require(actor, "view")
+        if visit_code not in self.protocol.visit_codes or form_code not in self.protocol.visit(visit_code).forms:
+            raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
+        with self._sessions() as session:
+            subject = self._subject(session, actor, subject_code)
+            record = session.scalars(select(FormRecord).where(
+                FormRecord.subject_id == subject.id, FormRecord.visit_code == visit_code,
+                FormRecord.form_code == form_code)).one_or_none()
+            if record is None:
+                return FormView(subject_code, visit_code, form_code, {}, 0, "not_started", {}, None,
+                                False, False, False)
+            derived = {d.name: d.value for d in record.derived}
+            version = record.derived[0].scoring_version if record.derived else None
+            return FormView(subject_code, visit_code, form_code,
+                            {i.field: _decode(i.value) for i in record.items}, record.version, record.status,
+                            derived, version, record.verified, record.locked, record.signed)
+
+    # ------------------------------------------------------------------ adverse events
+    def _ae_values(self, data: Mapping[str, Any], existing: Mapping[str, Any]) -> tuple[dict[str, Any], list[Violation], list[Violation]]:
+        result = validate_record(self.protocol, self.protocol.adverse_events, data, existing=existing)
+        return {**existing, **result.values}, list(result.violations), list(result.warnings)
+
+    def _apply_ae(self, ae: AdverseEvent, values: Mapping[str, Any], infusion: dt.date | None) -> None:
+        ae.term, ae.category = values["term"], values["category"]
+        ae.onset_date, ae.stop_date = values["onset_date"], values.get("stop_date")
+        ae.study_day = study_day(ae.onset_date, infusion) if infusion else None
+        ae.ctcae_grade, ae.serious = values["ctcae_grade"], values["serious"] == "Y"
+        criteria = [c for c in SAE_CRITERIA if values.get(c) == "Y"]
+        ae.sae_criteria = json.dumps(criteria) if criteria else None
+        ae.related_product, ae.related_procedure = values["related_product"], values["related_procedure"]
+        ae.outcome = values["outcome"]
+        ae.data = json.dumps({k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in values.items()},
+                             sort_keys=True)
+
+    def record_adverse_event(self, actor: Actor, subject_code: str, data: Mapping[str, Any]) -> int:
+        """Record a new adverse event; returns its sequence number within the subject."""
+        self._require(actor, "enter_data")
+        with self._sessions.begin() as session:
+            subject = self._subject(session, actor, subject_code)
+            values, violations, _ = self._ae_values(data, {})
+            onset = values.get("onset_date")
+            if onset and subject.consent_date and onset < subject.consent_date:
+                violations.append(Violation("onset_date", data.get("onset_date"), "order",
+                                            "adverse events are collected from informed consent onwards"))
+            if onset and onset > self.today():
+                violations.append(Violation("onset_date", data.get("onset_date"), "not_future",
+                                            "must not be in the future"))
+            if violations:
+                raise ValidationFailed(violations)
+            seq = (session.scalar(select(func.max(AdverseEvent.ae_seq)).where(
+                AdverseEvent.subject_id == subject.id)) or 0) + 1
+            ae = AdverseEvent(subject_id=subject.id, ae_seq=seq, version=1)
+            self._apply_ae(ae, values, subject.infusion_date)
+            session.add(ae)
+            audit.append(session, [
+                self._entry(actor, "create", "adverse_event", subject_code, record_key=f"{subject_code}/AE{seq}",
+                            field=k, new_value=canonical(v)) for k, v in values.items() if v is not None
+            ])
+            return seq
+
+    def update_adverse_event(self, actor: Actor, subject_code: str, ae_seq: int, data: Mapping[str, Any],
+                             *, reason: str | None, expected_version: int | None = None) -> int:
+        """Correct or follow up an adverse event (reason required); returns the new version."""
+        self._require(actor, "enter_data")
+        with self._sessions.begin() as session:
+            subject = self._subject(session, actor, subject_code)
+            ae = session.scalars(select(AdverseEvent).where(AdverseEvent.subject_id == subject.id,
+                                                            AdverseEvent.ae_seq == ae_seq)).one_or_none()
+            if ae is None:
+                raise NotFound(f"adverse event {ae_seq} of subject {subject_code} not found")
+            if expected_version is not None and expected_version != ae.version:
+                raise Conflict(f"adverse event {ae_seq} is at version {ae.version}, not {expected_version}")
+            existing = self.adverse_event_values(ae)
+            values, violations, _ = self._ae_values(data, existing)
+            changed = [k for k in values if canonical(values[k]) != canonical(existing.get(k))]
+            if changed and not (reason and reason.strip()):
+                violations.append(Violation("reason", reason, "reason_required",
+                                            "a reason is required to change saved data"))
+            if violations:
+                raise ValidationFailed(violations)
+            if not changed:
+                return ae.version
+            self._apply_ae(ae, values, subject.infusion_date)
+            ae.version += 1
+            audit.append(session, [
+                self._entry(actor, "update", "adverse_event", subject_code, record_key=f"{subject_code}/AE{ae_seq}",
+                            field=k, old_value=canonical(existing.get(k)), new_value=canonical(values[k]),
+                            reason=reason) for k in changed
+            ])
+            return ae.version
+
+    @staticmethod
+    def adverse_event_values(ae: AdverseEvent) -> dict[str, Any]:
+        values = json.loads(ae.data)
+        for key in ("onset_date", "stop_date"):
+            if values.get(key):
+                values[key] = dt.date.fromisoformat(values[key])
+        return values
+
+    # ------------------------------------------------------------------ disposition
+    def record_disposition(self, actor: Actor, subject_code: str, data: Mapping[str, Any],
+                           *, reason: str | None = None) -> None:
+        """Record completion or discontinuation (status, date, reason)."""
+        self._require(actor, "enter_data")
+        with self._sessions.begin() as session:
+            subject = self._subject(session, actor, subject_code)
+            if subject.status in ("screening", "eligible", "screen_failed"):
+                raise StateError(f"subject {subject_code} was never enrolled; no disposition to record")
+            existing = {"status": subject.disposition, "date": subject.disposition_date,
+                        "reason": subject.disposition_reason} if subject.disposition else {}
+            result = validate_record(self.protocol, self.protocol.disposition, data, existing=existing)
+            violations = list(result.violations)
+            values = {**existing, **result.values}
+            if values.get("date") and values["date"] < subject.screening_date:
+                violations.append(Violation("date", data.get("date"), "order", "must not be before screening"))
+            if subject.disposition and not (reason and reason.strip()):
+                violations.append(Violation("reason", reason, "reason_required",
+                                            "a reason is required to change a recorded disposition"))
+            if violations:
+                raise ValidationFailed(violations)
+            self._set_subject(session, actor, subject, {
+                "disposition": values["status"], "disposition_date": values["date"],
+                "disposition_reason": values.get("reason"),
+                "status": "completed" if values["status"] == "COMPLETED" else "discontinued",
+            }, "disposition", reason)
+

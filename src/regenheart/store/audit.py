@@ -1,0 +1,141 @@
+"""Append-only, tamper-evident audit trail.
+
+Each audit record carries ``hash = SHA-256(canonical JSON of its content + prev_hash)``, where
+``prev_hash`` is the hash of the record before it (64 zeros for the first). Changing, deleting,
+inserting or reordering any record breaks the chain from that point on, and :func:`verify_chain`
+names the first broken record. The chain head is kept in ``audit_head`` and locked in the writing
+transaction (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent
+writers append one after the other and never fork the chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from regenheart.store.models import AuditHead, AuditRecord
+
+GENESIS_HASH = "0" * 64
+HASHED_COLUMNS = (
+    "seq", "ts_utc", "username", "role", "action", "entity", "subject_code", "visit_code",
+    "form_code", "record_key", "field", "old_value", "new_value", "reason", "prev_hash",
+)
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 with microseconds and a 'Z' suffix (unambiguous, sortable)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(value: Any) -> str | None:
+    """Canonical JSON text of a captured value (None stays None), used in the trail and the store."""
+    if value is None:
+        return None
+    if isinstance(value, (dt.date, dt.datetime)):
+        value = value.isoformat()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_hash(content: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the hashed columns of an audit record."""
+    payload = json.dumps({k: content.get(k) for k in HASHED_COLUMNS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """What an audit record says: who (username, role), what (action on entity/field), old -> new, why."""
+
+    username: str
+    role: str
+    action: str
+    entity: str
+    subject_code: str | None = None
+    visit_code: str | None = None
+    form_code: str | None = None
+    record_key: str | None = None
+    field: str | None = None
+    old_value: str | None = None
+    new_value: str | None = None
+    reason: str | None = None
+
+
+def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = None) -> list[AuditRecord]:
+    """Append ``entries`` to the chain inside the caller's transaction (same commit as the data)."""
+    if not entries:
+        return []
+    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+    ts = ts_utc or utc_now()
+    seq, prev = head.seq, head.hash
+    records = []
+    for entry in entries:
+        seq += 1
+        content = {**entry.__dict__, "seq": seq, "ts_utc": ts, "prev_hash": prev}
+        digest = record_hash(content)
+        record = AuditRecord(**content, hash=digest)
+        session.add(record)
+        records.append(record)
+        prev = digest
+    head.seq, head.hash = seq, prev
+    return records
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """Result of :func:`verify_chain`: ``ok``, records checked, head hash, and the first problem."""
+
+    ok: bool
+    records: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def iter_records(session: Session, batch: int = 5000) -> Iterator[AuditRecord]:
+    last = 0
+    while True:
+        rows = session.scalars(
+            select(AuditRecord).where(AuditRecord.seq > last).order_by(AuditRecord.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def verify_chain(engine: Engine) -> ChainReport:
+    """Recompute every hash and link; report the first record that does not verify."""
+    with Session(engine) as session:
+        prev, expected_seq, count = GENESIS_HASH, 1, 0
+        for record in iter_records(session):
+            content = {k: getattr(record, k) for k in HASHED_COLUMNS}
+            if record.seq != expected_seq:
+                return ChainReport(False, count, prev, record.seq,
+                                   f"sequence gap: expected record {expected_seq}, found {record.seq}")
+            if record.prev_hash != prev:
+                return ChainReport(False, count, prev, record.seq,
+                                   "link broken: prev_hash does not match the previous record")
+            if record_hash(content) != record.hash:
+                return ChainReport(False, count, prev, record.seq,
+                                   "content altered: the stored hash does not match the record")
+            prev, expected_seq, count = record.hash, expected_seq + 1, count + 1
+        head = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one()
+        if head.seq != count or head.hash != prev:
+            return ChainReport(False, count, prev, head.seq,
+                               f"chain head (record {head.seq}) does not match the last record ({count}): "
+                               "records were removed from the end")
+        return ChainReport(True, count, prev)
+
+
+def head_hash(engine: Engine) -> tuple[int, str]:
+    """(number of audit records, hash of the newest) as stored in the chain head."""
+    with Session(engine) as session:
+        head = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one()
+        return head.seq, head.hash
