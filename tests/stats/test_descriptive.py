@@ -455,7 +455,9 @@ def test_geometric_mean_ratio_refuses_non_positive():
     with pytest.raises(ValueError, match=r"baseline.*-3\.0"):
         d.geometric_mean_ratio([1.0, 2.0, -3.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match=r"follow_up.*0\.0.*'s2'"):
-        d.geometric_mean_ratio(pd.Series([1.0, 2.0], index=["s1", "s2"]), pd.Series([1.0, 0.0], index=["s1", "s2"]))
+        d.geometric_mean_ratio(
+            pd.Series([1.0, 2.0], index=["s1", "s2"]), pd.Series([1.0, 0.0], index=["s1", "s2"])
+        )
     r = d.geometric_mean_ratio([1.0, np.nan, 2.0], [2.0, 5.0, np.nan])
     assert r.n == 1 and r.n_excluded == 2 and r.gmr == pytest.approx(2.0) and math.isnan(r.lower)
 
