@@ -224,6 +224,8 @@ def test_inputs_refused():
         d.summarize(["a", "b"])
     with pytest.raises(TypeError):
         d.summarize(3.0)
+    with pytest.raises(TypeError, match="booleans"):
+        d.summarize(np.array([True, False]))
     with pytest.raises(TypeError):
         d.summarize(np.ones((2, 2)))
     with pytest.raises(ValueError):

@@ -250,13 +250,16 @@ def _as_float_array(values: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a sequence of numbers, got a scalar")
     if np.ndim(values) > 1:
         raise TypeError(f"{name} must be one-dimensional, got {np.ndim(values)} dimensions")
-    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
-    if series.dtype == bool:
-        raise TypeError(f"{name} must be numeric, got booleans")
-    try:
-        arr = series.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be numeric: {exc}") from exc
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        arr = values.astype(float)  # fast path; NaN already marks missing
+    else:
+        series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+        if series.dtype == bool or (isinstance(values, np.ndarray) and values.dtype.kind == "b"):
+            raise TypeError(f"{name} must be numeric, got booleans")
+        try:
+            arr = series.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be numeric: {exc}") from exc
     bad = np.isinf(arr)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -723,6 +726,9 @@ def shift_table(
     that is not among ``categories`` raises ``ValueError`` naming it. Values are matched by
     equality, so 1 and 1.0 are the same category. Index name ``"before"``, columns name
     ``"after"``; counts are ``int64``.
+
+    Method: a plain cross-tabulation of subjects by category at the two visits (the "shift table"
+    of clinical study reports, ICH E3 section 12.4).
     """
     cats = list(categories)
     if not cats:

@@ -311,6 +311,8 @@ def mean_analysis(data: pd.DataFrame, target: str) -> tuple[float, float, float]
 
     Returns ``(mean, sd^2 / n, n - 1)``: the one-sample t analysis (for a change-from-baseline
     variable, the mean change and the squared standard error of the paired t-test).
+
+    Reference: Student (1908). The probable error of a mean. Biometrika 6:1-25.
     """
     y = data[target].to_numpy(dtype=float, na_value=np.nan)
     if np.isnan(y).any():
