@@ -171,3 +171,103 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Electronic data capture workflow (migration 0002): user accounts, access log, data queries,
+# electronic signatures. Source-data verification, lock and unlock are flags on FormRecord whose
+# history lives in the audit trail.
+
+
+class User(Base):
+    """A user account. ``password_hash`` is an argon2id hash (never the password).
+
+    ``site_code`` restricts the account to one site's subjects (None = all sites).
+    ``token_version`` increments on log-out, password, role or site changes and deactivation:
+    every session cookie and API token issued before is then refused.
+    """
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))  # printed name on e-signatures (21 CFR 11.50)
+    role: Mapped[str] = mapped_column(String(32))
+    site_code: Mapped[str | None] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    locked_until: Mapped[str | None] = mapped_column(String(32))  # ISO 8601 UTC, set by a lock-out
+    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_utc: Mapped[str] = mapped_column(String(32))
+    password_changed_utc: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class AccessLog(Base):
+    """Append-only log of access: log-ins (success, failure, refused while locked), lock-outs,
+    log-outs, invalid tokens, permission refusals and failed signature passwords."""
+
+    __tablename__ = "access_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts_utc: Mapped[str] = mapped_column(String(32), index=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str | None] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(8))  # web, api, cli
+    client: Mapped[str | None] = mapped_column(String(64))  # client address
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class DataQuery(Base):
+    """A data query (discrepancy note) on one field of one form: open -> answered -> closed."""
+
+    __tablename__ = "queries"
+    __table_args__ = (UniqueConstraint("subject_id", "query_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    query_seq: Mapped[int] = mapped_column(Integer)
+    visit_code: Mapped[str] = mapped_column(String(16))
+    form_code: Mapped[str] = mapped_column(String(48))
+    field: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # open, answered, closed
+    opened_by: Mapped[str] = mapped_column(String(64))
+    opened_utc: Mapped[str] = mapped_column(String(32))
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    closed_utc: Mapped[str | None] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    messages: Mapped[list[QueryMessage]] = relationship(back_populates="query", order_by="QueryMessage.id")
+
+
+class QueryMessage(Base):
+    """One message of a query thread (append-only): open, answer, close or reopen."""
+
+    __tablename__ = "query_messages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("queries.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    ts_utc: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str | None] = mapped_column(Text)
+
+    query: Mapped[DataQuery] = relationship(back_populates="messages")
+
+
+class Signature(Base):
+    """An electronic signature of one form record (append-only; 21 CFR 11.50 / 11.70).
+
+    Manifestation: printed name, UTC date and time, meaning. ``record_version`` and
+    ``content_hash`` (SHA-256 of the signed data) link the signature to exactly what was signed;
+    the signature stops applying when the data change (FormRecord.signed is cleared).
+    """
+
+    __tablename__ = "signatures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("form_records.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    full_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    meaning: Mapped[str] = mapped_column(String(200))
+    ts_utc: Mapped[str] = mapped_column(String(32))
+    record_version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
