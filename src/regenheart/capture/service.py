@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibility
@@ -364,16 +364,19 @@ class CaptureService:
             record_key = f"{subject_code}/{visit_code}/{form_code}"
             entries: list[AuditEntry] = []
             items = {i.field: i for i in record.items}
+            new_items = []
             for name in changed:
                 new_text = canonical(result.values[name])
                 if name in items:
                     items[name].value = new_text
                 else:
-                    session.add(ItemValue(record_id=record.id, field=name, value=new_text))
+                    new_items.append({"record_id": record.id, "field": name, "value": new_text})
                 entries.append(self._entry(actor, "create" if first_entry else "update", "item", subject_code,
                                            visit_code=visit_code, form_code=form_code, record_key=record_key,
                                            field=name, old_value=canonical(existing.get(name)),
                                            new_value=new_text, reason=None if first_entry else reason))
+            if new_items:
+                session.execute(insert(ItemValue), new_items)
             derived: dict[str, float | None] = {}
             if form.instrument and changed:
                 derived = self._derive(session, actor, record, form.instrument, merged, entries)

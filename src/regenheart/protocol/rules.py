@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +59,12 @@ class Rule:
             return None
 
 
+@functools.lru_cache(maxsize=1024)
 def compile_rule(source: str) -> Rule:
-    """Parse and check a rule expression; raise :class:`RuleSyntaxError` naming the problem."""
+    """Parse and check a rule expression; raise :class:`RuleSyntaxError` naming the problem.
+
+    Cached: protocols reuse the same few rules on every save.
+    """
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:

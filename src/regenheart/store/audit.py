@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
 from regenheart.store.models import AuditHead, AuditRecord
@@ -67,24 +67,26 @@ class AuditEntry:
     reason: str | None = None
 
 
-def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = None) -> list[AuditRecord]:
-    """Append ``entries`` to the chain inside the caller's transaction (same commit as the data)."""
+def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = None) -> list[dict[str, Any]]:
+    """Append ``entries`` to the chain inside the caller's transaction (same commit as the data).
+
+    Returns the rows written (as dicts, with their ``seq`` and ``hash``).
+    """
     if not entries:
         return []
     head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     ts = ts_utc or utc_now()
     seq, prev = head.seq, head.hash
-    records = []
+    rows = []
     for entry in entries:
         seq += 1
         content = {**entry.__dict__, "seq": seq, "ts_utc": ts, "prev_hash": prev}
-        digest = record_hash(content)
-        record = AuditRecord(**content, hash=digest)
-        session.add(record)
-        records.append(record)
-        prev = digest
+        content["hash"] = prev = record_hash(content)
+        rows.append(content)
+    # One multi-row INSERT: the trail of a form save is written in a single statement.
+    session.execute(insert(AuditRecord), rows)
     head.seq, head.hash = seq, prev
-    return records
+    return rows
 
 
 @dataclass(frozen=True)
