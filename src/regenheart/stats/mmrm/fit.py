@@ -1,0 +1,252 @@
+"""Fitting: starting values, the Newton optimizer and the public ``fit_mmrm`` / ``fit_ancova``."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ._errors import MMRMError, MMRMWarning
+from .covariance import Structure, make_structure
+from .design import Design, prepare
+from .dof import METHODS, Inference
+from .formula import parse_formula
+from .likelihood import Likelihood, State
+from .result import MMRMResult
+
+
+def _moment_covariance(lik: Likelihood) -> np.ndarray:
+    """Pairwise-complete covariance of OLS residuals (starting values for Sigma)."""
+    X, y, mask = lik.X2, lik.y.reshape(-1), lik.mask.reshape(-1)
+    beta, *_ = np.linalg.lstsq(X[mask], y[mask], rcond=None)
+    r = ((y - X @ beta) * mask).reshape(lik.n_sub, lik.T)
+    m = lik.mask.astype(float)
+    n_pair = m.T @ m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        S = (r.T @ r) / n_pair
+    S[n_pair == 0] = np.nan
+    # REML-like correction of the variances so the single-visit (OLS) case starts at its optimum
+    scale = lik.n_obs / max(lik.n_obs - lik.p, 1) if lik.reml else 1.0
+    S = S * scale
+    d = np.diag(S)
+    if not np.all(np.isfinite(d)) or np.any(d <= 1e-12 * max(1.0, np.nanmax(np.abs(y)) ** 2)):
+        bad = [k for k, v in enumerate(d) if not np.isfinite(v) or v <= 0]
+        raise MMRMError(
+            "the residual variance is zero or undefined at visit position(s) "
+            f"{bad or 'all'}: the model fits those observations exactly (too few observations?)"
+        )
+    return S
+
+
+class _Optimizer:
+    """Damped Newton on theta with analytic gradient and Hessian.
+
+    Negative curvature directions are flipped (|eigenvalue|) so every step is a descent step; a
+    backtracking (Armijo) line search and a cap on the step length make it robust far from the
+    optimum, and it converges quadratically near it. Deterministic.
+    """
+
+    def __init__(self, lik: Likelihood, structure: Structure):
+        self.lik, self.structure = lik, structure
+        self.n_eval = 0
+
+    def value(self, theta: np.ndarray) -> tuple[float, State | None]:
+        self.n_eval += 1
+        if not np.all(np.isfinite(theta)):
+            return np.inf, None
+        S = self.structure.sigma_of_theta(theta, 0)[0]
+        if not np.all(np.isfinite(S)):
+            return np.inf, None
+        st = self.lik.evaluate(S)
+        if st is None or not np.isfinite(st.f):
+            return np.inf, None
+        return st.f, st
+
+    def derivatives(self, theta: np.ndarray, st: State):
+        _, dS, d2S = self.structure.sigma_of_theta(theta, 2)
+        G = self.lik.grad_sigma(st)
+        H = self.lik.hess_sigma(st)
+        return self.lik.to_params(G, H, dS, d2S)
+
+    def run(self, theta0: np.ndarray, maxit: int = 200, tol: float = 1e-16):
+        theta = np.asarray(theta0, float)
+        f, st = self.value(theta)
+        if st is None:
+            raise MMRMError("the starting covariance matrix is not positive definite or X'V^-1X is singular")
+        converged = False
+        message = "maximum number of iterations reached"
+        it = 0
+        for it in range(1, maxit + 1):
+            g, H = self.derivatives(theta, st)
+            w, V = np.linalg.eigh(H)
+            floor = max(np.abs(w).max(), 1.0) * 1e-10
+            wm = np.maximum(np.abs(w), floor)
+            step = -(V @ ((V.T @ g) / wm))
+            dec = float(-(g @ step))  # Newton decrement^2 (in -2 logL units)
+            if dec < tol * max(1.0, abs(f)) or (dec < 1e-10 and np.all(w > floor)):
+                # near the optimum a full Newton step is taken without a line search (f cannot
+                # resolve decreases below its rounding error); then declare convergence.
+                if dec >= tol * max(1.0, abs(f)) and np.all(w > 0):
+                    fn, stn = self.value(theta + step)
+                    if stn is not None and fn <= f + 1e-9 * max(1.0, abs(f)):
+                        theta, f, st = theta + step, fn, stn
+                converged = bool(np.all(w > 0))
+                message = "converged" if converged else "stationary point with an indefinite Hessian"
+                break
+            big = np.abs(step).max()
+            if big > 5.0:  # keep exp() and tanh() parameters in a sensible range per step
+                step *= 5.0 / big
+                dec = float(-(g @ step))
+            t = 1.0
+            accepted = False
+            while t > 1e-12:
+                fn, stn = self.value(theta + t * step)
+                if stn is not None and fn <= f - 1e-4 * t * dec:
+                    accepted = True
+                    break
+                t *= 0.5
+            if not accepted:
+                message = "line search failed"
+                break
+            theta, f, st = theta + t * step, fn, stn
+        return theta, f, st, converged, it, message
+
+
+def _fit(design: Design, structure_name: str, method: str, df: str) -> MMRMResult:
+    reml = method == "reml"
+    lik = Likelihood(design, reml=reml)
+    structure = make_structure(structure_name, lik.T)
+    _check_visits(design, lik, structure, reml)
+    S0 = _moment_covariance(lik)
+    theta0 = structure.theta_start(S0)
+    opt = _Optimizer(lik, structure)
+    theta, f, st, converged, n_iter, message = opt.run(theta0)
+    if not converged:
+        warnings.warn(
+            f"the optimizer did not converge ({message}, {n_iter} iterations); results are unreliable",
+            MMRMWarning,
+            stacklevel=3,
+        )
+        design.notes.append(f"optimizer did not converge: {message}")
+    inference = Inference(lik, st, structure, theta, df)
+    return MMRMResult(
+        design=design,
+        likelihood=lik,
+        state=st,
+        structure=structure,
+        theta=theta,
+        inference=inference,
+        method=method,
+        df_method=df,
+        converged=converged,
+        n_iterations=n_iter,
+        optimizer_message=message,
+    )
+
+
+def _check_visits(design: Design, lik: Likelihood, structure: Structure, reml: bool) -> None:
+    """Warn about visits and visit pairs that carry too little information."""
+    per_visit = lik.mask.sum(axis=0)
+    for k, n in enumerate(per_visit):
+        if n < 2 and lik.T > 1:
+            msg = (
+                f"visit {design.visits[k]!r} has only {n} observation(s): its variance is (nearly) "
+                "not estimable"
+            )
+            design.notes.append(msg)
+            warnings.warn(msg, MMRMWarning, stacklevel=4)
+    if structure.name in ("us",):
+        m = lik.mask.astype(int)
+        pairs = m.T @ m
+        never = [
+            (design.visits[a], design.visits[b])
+            for a in range(lik.T)
+            for b in range(a + 1, lik.T)
+            if pairs[a, b] == 0
+        ]
+        if never:
+            msg = (
+                "unstructured covariance: visit pair(s) "
+                + ", ".join(f"{a!r}-{b!r}" for a, b in never[:5])
+                + " are never observed in the same subject, so their covariance is not identifiable"
+            )
+            design.notes.append(msg)
+            warnings.warn(msg, MMRMWarning, stacklevel=4)
+
+
+def _normalize(df: str, method: str) -> tuple[str, str]:
+    key = str(df).strip().lower()
+    if key not in METHODS:
+        raise MMRMError(f"unknown df method {df!r}; use 'satterthwaite', 'kenward-roger' or 'residual'")
+    m = str(method).strip().lower()
+    if m not in ("reml", "ml"):
+        raise MMRMError(f"unknown method {method!r}; use 'reml' or 'ml'")
+    return METHODS[key], m
+
+
+def fit_mmrm(
+    data: pd.DataFrame,
+    formula: str,
+    *,
+    df: str = "satterthwaite",
+    method: str = "reml",
+) -> MMRMResult:
+    """Fit a mixed model for repeated measures (MMRM), matching SAS PROC MIXED with a REPEATED statement.
+
+    Parameters
+    ----------
+    data:
+        One row per subject and visit. Rows with a missing response are dropped (missing at random);
+        rows with missing covariates, visit or subject are dropped too and counted (with an
+        ``MMRMWarning``).
+    formula:
+        R mmrm syntax, e.g. ``"FEV1 ~ RACE + SEX + ARMCD*AVISIT + us(AVISIT | USUBJID)"``. The
+        covariance term is one of ``us`` (SAS UN), ``cs`` (CS), ``csh`` (CSH), ``ar1`` (AR(1)),
+        ``ar1h`` (ARH(1)), ``toep`` (TOEP), ``toeph`` (TOEPH); its visit variable defines the time
+        points, ordered like a pandas Categorical (other string columns sort, numbers sort
+        numerically). Fixed effects: main effects, ``a:b``, ``a*b``, numeric covariates, ``- 1`` or
+        ``0 +`` for no intercept. Treatment contrasts; the first level of a factor is the reference.
+    df:
+        ``"satterthwaite"`` (observed information, as SAS), ``"kenward-roger"`` (Kenward & Roger
+        1997 adjusted covariance and scaled F) or ``"residual"`` (n_obs - rank(X)).
+    method:
+        ``"reml"`` (default) or ``"ml"``.
+
+    Returns
+    -------
+    MMRMResult
+        With ``coefficients`` (indexed by R-style names such as ``"ARMCDTRT:AVISITVIS2"``; use
+        ``result.coef("ARMCD[TRT]:AVISIT[VIS2]")`` for other spellings), ``lsmeans``, ``pairwise``,
+        ``contrast``, ``type3``, ``covariance``, ``loglik``, ``aic``, ``bic`` and ``summary()``.
+
+    Raises
+    ------
+    MMRMError
+        For an unusable specification or data (the message names the cause).
+    """
+    dfm, meth = _normalize(df, method)
+    parsed = parse_formula(formula)
+    if parsed.structure is None:
+        raise MMRMError(
+            f"formula {formula!r} has no covariance term such as us(AVISIT | USUBJID); "
+            "for one row per subject use fit_ancova()"
+        )
+    design = prepare(data, parsed)
+    return _fit(design, parsed.structure, meth, dfm)
+
+
+def fit_ancova(data: pd.DataFrame, formula: str, *, df: str = "residual") -> MMRMResult:
+    """Analysis of covariance at a single visit (one row per subject) by ordinary least squares.
+
+    ``formula`` has no covariance term, e.g. ``"FEV1 ~ FEV1_BL + ARMCD + RACE"``. The result has the
+    same interface as ``fit_mmrm`` (coefficients, lsmeans, pairwise, contrast, type3); the residual
+    variance is the usual unbiased RSS / (n - p) (the REML estimate), so estimates, standard errors
+    and tests are those of OLS. Rows with a missing response or covariate are dropped.
+    """
+    dfm, _ = _normalize(df, "reml")
+    parsed = parse_formula(formula)
+    if parsed.structure is not None:
+        raise MMRMError("fit_ancova() takes a formula without a covariance term; use fit_mmrm() for repeated measures")
+    design = prepare(data, parsed, single_visit=True)
+    return _fit(design, "us", "reml", dfm)
