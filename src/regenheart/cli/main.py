@@ -1,13 +1,218 @@
-"""Command-line entry point (placeholder until the CLI is assembled)."""
+"""The ``regenheart`` command: the demo trial, protocol, database, audit and analysis commands.
+
+Errors a user can cause (bad protocol file, missing database, broken audit chain, refused input)
+are printed as one clear message with a non-zero exit code, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-app = typer.Typer(help="regenheart: run the RegenHeart trial from first patient to posted results.")
+from regenheart import __version__
+
+app = typer.Typer(help="regenheart: run the RegenHeart trial (NCT04325594) from first patient to posted results.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Create and migrate study databases.", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit trail.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+console = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[Path, typer.Option("--db", help="Study database file (SQLite) or database URL.")]
+ProtocolOption = Annotated[Path | None, typer.Option("--protocol", help="Protocol YAML (default: embedded RegenHeart).")]
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can cause into a message and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from regenheart.capture.errors import CaptureError
+        from regenheart.protocol import ProtocolError
+        from regenheart.store.db import DatabaseError
+
+        try:
+            return func(*args, **kwargs)
+        except (ProtocolError, DatabaseError, CaptureError, FileNotFoundError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 @app.command()
 def version() -> None:
-    """Print the package version."""
-    from regenheart import __version__
+    """Print the version."""
+    console.print(__version__)
 
-    typer.echo(__version__)
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder for study.db, report.html, results.json.")] = Path("regenheart-demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic cohort (same seed, same trial).")] = 20200301,
+) -> None:
+    """Run the whole synthetic RegenHeart trial: new database, cohort entered through capture, analysis, report."""
+    from regenheart.cli.pipeline import run_demo
+    from regenheart.protocol import load_protocol
+
+    protocol = load_protocol()
+    console.print(f"[bold]{protocol.study.acronym}[/] ({protocol.study.nct_id}), protocol version "
+                  f"{protocol.active_protocol_version}: [yellow]SYNTHETIC demonstration cohort[/], seed {seed}")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("Entering subjects through the capture service", total=None)
+
+        def tick(code: str, done: int, total: int) -> None:
+            progress.update(task, total=total, completed=done, description=f"Entering subject {code}")
+
+        run, entered = run_demo(protocol, out, seed, progress=tick)
+        progress.update(task, description="Entered all subjects")
+    r = run.results
+    console.print(f"Entered {entered['subjects']} subjects, {entered['forms']} forms, "
+                  f"{entered['adverse_events']} adverse events, {entered['corrections']} corrections with reasons; "
+                  f"audit trail {r['snapshot']['audit_records']} records, head {r['snapshot']['audit_head_hash'][:16]}...")
+    _print_summary(r)
+    console.print(f"Report:  [bold]{run.report_path}[/]\nResults: {run.results_path}\nDatabase: {entered['database']}")
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    p = r["primary"]
+    console.print(f"Primary endpoint ({p['label']}): {p['n_events']}/{p['n_total']} "
+                  f"({_fmt(p['percent'])}%), exact 95% CI {_fmt(100 * p['lower'])}% to {_fmt(100 * p['upper'])}%")
+    lvef = next(b for b in r["efficacy"] if b["paramcd"] == "LVEF")
+    last = lvef["visits"][-1]
+    line = (f"LVEF change at {last['label']}: {_fmt(last['mean_change'])} points "
+            f"(95% CI {_fmt(last['lower'])} to {_fmt(last['upper'])}, n={last['n']}, paired t p={_fmt(last['p_value_t'], 4)})")
+    mmrm = r.get("mmrm", {}).get("results", {}).get("LVEF", {})
+    if mmrm.get("lsmeans"):
+        m = mmrm["lsmeans"][-1]
+        line += f"; MMRM LS mean {_fmt(m['estimate'])} (95% CI {_fmt(m['lower'])} to {_fmt(m['upper'])})"
+    console.print(line)
+    if r.get("synthetic"):
+        console.print("[yellow]All numbers come from SYNTHETIC data and are not RegenHeart results.[/]")
+
+
+@app.command()
+@user_errors
+def protocol(
+    file: Annotated[Path | None, typer.Argument(help="Protocol YAML to validate and show (default: embedded).")] = None,
+) -> None:
+    """Validate a protocol and print its schedule of assessments."""
+    from regenheart.protocol import load_protocol
+
+    p = load_protocol(file)
+    console.print(f"[bold]{p.study.acronym}[/] {p.study.nct_id}: {p.study.brief_title}")
+    for v in p.protocol_versions:
+        mark = " (active)" if v.version == p.active_protocol_version else ""
+        console.print(f"  protocol {v.version} of {v.date}: {v.design}, {v.planned_enrollment} patients, "
+                      f"arms {', '.join(a.code for a in v.arms)}{mark}")
+    visits = Table(title="Visits (study day 0 = intracoronary infusion)")
+    for column in ("Visit", "Label", "Target day", "Window (days)"):
+        visits.add_column(column)
+    for v in p.visits:
+        visits.add_row(v.code, v.label, str(v.day), f"{v.window[0]} to {v.window[1]}")
+    console.print(visits)
+    grid = Table(title="Schedule of assessments", show_lines=False, pad_edge=False)
+    grid.add_column("Form", no_wrap=True)
+    for v in p.visits:
+        grid.add_column(v.code, justify="center", no_wrap=True)
+    for code in p.forms:
+        grid.add_row(code, *["X" if code in v.forms else "." for v in p.visits])
+    console.print(grid)
+    console.print(f"Eligibility: {sum(c.kind == 'inclusion' for c in p.eligibility)} inclusion, "
+                  f"{sum(c.kind == 'exclusion' for c in p.eligibility)} exclusion criteria. "
+                  f"Primary endpoint: {p.endpoints.primary.label}. Secondary: "
+                  f"{', '.join(x.paramcd for x in p.endpoints.secondary.parameters)} at "
+                  f"{', '.join(p.endpoints.secondary.visits)}.")
+
+
+@db_app.command("init")
+@user_errors
+def db_init(db: DbOption) -> None:
+    """Create a new, empty study database for the embedded protocol."""
+    from regenheart.cli.pipeline import study_meta
+    from regenheart.protocol import load_protocol
+    from regenheart.store.db import create_study_database
+
+    create_study_database(db, study_meta(load_protocol(), synthetic=False))
+    console.print(f"Created study database {db}")
+
+
+@db_app.command("upgrade")
+@user_errors
+def db_upgrade(db: DbOption) -> None:
+    """Apply pending schema migrations to an existing study database."""
+    from regenheart.store.db import current_revision, database_url, make_engine, upgrade_database
+
+    url = database_url(db)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise FileNotFoundError(f"no database at {db}")
+    engine = make_engine(db)
+    before = current_revision(engine)
+    upgrade_database(engine)
+    console.print(f"{db}: schema revision {before} -> {current_revision(engine)}")
+
+
+@audit_app.command("verify")
+@user_errors
+def audit_verify(db: DbOption) -> None:
+    """Recompute the audit trail's hash chain; exit 1 and name the first broken record if it fails."""
+    from regenheart.store.audit import verify_chain
+    from regenheart.store.db import open_study_database
+
+    report = verify_chain(open_study_database(db))
+    if report.ok:
+        console.print(f"[green]OK[/]: {report.records} audit records verified; head hash {report.head_hash}")
+        return
+    err.print(f"[bold red]FAILED[/] at audit record {report.first_bad_seq}: {report.problem} "
+              f"({report.records} records verified before it)")
+    raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def analyze(db: DbOption,
+            out: Annotated[Path, typer.Option(help="Folder for report.html and results.json.")] = Path("regenheart-report")) -> None:
+    """Analyse a study database: analysis datasets, SAP, report.html and results.json."""
+    from regenheart.cli.pipeline import analyze as run_analysis
+    from regenheart.protocol import load_protocol
+    from regenheart.store.db import open_study_database
+
+    with console.status("Deriving analysis datasets and running the SAP"):
+        run = run_analysis(open_study_database(db), load_protocol(), out)
+    _print_summary(run.results)
+    console.print(f"Report: [bold]{run.report_path}[/]\nResults: {run.results_path}")
+
+
+def _register_optional() -> None:
+    try:
+        from regenheart.cli.web_commands import register
+    except ImportError:  # the web layer is optional at import time of the CLI
+        return
+    register(app)
+
+
+_register_optional()
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up regenheart in a local virtual environment and run the whole synthetic RegenHeart trial.
+# Needs only Python >= 3.11 and pip. Extra arguments go to `regenheart demo` (e.g. --seed 7).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e .
+exec .venv/bin/regenheart demo --out regenheart-demo "$@"
