@@ -54,7 +54,8 @@ def main() -> None:
     print(f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} python={platform.python_version()} "
           f"numpy={np.__version__} pandas={pd.__version__}")
     print(f"rows={args.rows:,} repeat={args.repeat} (single process, numpy default threading)")
-    print(f"{'instrument':<8} {'input':<18} {'best s':>8} {'median s':>9} {'sets/s (best)':>15} {'sets/s (median)':>16}")
+    print(f"{'instrument':<8} {'input':<18} {'best s':>8} {'median s':>9} "
+          f"{'sets/s (best)':>15} {'sets/s (median)':>16}")
     for instrument in ("kccq12", "sf12v1", "sf12v2"):
         for label, p_missing in (("int64 complete", 0.0), ("float 10% missing", 0.10)):
             frame = make_frame(instrument, args.rows, seed=20240501, p_missing=p_missing)
@@ -66,7 +67,8 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
             assert len(result) == args.rows
             best, med = min(times), statistics.median(times)
-            print(f"{instrument:<8} {label:<18} {best:8.3f} {med:9.3f} {args.rows / best:15,.0f} {args.rows / med:16,.0f}")
+            print(f"{instrument:<8} {label:<18} {best:8.3f} {med:9.3f} "
+                  f"{args.rows / best:15,.0f} {args.rows / med:16,.0f}")
 
 
 if __name__ == "__main__":

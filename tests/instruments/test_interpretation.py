@@ -31,7 +31,8 @@ def test_classify_change():
     assert it.classify_change("kccq12", "summary", 5.0) == "small improvement"
 
 
-@pytest.mark.parametrize("instrument,score", [("mlhfq", "total"), ("mlhfq", "physical"), ("sixmwt", "distance_m"),
+@pytest.mark.parametrize("instrument,score", [("mlhfq", "total"), ("mlhfq", "physical"),
+                                              ("sixmwt", "distance_m"),
                                               ("sf12v1", "pcs")])
 def test_not_found_is_not_invented(instrument, score):
     with pytest.raises(it.ThresholdNotFoundError, match="NOT FOUND"):

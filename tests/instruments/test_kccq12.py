@@ -81,6 +81,12 @@ def test_none_and_nan_are_unanswered():
     assert a == b
 
 
+def test_pandas_series_row_accepted():
+    import pandas as pd
+    row = pd.Series({"q1a": 5.0, "q1b": float("nan"), "q1c": 4.0})
+    assert score("kccq12", row) == score("kccq12", {"q1a": 5, "q1c": 4})
+
+
 def test_integer_valued_floats_and_numpy_ints_accepted():
     import numpy as np
     a = score("kccq12", {"q1a": 3.0, "q1b": np.int64(2), "q3": np.float32(7)})

@@ -103,7 +103,8 @@ def test_kccq12_pl_needs_two_answered(codes):
 @given(r=responses("kccq12"))
 def test_kccq12_summary_is_mean_of_available_domains(r):
     got = score("kccq12", r)
-    domains = [got[k] for k in ("physical_limitation", "symptom_frequency", "quality_of_life", "social_limitation")]
+    keys = ("physical_limitation", "symptom_frequency", "quality_of_life", "social_limitation")
+    domains = [got[k] for k in keys]
     available = [d for d in domains if d is not None]
     if not available:
         assert got["summary"] is None

@@ -12,7 +12,8 @@ from regenheart.instruments import INSTRUMENTS, METHODS_NOTES, SCORING_VERSION, 
 
 EXPECTED_ITEMS = {
     "kccq12": "q1a q1b q1c q2 q3 q4 q5 q6 q7 q8a q8b q8c".split(),
-    "kccq": "q1a q1b q1c q1d q1e q1f".split() + [f"q{i}" for i in range(2, 15)] + "q15a q15b q15c q15d".split(),
+    "kccq": ("q1a q1b q1c q1d q1e q1f".split() + [f"q{i}" for i in range(2, 15)]
+             + "q15a q15b q15c q15d".split()),
     "sf12v1": "gh1 pf02 pf04 rp2 rp3 re2 re3 bp2 mh3 vt2 mh4 sf2".split(),
     "sf12v2": "i1 i2a i2b i3a i3b i4a i4b i5 i6a i6b i6c i7".split(),
     "mlhfq": [f"q{i}" for i in range(1, 22)],
@@ -78,7 +79,8 @@ def test_topic_labels_are_short_paraphrases():
     for spec in INSTRUMENTS.values():
         for item in spec.items:
             assert 3 <= len(item.topic) <= 70, item
-            assert "?" not in item.topic and not item.topic.lower().startswith(("how ", "do you", "in the past"))
+            assert "?" not in item.topic
+            assert not item.topic.lower().startswith(("how ", "do you", "in the past"))
 
 
 def test_package_is_self_contained():

@@ -126,7 +126,8 @@ def score(instrument: str, responses: Mapping[str, int | float | None], *,
         (see :data:`INSTRUMENTS` for items, codes and scores).
     responses : Mapping[str, int | float | None]
         Item key -> raw code as printed on the form. ``None`` / ``NaN`` = unanswered; keys absent
-        from the mapping are unanswered too. Integer-valued floats (``3.0``) are accepted.
+        from the mapping are unanswered too. Integer-valued floats (``3.0``) are accepted. A pandas
+        Series (one row of a frame) is accepted as a mapping.
     rules : str, optional
         Name of the rule set (``INSTRUMENTS[instrument].rule_sets``); default: the instrument's
         ``default_rules``.
@@ -142,9 +143,24 @@ def score(instrument: str, responses: Mapping[str, int | float | None], *,
     InstrumentInputError
         Unknown instrument, rule set or item key; non-numeric value; non-integer value; code outside
         the item's allowed codes. The error carries ``.item``, ``.value`` and ``.rule``.
+
+    Notes
+    -----
+    * ``"kccq12"`` and ``"sf12v1"`` follow the published official algorithms.
+    * ``"kccq"`` (23 items): the public record lacks the minimum-answered rules and the scoring of the
+      "no symptoms" / "does not apply" answers (licensed CV Outcomes document). The default rule set
+      ``"kccq23-public-2024"`` ASSUMES them (special code on q1*/q15* = missing; q2 "no symptoms" =
+      "not changed"; q4/q6/q8 "no symptom" = "not at all bothersome"; at least half of each domain's
+      items); ``"kccq23-special-missing-2024"`` treats every special answer as missing.
+    * ``"sf12v2"`` is the Spritzer/Hays PUBLIC APPROXIMATION, not the official Optum scoring.
+    * ``"mlhfq"``: the official missing-data rule is not public; the default ``"mlhfq-complete"``
+      needs all items of a score; ``"mlhfq-prorate-20pct"`` is a non-official alternative.
+    * The exact wording for a report's methods section is in :data:`METHODS_NOTES`.
     """
     spec = get_instrument(instrument)
     rs = get_rules(instrument, rules)
+    if isinstance(responses, pd.Series):
+        responses = responses.to_dict()
     if not isinstance(responses, Mapping):
         raise InstrumentInputError(f"{spec.name}: responses must be a mapping item -> code, got "
                                    f"{type(responses).__name__}", instrument=spec.name, value=responses,
@@ -165,7 +181,8 @@ def score(instrument: str, responses: Mapping[str, int | float | None], *,
     return {name: (None if math.isnan(arr[0]) else float(arr[0])) for name, arr in out.items()}
 
 
-def _column_idx(spec: InstrumentSpec, item: ItemSpec, col: pd.Series) -> tuple[np.ndarray, int | None, Any, str]:
+def _column_idx(spec: InstrumentSpec, item: ItemSpec,
+                col: pd.Series) -> tuple[np.ndarray, int | None, Any, str]:
     """Validate one item column and code it as intp ``code - low + 1`` (0 = unanswered).
 
     Returns (idx, position of the first bad value or None, that value, error kind).

@@ -44,6 +44,7 @@ __all__ = [
     "sixmwd_predicted_enright",
     "sixmwd_lln_enright",
     "sixmwd_percent_predicted_enright",
+    "sixmwd_percent_predicted",
     "sixmwd_predicted_enright_bmi",
     "creatinine_umol_l_to_mg_dl",
     "egfr_ckd_epi_2021",
@@ -326,6 +327,10 @@ def sixmwd_percent_predicted_enright(observed_m, sex, height_cm, weight_kg, age_
     return _out(res, observed_m, sex, height_cm, weight_kg, age_years)
 
 
+#: Alias of :func:`sixmwd_percent_predicted_enright`.
+sixmwd_percent_predicted = sixmwd_percent_predicted_enright
+
+
 def sixmwd_predicted_enright_bmi(sex, bmi_kg_m2, age_years):
     """Predicted 6MWD (m), Enright & Sherrill 1998 BMI form: men 1140 - 5.61 x BMI - 6.94 x age;
     women 1017 - 6.24 x BMI - 5.83 x age.
@@ -336,7 +341,9 @@ def sixmwd_predicted_enright_bmi(sex, bmi_kg_m2, age_years):
     male, missing = _sex(sex)
     b = _check("bmi_kg_m2", bmi_kg_m2, "bmi_kg_m2")
     a = _check("age_years", age_years, "age_years")
-    res = np.where(missing, np.nan, np.where(male, 1140.0 - 5.61 * b - 6.94 * a, 1017.0 - 6.24 * b - 5.83 * a))
+    men = 1140.0 - 5.61 * b - 6.94 * a
+    women = 1017.0 - 6.24 * b - 5.83 * a
+    res = np.where(missing, np.nan, np.where(male, men, women))
     return _out(res, sex, bmi_kg_m2, age_years)
 
 

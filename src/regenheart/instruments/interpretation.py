@@ -72,22 +72,28 @@ _KCCQ12_NOTE = ("; applied to KCCQ-12 because it has 'comparable ... interpretat
                 "important differences' to the full KCCQ (Spertus & Jones 2015) [S2]")
 
 CLINICALLY_IMPORTANT_DIFFERENCES: tuple[ImportantDifference, ...] = tuple(
-    ImportantDifference(instr, sc, lvl, thr, True, _KCCQ_SRC[lvl] + (_KCCQ12_NOTE if instr == "kccq12" else ""))
+    ImportantDifference(instr, sc, lvl, thr, True,
+                        _KCCQ_SRC[lvl] + (_KCCQ12_NOTE if instr == "kccq12" else ""))
     for instr, sc in (("kccq", "overall_summary"), ("kccq", "clinical_summary"), ("kccq12", "summary"))
     for lvl, thr in (("small", 5.0), ("moderate", 10.0), ("large", 20.0))
 )
 
 NOT_FOUND: tuple[NotFoundEntry, ...] = (
     NotFoundEntry("mlhfq", "total",
-                  "NOT FOUND: no single sourced MCID. Gonzalez-Saenz de Tejada et al. HQLO 2019 [S34] report "
-                  "MCID 3.59-19.14 across domains and methods (MDC 7.27-16.96); the commonly quoted "
+                  "NOT FOUND: no single sourced MCID. Gonzalez-Saenz de Tejada et al. HQLO 2019 [S34] "
+                  "report MCID 3.59-19.14 across domains and methods (MDC 7.27-16.96); the commonly quoted "
                   "5-point MCID was not verified in a primary source."),
-    NotFoundEntry("mlhfq", "physical", "NOT FOUND: see mlhfq total (range 3.59-19.14 across methods [S34])."),
-    NotFoundEntry("mlhfq", "emotional", "NOT FOUND: see mlhfq total (range 3.59-19.14 across methods [S34])."),
+    NotFoundEntry("mlhfq", "physical",
+                  "NOT FOUND: see mlhfq total (range 3.59-19.14 across methods [S34])."),
+    NotFoundEntry("mlhfq", "emotional",
+                  "NOT FOUND: see mlhfq total (range 3.59-19.14 across methods [S34])."),
     NotFoundEntry("sixmwt", "distance_m",
-                  "NOT FOUND: no heart-failure-specific MCID for the 6-minute walk distance in the sources read."),
-    NotFoundEntry("sf12v1", "pcs", "NOT FOUND: no heart-failure-specific MCID for PCS-12 in a primary source."),
-    NotFoundEntry("sf12v1", "mcs", "NOT FOUND: no heart-failure-specific MCID for MCS-12 in a primary source."),
+                  "NOT FOUND: no heart-failure-specific MCID for the 6-minute walk distance in the sources "
+                  "read."),
+    NotFoundEntry("sf12v1", "pcs",
+                  "NOT FOUND: no heart-failure-specific MCID for PCS-12 in a primary source."),
+    NotFoundEntry("sf12v1", "mcs",
+                  "NOT FOUND: no heart-failure-specific MCID for MCS-12 in a primary source."),
     NotFoundEntry("sf12v2", "pcs", "NOT FOUND: no heart-failure-specific MCID for PCS in a primary source."),
     NotFoundEntry("sf12v2", "mcs", "NOT FOUND: no heart-failure-specific MCID for MCS in a primary source."),
 )
@@ -112,7 +118,8 @@ def thresholds(instrument: str, score: str) -> dict[str, ImportantDifference]:
 
     Raises :class:`ThresholdNotFoundError` (with the NOT FOUND note) when none is sourced.
     """
-    out = {d.level: d for d in CLINICALLY_IMPORTANT_DIFFERENCES if d.instrument == instrument and d.score == score}
+    out = {d.level: d for d in CLINICALLY_IMPORTANT_DIFFERENCES
+           if d.instrument == instrument and d.score == score}
     if out:
         return out
     for nf in NOT_FOUND:
