@@ -1,0 +1,132 @@
+"""SAP numbers against independent references: scipy (exact binomial CI, paired t, Wilcoxon),
+statsmodels OLS (the MMRM with complete data and visit-specific baseline slopes reduces to
+per-visit OLS), and hand arithmetic for counts and the geometric mean ratio."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import stats
+
+from regenheart.derive.adam import AnalysisDatasets
+from regenheart.protocol import load_protocol
+from regenheart.stats import sap
+
+PROTOCOL = load_protocol()
+VISITS = [("M1", "Month 1", 30), ("M3", "Month 3", 90), ("M6", "Month 6", 180)]
+
+
+def make_data(n: int = 12, seed: int = 3, drop_m6: int = 0) -> AnalysisDatasets:
+    rng = np.random.default_rng(seed)
+    ids = [f"01-{i:03d}" for i in range(1, n + 1)]
+    adsl = pd.DataFrame({
+        "SUBJID": ids, "USUBJID": [f"X-{i}" for i in ids], "SAFFL": "Y", "EFFFL": "Y", "ENRLFL": "Y",
+        "ELIGFL": "Y", "IEFAIL": "", "EOSSTT": "COMPLETED", "DCSREAS": None, "DCSREASP": None, "DTHFL": "",
+        "DTHDT": None, "AGE": rng.integers(30, 70, n), "SEX": "M", "BMIBL": 27.0, "HFETIOL": "IDCM", "ICDFL": "N",
+    })
+    rows = []
+    for i, s in enumerate(ids):
+        for paramcd, base, shift, sd in (("LVEF", 25.0, (1.0, 4.0, 6.0), 3.0),
+                                         ("NTPROBNP", 2000.0, (0.9, 0.8, 0.7), 0.2),
+                                         ("NYHA", 3.0, None, None)):
+            b = base + (rng.normal(0, 5) if paramcd == "LVEF" else 0)
+            if paramcd == "NTPROBNP":
+                b = base * math.exp(rng.normal(0, 0.5))
+            rows.append({"SUBJID": s, "USUBJID": f"X-{s}", "PARAMCD": paramcd, "AVISIT": "Baseline", "AVISITN": 0,
+                         "AVAL": b, "BASE": b, "CHG": np.nan, "ABLFL": "Y", "ANL01FL": "Y"})
+            for t, (_code, label, day) in enumerate(VISITS):
+                if label == "Month 6" and i < drop_m6:
+                    continue
+                if paramcd == "LVEF":
+                    v = b + shift[t] + 0.3 * (b - 25) + rng.normal(0, sd)
+                elif paramcd == "NTPROBNP":
+                    v = b * shift[t] * math.exp(rng.normal(0, sd))
+                else:
+                    v = float(rng.choice([2.0, 3.0, 3.0, 4.0]))
+                rows.append({"SUBJID": s, "USUBJID": f"X-{s}", "PARAMCD": paramcd, "AVISIT": label, "AVISITN": day,
+                             "AVAL": v, "BASE": b, "CHG": v - b, "ABLFL": "", "ANL01FL": "Y"})
+    adeff = pd.DataFrame(rows)
+    adae = pd.DataFrame({
+        "SUBJID": [ids[0], ids[0], ids[1], ids[2]], "AESEQ": [1, 2, 1, 1],
+        "AETERM": ["Fever", "Rash", "HF worsening", "Death"], "AECAT": ["FEVER", "ALLERGIC", "HF_WORSENING", "DEATH"],
+        "AECATDC": ["Fever", "Allergic", "Worsening heart failure", "Death"], "ASTDT": None, "PDAY": [1, 2, 40, 120],
+        "AETOXGR": [1, 2, 3, 5], "AESER": ["N", "N", "Y", "Y"], "SAECRIT": ["", "", "hospitalization", "death"],
+        "AREL": ["PROBABLE", "POSSIBLE", "NOT", "UNLIKELY"], "ARELPR": ["NOT", "NOT", "NOT", "NOT"],
+        "AEOUT": ["RECOVERED", "RECOVERED", "RECOVERED", "FATAL"], "TRTEMFL": "Y",
+        "PERIFL": ["Y", "Y", "", ""], "PRIMFL": ["Y", "Y", "", ""],
+    })
+    adpse = pd.DataFrame({"USUBJID": ["X", "X"], "SUBJID": [ids[0], ids[0]], "SOURCE": "Adverse event log",
+                          "COMPONENT": ["Fever", "Allergic"], "PDAY": [1, 2], "DETAIL": ["", ""]})
+    return AnalysisDatasets(adsl, adeff, adae, adpse)
+
+
+def test_primary_endpoint_matches_scipy_exact_ci():
+    data = make_data()
+    result = sap.primary_endpoint(PROTOCOL, data)
+    ci = stats.binomtest(1, 12).proportion_ci(0.95, method="exact")
+    assert (result["n_events"], result["n_total"]) == (1, 12)  # one subject with two events
+    assert result["lower"] == pytest.approx(ci.low, abs=1e-10)
+    assert result["upper"] == pytest.approx(ci.high, abs=1e-10)
+
+
+def test_adverse_event_counts_by_hand():
+    out = sap.adverse_event_tables(PROTOCOL, make_data())
+    overview = out["overview"]
+    assert overview["Any adverse event"] == {"subjects": 3, "percent": 25.0, "events": 4}
+    assert overview["Any serious adverse event"]["subjects"] == 2
+    assert overview["Any event related to the cell product"]["subjects"] == 1  # PROBABLE + POSSIBLE, same subject
+    assert overview["Fatal adverse event"]["subjects"] == 1
+    assert [g["subjects"] for g in out["by_max_grade"]] == [0, 1, 1, 0, 1]
+
+
+def test_paired_efficacy_matches_scipy():
+    data = make_data(drop_m6=2)
+    block = next(b for b in sap.efficacy_tables(PROTOCOL, data) if b["paramcd"] == "LVEF")
+    m6 = data.adeff[(data.adeff["PARAMCD"] == "LVEF") & (data.adeff["AVISIT"] == "Month 6")]
+    entry = block["visits"][2]
+    assert entry["n"] == 10
+    t = stats.ttest_rel(m6["AVAL"], m6["BASE"])
+    assert entry["p_value_t"] == pytest.approx(t.pvalue, rel=1e-9)
+    assert entry["mean_change"] == pytest.approx(m6["CHG"].mean(), abs=1e-12)
+    half = stats.t.ppf(0.975, 9) * m6["CHG"].std(ddof=1) / math.sqrt(10)
+    assert entry["lower"] == pytest.approx(m6["CHG"].mean() - half, abs=1e-10)
+    w = stats.wilcoxon(m6["AVAL"], m6["BASE"], method="exact")  # no ties, n < 50: exact, as R
+    assert entry["p_value_wilcoxon"] == pytest.approx(w.pvalue, rel=1e-9)
+
+
+def test_ntprobnp_geometric_mean_ratio_by_hand():
+    data = make_data()
+    block = next(b for b in sap.efficacy_tables(PROTOCOL, data) if b["paramcd"] == "NTPROBNP")
+    m3 = data.adeff[(data.adeff["PARAMCD"] == "NTPROBNP") & (data.adeff["AVISIT"] == "Month 3")]
+    logs = np.log(m3["AVAL"].to_numpy()) - np.log(m3["BASE"].to_numpy())
+    assert block["visits"][1]["gmr"]["gmr"] == pytest.approx(math.exp(logs.mean()), rel=1e-12)
+
+
+def test_nyha_shift_table_counts():
+    data = make_data()
+    out = sap.nyha_analysis(PROTOCOL, data)
+    m1 = data.adeff[(data.adeff["PARAMCD"] == "NYHA") & (data.adeff["AVISIT"] == "Month 1")]
+    counts = np.array(out["M1"]["shift"]["counts"])
+    assert counts.sum() == 12 and counts[2].sum() == 12  # everyone class III at baseline
+    assert counts[2, 1] == (m1["AVAL"] == 2).sum()
+    assert out["M1"]["change"]["n_improved"] == (m1["AVAL"] == 2).sum()
+
+
+def test_mmrm_with_complete_data_equals_per_visit_ols():
+    """With complete data, visit-specific intercepts and baseline slopes and an unstructured
+    covariance, GLS equals OLS visit by visit (seemingly unrelated regressions with identical
+    regressors), so each LS mean and its SE equal the per-visit OLS prediction at the mean baseline."""
+    data = make_data(n=20, seed=11)
+    out = sap.mmrm_analyses(PROTOCOL, data)["results"]["LVEF"]
+    assert "error" not in out, out
+    rows = data.adeff[(data.adeff["PARAMCD"] == "LVEF") & (data.adeff["AVISITN"] > 0)]
+    for entry, (_, label, _) in zip(out["lsmeans"], VISITS):
+        frame = rows[rows["AVISIT"] == label]
+        fit = smf.ols("CHG ~ BASE", frame).fit()
+        pred = fit.get_prediction(pd.DataFrame({"BASE": [rows["BASE"].mean()]}))
+        assert entry["estimate"] == pytest.approx(pred.predicted_mean[0], abs=1e-6)
+        assert entry["std_error"] == pytest.approx(pred.se_mean[0], rel=1e-4)
