@@ -65,15 +65,25 @@ def scoring_version(instrument: str, rules: str | None = None) -> str:
 # validation helpers
 
 
+def _fmt(value: Any) -> str:
+    """Value for messages: integral floats from float columns print as integers (9.0 -> 9)."""
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (np.generic,)):
+        return repr(value.item())
+    return repr(value)
+
+
 def _err(spec: InstrumentSpec, item: ItemSpec, value: Any, kind: str, row: Hashable | None = None,
          has_row: bool = False) -> InstrumentInputError:
     where = f" (row {row!r})" if has_row else ""
+    v = _fmt(value)
     if kind == "not_numeric":
-        what = f"value {value!r} is not a numeric code; {item.rule}"
+        what = f"value {v} is not a numeric code; {item.rule}"
     elif kind == "not_integer":
-        what = f"value {value!r} is not an integer code; {item.rule}"
+        what = f"value {v} is not an integer code; {item.rule}"
     else:
-        what = f"value {value!r} is outside the {item.rule}"
+        what = f"value {v} is outside the {item.rule}"
     return InstrumentInputError(f"{spec.name} item {item.key}{where}: {what}", instrument=spec.name,
                                 item=item.key, value=value, rule=item.rule, kind=kind, row=row)
 

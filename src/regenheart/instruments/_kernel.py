@@ -36,8 +36,7 @@ def mean_min(values: Sequence[np.ndarray], min_n: int, n: int) -> np.ndarray:
         ok = ~np.isnan(v)
         s += np.where(ok, v, 0.0)
         c += ok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = s / c
+    out = s / np.maximum(c, 1.0)  # no 0/0 (np.errstate is slow for one-row calls)
     out[c < max(min_n, 1)] = NAN
     return out
 
