@@ -130,3 +130,32 @@ def test_mmrm_with_complete_data_equals_per_visit_ols():
         pred = fit.get_prediction(pd.DataFrame({"BASE": [rows["BASE"].mean()]}))
         assert entry["estimate"] == pytest.approx(pred.predicted_mean[0], abs=1e-6)
         assert entry["std_error"] == pytest.approx(pred.se_mean[0], rel=1e-4)
+
+
+def test_randomized_protocol_gives_treatment_difference():
+    """Protocol 1.0 (randomized 1:1): the same code fits arm x visit and reports MSC - CTRL per visit.
+    With complete data the difference equals the per-visit OLS arm coefficient of
+    CHG ~ BASE + ARMCD (the ANCOVA), estimate and SE."""
+    doc = PROTOCOL.model_dump()
+    doc["active_protocol_version"] = "1.0"
+    from regenheart.protocol import parse_protocol
+    randomized = parse_protocol(doc)
+    data = make_data(n=24, seed=5)
+    arms = {s: ("CTRL" if i % 2 else "MSC") for i, s in enumerate(data.adsl["SUBJID"])}
+    data.adsl["ARMCD"] = data.adsl["SUBJID"].map(arms)
+    effect = data.adeff["SUBJID"].map(arms).eq("MSC") * 2.0
+    lvef = data.adeff["PARAMCD"].eq("LVEF") & data.adeff["AVISITN"].gt(0)
+    data.adeff.loc[lvef, "AVAL"] += effect[lvef]
+    data.adeff.loc[lvef, "CHG"] += effect[lvef]
+    out = sap.mmrm_analyses(randomized, data)
+    assert out["model"] == sap.MMRM_MODEL_RANDOMIZED
+    diffs = out["results"]["LVEF"]["differences"]
+    assert [d["visit"] for d in diffs] == ["Month 1", "Month 3", "Month 6"]
+    rows = data.adeff[lvef]
+    for d in diffs:
+        frame = rows[rows["AVISIT"] == d["visit"]].assign(ARMCD=lambda f: f["SUBJID"].map(arms))
+        fit = smf.ols("CHG ~ BASE + C(ARMCD, Treatment('CTRL'))", frame).fit()
+        term = "C(ARMCD, Treatment('CTRL'))[T.MSC]"
+        assert d["contrast"] == "MSC - CTRL"
+        assert d["estimate"] == pytest.approx(fit.params[term], abs=1e-6)
+        assert d["std_error"] == pytest.approx(fit.bse[term], rel=1e-4)

@@ -255,16 +255,31 @@ def nyha_analysis(protocol: Protocol, data: AnalysisDatasets) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ MMRM
 MMRM_MODEL = "CHG ~ BASE + AVISIT + BASE:AVISIT + us(AVISIT | USUBJID)"
+MMRM_MODEL_RANDOMIZED = "CHG ~ BASE + ARMCD*AVISIT + BASE:AVISIT + us(AVISIT | USUBJID)"
 
 
 def mmrm_analyses(protocol: Protocol, data: AnalysisDatasets) -> dict[str, Any]:
-    """LS mean change at each visit by MMRM for each continuous secondary endpoint."""
+    """MMRM for each continuous secondary endpoint: LS mean change at each visit (95% CI).
+
+    Single-arm protocol: change ~ baseline + visit + baseline:visit. Randomized protocol
+    (several arms, e.g. protocol version 1.0): the same model with arm, visit and arm:visit, and
+    the treatment difference (cell arm minus control arm) at each visit.
+    Unstructured covariance over the follow-up visits, REML, Kenward-Roger df.
+    """
     from regenheart.stats.mmrm import fit_mmrm
 
     population = set(data.adsl.loc[data.adsl["EFFFL"] == "Y", "SUBJID"])
     visits = protocol.endpoints.secondary.visits
     labels = [protocol.visit(v).label for v in visits]
-    out: dict[str, Any] = {"model": MMRM_MODEL, "method": "REML", "df": "Kenward-Roger", "results": {}}
+    # The control arm (no cells) is the reference level, so differences read 'cells - control'.
+    arms = [a.code for a in sorted(protocol.active_version.arms, key=lambda a: a.receives_cells)]
+    randomized = len(arms) > 1
+    model = MMRM_MODEL_RANDOMIZED if randomized else MMRM_MODEL
+    out: dict[str, Any] = {"model": model, "method": "REML", "df": "Kenward-Roger",
+                           "covariance": "unstructured over " + ", ".join(labels), "results": {}}
+    if randomized:
+        out["arms"] = arms
+        arm_of = data.adsl.set_index("SUBJID")["ARMCD"]
     for p in protocol.endpoints.secondary.parameters:
         if p.ordinal:
             continue
@@ -275,27 +290,39 @@ def mmrm_analyses(protocol: Protocol, data: AnalysisDatasets) -> dict[str, Any]:
             rows["CHG"] = np.log(rows["AVAL"]) - np.log(rows["BASE"])
             rows["BASE"] = np.log(rows["BASE"])
         rows["AVISIT"] = pd.Categorical(rows["AVISIT"], categories=labels, ordered=True)
+        columns = ["USUBJID", "AVISIT", "BASE", "CHG"]
+        if randomized:
+            rows["ARMCD"] = pd.Categorical(rows["SUBJID"].map(arm_of), categories=arms)
+            columns.append("ARMCD")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fit = fit_mmrm(rows[["USUBJID", "AVISIT", "BASE", "CHG"]], MMRM_MODEL, df="kenward-roger")
-                lsm = fit.lsmeans("AVISIT")
+                fit = fit_mmrm(rows[columns], model, df="kenward-roger")
+                lsm = fit.lsmeans(["ARMCD", "AVISIT"] if randomized else "AVISIT")
+                diffs = fit.pairwise("ARMCD", by="AVISIT") if randomized else None
         except Exception as exc:  # a failed fit is reported in the results, never hidden
-            out["results"][p.paramcd] = {"error": f"{type(exc).__name__}: {exc}"}
+            out["results"][p.paramcd] = {"label": p.label, "error": f"{type(exc).__name__}: {exc}"}
             continue
-        entries = []
-        for _, r in lsm.iterrows():
-            entry = {"visit": str(r["AVISIT"]), "estimate": r["estimate"], "std_error": r["std_error"],
-                     "df": r["df"], "lower": r["lower"], "upper": r["upper"], "p_value": r["p_value"]}
-            if p.log_scale:
-                entry.update({"ratio": math.exp(r["estimate"]), "ratio_lower": math.exp(r["lower"]),
-                              "ratio_upper": math.exp(r["upper"])})
-            entries.append(entry)
-        out["results"][p.paramcd] = {"label": p.label, "unit": p.unit, "log_scale": p.log_scale,
-                                     "n_subjects": fit.n_subjects, "n_observations": fit.n_observations,
-                                     "converged": bool(fit.converged), "lsmeans": entries,
-                                     "warnings": [str(w.message) for w in caught]}
+        result = {"label": p.label, "unit": p.unit, "log_scale": p.log_scale, "n_subjects": fit.n_subjects,
+                  "n_observations": fit.n_observations, "converged": bool(fit.converged),
+                  "lsmeans": [_lsmean_entry(r, p.log_scale, randomized) for _, r in lsm.iterrows()],
+                  "warnings": [str(w.message) for w in caught]}
+        if diffs is not None:
+            result["differences"] = [dict(_lsmean_entry(r, p.log_scale, False), contrast=r["contrast"])
+                                     for _, r in diffs.iterrows()]
+        out["results"][p.paramcd] = result
     return out
+
+
+def _lsmean_entry(r: pd.Series, log_scale: bool, with_arm: bool) -> dict[str, Any]:
+    entry = {"visit": str(r["AVISIT"]), "estimate": r["estimate"], "std_error": r["std_error"], "df": r["df"],
+             "lower": r["lower"], "upper": r["upper"], "p_value": r["p_value"]}
+    if with_arm:
+        entry["arm"] = str(r["ARMCD"])
+    if log_scale:
+        entry.update({"ratio": math.exp(r["estimate"]), "ratio_lower": math.exp(r["lower"]),
+                      "ratio_upper": math.exp(r["upper"])})
+    return entry
 
 
 # ------------------------------------------------------------------ sensitivity
