@@ -125,6 +125,16 @@ def test_sixmwt_hand_worked():
     assert "RECALLED" in d.sixmwd_lln_enright.__doc__
 
 
+def test_bmi_and_bmi_form_hand_worked():
+    # BMI: 80 / 1.75**2 = 80 / 3.0625 = 26.122449 kg/m2
+    assert d.bmi(175, 80) == pytest.approx(26.122449, abs=1e-6)
+    # men, BMI form: 1140 - 5.61*26.122449 - 6.94*60 = 1140 - 146.546939 - 416.4 = 577.053061 m
+    assert d.sixmwd_predicted_enright_bmi("M", 80 / 1.75**2, 60) == pytest.approx(577.053061, abs=1e-6)
+    # women, BMI form: 1017 - 6.24*25 - 5.83*50 = 1017 - 156 - 291.5 = 569.5 m (recalled coefficients)
+    assert d.sixmwd_predicted_enright_bmi("F", 25.0, 50) == pytest.approx(569.5, abs=1e-9)
+    assert "RECALLED" in d.sixmwd_predicted_enright_bmi.__doc__
+
+
 def test_egfr_hand_worked():
     # F, 55 y, Scr 0.9: Scr/0.7 = 1.285714 -> min term 1; max term 1.285714**-1.2 = 0.739640;
     # 0.9938**55 = 0.710316; 142 * 0.739640 * 0.710316 * 1.012 = 75.4988
