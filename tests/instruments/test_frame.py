@@ -75,8 +75,9 @@ def test_dtype_paths_give_identical_results(instrument):
     complete = _random_frame(instrument, 200, seed=8, p_missing=0.0).astype(np.int64)
     pd.testing.assert_frame_equal(score_frame(instrument, complete),
                                   score_frame(instrument, complete.astype(float)))
-    pd.testing.assert_frame_equal(score_frame(instrument, complete.astype(np.int8)),
-                                  score_frame(instrument, complete.astype(float)))
+    for small in (np.int8, np.uint8, np.uint16):
+        pd.testing.assert_frame_equal(score_frame(instrument, complete.astype(small)),
+                                      score_frame(instrument, complete.astype(float)))
 
 
 def test_absent_columns_count_as_unanswered():

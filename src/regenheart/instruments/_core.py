@@ -212,7 +212,7 @@ def _column_idx(spec: InstrumentSpec, item: ItemSpec,
         if bad.any():
             pos = int(np.argmax(bad))
             return np.zeros(len(col), np.intp), pos, x[pos].item(), "out_of_range"
-        return (x - offset).astype(np.intp, copy=False), None, None, ""
+        return x.astype(np.intp, copy=False) - offset, None, None, ""  # cast first: uint8 - (-1) overflows
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
         x = col.to_numpy(dtype=np.float64, na_value=np.nan)
         nan = np.isnan(x)
