@@ -137,7 +137,7 @@ def _check(name: str, value: Any, limit: str) -> np.ndarray:
         ok = ((a >= lo) if lo_inclusive else (a > lo)) & (a <= hi)
     bad = ~(ok | np.isnan(a))
     if bad.any():
-        v = a[bad].flat[0] if a.ndim else float(a)
+        v = float(a[bad].flat[0]) if a.ndim else float(a)
         bracket = "[" if lo_inclusive else "("
         raise ValueError(f"{name}: value {v!r} is impossible or implausible; allowed range "
                          f"{bracket}{lo:g}, {hi:g}]" + (" (must be positive)" if lo == 0 else ""))
@@ -216,7 +216,8 @@ def ejection_fraction(edv_ml, esv_ml):
     if np.any(bad):
         e, s = np.broadcast_arrays(edv, esv)
         i = np.flatnonzero(np.broadcast_to(bad, e.shape))[0]
-        raise ValueError(f"esv_ml: value {s.flat[i]!r} exceeds edv_ml {e.flat[i]!r} (impossible)")
+        raise ValueError(f"esv_ml: value {float(s.flat[i])!r} exceeds edv_ml {float(e.flat[i])!r} "
+                         "(impossible)")
     return _out((edv - esv) / edv * 100.0, edv_ml, esv_ml)
 
 
@@ -229,7 +230,8 @@ def fractional_shortening(lvidd_cm, lvids_cm):
     if np.any(bad):
         a, b = np.broadcast_arrays(dd, ds)
         i = np.flatnonzero(np.broadcast_to(bad, a.shape))[0]
-        raise ValueError(f"lvids_cm: value {b.flat[i]!r} exceeds lvidd_cm {a.flat[i]!r} (impossible)")
+        raise ValueError(f"lvids_cm: value {float(b.flat[i])!r} exceeds lvidd_cm {float(a.flat[i])!r} "
+                         "(impossible)")
     return _out((dd - ds) / dd * 100.0, lvidd_cm, lvids_cm)
 
 
