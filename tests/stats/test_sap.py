@@ -60,7 +60,7 @@ def make_data(n: int = 12, seed: int = 3, drop_m6: int = 0) -> AnalysisDatasets:
         "PERIFL": ["Y", "Y", "", ""], "PRIMFL": ["Y", "Y", "", ""],
     })
     adpse = pd.DataFrame({"USUBJID": ["X", "X"], "SUBJID": [ids[0], ids[0]], "SOURCE": "Adverse event log",
-                          "COMPONENT": ["Fever", "Allergic"], "PDAY": [1, 2], "DETAIL": ["", ""]})
+                          "PSECOMP": ["Fever", "Allergic"], "PDAY": [1, 2], "DETAIL": ["", ""]})
     return AnalysisDatasets(adsl, adeff, adae, adpse)
 
 

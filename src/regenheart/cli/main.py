@@ -83,7 +83,9 @@ def demo(
                   f"{entered['adverse_events']} adverse events, {entered['corrections']} corrections with reasons; "
                   f"audit trail {r['snapshot']['audit_records']} records, head {r['snapshot']['audit_head_hash'][:16]}...")
     _print_summary(r)
-    console.print(f"Report:  [bold]{run.report_path}[/]\nResults: {run.results_path}\nDatabase: {entered['database']}")
+    console.print(f"Report:  [bold]{run.report_path}[/]\nResults: {run.results_path}\n"
+                  f"ADaM datasets (XPT v5 + CSV): {run.datasets[0].parent}\n"
+                  f"ClinicalTrials.gov results draft: {run.ctgov_path}\nDatabase: {entered['database']}")
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -196,7 +198,8 @@ def analyze(db: DbOption,
     with console.status("Deriving analysis datasets and running the SAP"):
         run = run_analysis(open_study_database(db), load_protocol(), out)
     _print_summary(run.results)
-    console.print(f"Report: [bold]{run.report_path}[/]\nResults: {run.results_path}")
+    console.print(f"Report: [bold]{run.report_path}[/]\nResults: {run.results_path}\n"
+                  f"ADaM datasets: {run.datasets[0].parent}\nClinicalTrials.gov results draft: {run.ctgov_path}")
 
 
 def _register_optional() -> None:

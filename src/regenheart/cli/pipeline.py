@@ -31,6 +31,8 @@ class AnalysisRun:
     results: dict[str, Any]
     report_path: Path
     results_path: Path
+    datasets: list[Path]
+    ctgov_path: Path
 
 
 def study_meta(protocol: Protocol, *, synthetic: bool, seed: int | None = None) -> dict[str, str]:
@@ -66,6 +68,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
     """Snapshot -> analysis datasets -> SAP -> report.html and results.json in ``out_dir``."""
     from regenheart import instruments
     from regenheart.report import build_report, write_report
+    from regenheart.report.exports import write_adam, write_ctgov
 
     chain = verify_chain(engine)
     if not chain.ok:
@@ -94,7 +97,9 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
     write_report(report_path, html)
     results_path = out_dir / "results.json"
     results_path.write_text(json.dumps(document, indent=1, sort_keys=False, allow_nan=False), encoding="utf-8")
-    return AnalysisRun(document, report_path, results_path)
+    datasets = write_adam(data, out_dir / "datasets")
+    ctgov_path = write_ctgov(protocol, document, out_dir / "ctgov_results.json")
+    return AnalysisRun(document, report_path, results_path, datasets, ctgov_path)
 
 
 def prepare_demo_dir(out_dir: Path) -> Path:
@@ -110,7 +115,7 @@ def prepare_demo_dir(out_dir: Path) -> Path:
         if meta.get("synthetic") != "true":
             raise DatabaseError(f"{db_path} exists and is not a synthetic demo database; choose another --out")
         db_path.unlink()
-        for name in ("report.html", "results.json"):
+        for name in ("report.html", "results.json", "ctgov_results.json"):
             (out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(out_dir / "datasets", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -280,13 +280,13 @@ def derive_adpse(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame, adae: p
     rows = []
     for _, ae in adae[adae["PRIMFL"] == "Y"].iterrows():
         component = ae["AECATDC"] if ae["AECAT"] in primary.ae_categories else f"CTCAE grade {ae['AETOXGR']} event"
-        rows.append({"SUBJID": ae["SUBJID"], "SOURCE": "Adverse event log", "COMPONENT": component,
+        rows.append({"SUBJID": ae["SUBJID"], "SOURCE": "Adverse event log", "PSECOMP": component,
                      "PDAY": ae["PDAY"], "DETAIL": ae["AETERM"]})
     cath = snap.wide("catheterization")
     if not cath.empty and "timi_after" in cath:
         for _, r in cath[pd.to_numeric(cath["timi_after"]) <= primary.timi_after_max].iterrows():
             rows.append({"SUBJID": r["subject_code"], "SOURCE": "Catheterization record",
-                         "COMPONENT": protocol.decode("ae_category", "NO_REFLOW"), "PDAY": 0,
+                         "PSECOMP": protocol.decode("ae_category", "NO_REFLOW"), "PDAY": 0,
                          "DETAIL": f"TIMI flow {r['timi_before']} before, {r['timi_after']} after infusion"})
     vitals = snap.wide("vital_signs")
     if not vitals.empty:
@@ -295,9 +295,9 @@ def derive_adpse(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame, adae: p
         fever = vitals[(day >= lo) & (day <= hi) & (pd.to_numeric(vitals["temperature_c"]) >= primary.fever_threshold_c)]
         for _, r in fever.iterrows():
             rows.append({"SUBJID": r["subject_code"], "SOURCE": "Vital signs",
-                         "COMPONENT": protocol.decode("ae_category", "FEVER"), "PDAY": int(r["study_day"]),
+                         "PSECOMP": protocol.decode("ae_category", "FEVER"), "PDAY": int(r["study_day"]),
                          "DETAIL": f"temperature {r['temperature_c']} C on day {int(r['study_day'])}"})
-    out = pd.DataFrame(rows, columns=["SUBJID", "SOURCE", "COMPONENT", "PDAY", "DETAIL"])
+    out = pd.DataFrame(rows, columns=["SUBJID", "SOURCE", "PSECOMP", "PDAY", "DETAIL"])
     out.insert(0, "USUBJID", [usubjid(protocol, s) for s in out["SUBJID"]])
     safety = set(adsl.loc[adsl["SAFFL"] == "Y", "SUBJID"])
     return out[out["SUBJID"].isin(safety)].reset_index(drop=True)

@@ -134,7 +134,7 @@ def primary_endpoint(protocol: Protocol, data: AnalysisDatasets) -> dict[str, An
     subjects = sorted(set(events["SUBJID"]))
     summary = ds.binomial_summary(len(subjects), len(safety))
     components = []
-    for component, rows in events.groupby("COMPONENT"):
+    for component, rows in events.groupby("PSECOMP"):
         components.append({"component": component, "subjects": int(rows["SUBJID"].nunique()),
                            "events": int(len(rows)), "percent": _pct(int(rows["SUBJID"].nunique()), len(safety))})
     return {
@@ -143,7 +143,7 @@ def primary_endpoint(protocol: Protocol, data: AnalysisDatasets) -> dict[str, An
         "definition": " ".join(protocol.endpoints.primary.definition.split()),
         **summary.to_dict(nan_as_none=True),
         "components": components,
-        "events": events.drop(columns=["USUBJID"]).to_dict("records"),
+        "events": events.drop(columns=["USUBJID"]).rename(columns={"PSECOMP": "COMPONENT"}).to_dict("records"),
     }
 
 
@@ -344,10 +344,14 @@ def lvef_sensitivity(protocol: Protocol, data: AnalysisDatasets) -> dict[str, An
     if n_missing == 0:
         result["note"] = "no missing month-6 LVEF values: multiple imputation not needed"
         return result
-    table = missing.delta_adjusted_analysis(frame[["BASE", "CHG"]], "CHG", ["BASE"], [0.0], MI_IMPUTATIONS, MI_SEED)
-    result["mar"] = table.iloc[0].to_dict()
-    tipping = missing.tipping_point(frame[["BASE", "CHG"]], "CHG", ["BASE"], MI_IMPUTATIONS, MI_SEED)
-    result["tipping_point"] = tipping.to_dict()
+    try:
+        table = missing.delta_adjusted_analysis(frame[["BASE", "CHG"]], "CHG", ["BASE"], [0.0], MI_IMPUTATIONS,
+                                                MI_SEED)
+        result["mar"] = table.iloc[0].to_dict()
+        tipping = missing.tipping_point(frame[["BASE", "CHG"]], "CHG", ["BASE"], MI_IMPUTATIONS, MI_SEED)
+        result["tipping_point"] = tipping.to_dict()
+    except ValueError as exc:  # too few complete cases for the imputation model: say so, do not guess
+        result["note"] = f"multiple imputation not estimable: {exc}"
     return result
 
 
