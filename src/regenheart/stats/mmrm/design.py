@@ -151,6 +151,16 @@ def find_aliased(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
     aliased = norms <= 1e-12 * max(1.0, norms.max())
     scaled = X / np.where(aliased, 1.0, norms)
     scaled[:, aliased] = 0.0
+    # Fast path for tall designs: the Cholesky factor of the scaled Gram matrix equals R up to
+    # signs; it is accurate to ~1e-8 absolute, so it can only *clear* columns (all |R_jj| well
+    # above the tolerance). Anything doubtful is decided by the QR of X itself.
+    if not aliased.any():
+        try:
+            Rg = np.linalg.cholesky(scaled.T @ scaled)
+            if np.diag(Rg).min() > 1e-4:
+                return aliased
+        except np.linalg.LinAlgError:
+            pass
     r = np.abs(np.diag(np.linalg.qr(scaled, mode="r")))
     return aliased | (r < tol)
 
@@ -262,12 +272,12 @@ def prepare(data: pd.DataFrame, formula: ParsedFormula, *, single_visit: bool = 
     subjects = list(subjects)
 
     key = subj_codes.astype(np.int64) * len(visits) + visit_codes
-    if len(np.unique(key)) != len(key):
-        dup = pd.Series(key).duplicated(keep=False).to_numpy()
-        first = np.flatnonzero(dup)[0]
+    counts = np.bincount(key, minlength=len(subjects) * len(visits))
+    if counts.max(initial=0) > 1:
+        bad = int(np.argmax(counts))
         raise MMRMError(
-            f"subject {subjects[subj_codes[first]]!r} has more than one row at visit "
-            f"{visits[visit_codes[first]]!r}; each subject may have one observation per visit"
+            f"subject {subjects[bad // len(visits)]!r} has more than one row at visit "
+            f"{visits[bad % len(visits)]!r}; each subject may have one observation per visit"
         )
 
     columns = build_columns(formula, factor_levels, numeric_vars)

@@ -19,7 +19,11 @@ from .result import MMRMResult
 def _moment_covariance(lik: Likelihood) -> np.ndarray:
     """Pairwise-complete covariance of OLS residuals (starting values for Sigma)."""
     X, y, mask = lik.X2, lik.y.reshape(-1), lik.mask.reshape(-1)
-    beta, *_ = np.linalg.lstsq(X[mask], y[mask], rcond=None)
+    Xm = X[mask]
+    try:  # normal equations are plenty for starting values (X has full column rank here)
+        beta = np.linalg.solve(Xm.T @ Xm, Xm.T @ y[mask])
+    except np.linalg.LinAlgError:
+        beta, *_ = np.linalg.lstsq(Xm, y[mask], rcond=None)
     r = ((y - X @ beta) * mask).reshape(lik.n_sub, lik.T)
     m = lik.mask.astype(float)
     n_pair = m.T @ m

@@ -51,9 +51,14 @@ class Likelihood:
         self.T, self.p, self.n_obs = T, p, len(design.y)
         mask = np.zeros((n_sub, T), bool)
         mask[design.subject_codes, design.visit_codes] = True
-        patterns, pidx = np.unique(mask, axis=0, return_inverse=True)
+        if T <= 62:  # encode each subject's set of visits as an integer (fast unique)
+            codes = mask.astype(np.int64) @ (np.int64(1) << np.arange(T, dtype=np.int64))
+            ucodes, pidx = np.unique(codes, return_inverse=True)
+            patterns = ((ucodes[:, None] >> np.arange(T)) & 1).astype(bool)
+        else:
+            patterns, pidx = np.unique(mask, axis=0, return_inverse=True)
         pidx = pidx.reshape(-1)
-        order = np.lexsort((np.arange(n_sub), pidx))  # subjects grouped by pattern
+        order = np.argsort(pidx, kind="stable")  # subjects grouped by pattern
         rank = np.empty(n_sub, np.int64)
         rank[order] = np.arange(n_sub)
         self.subject_order = order
@@ -86,8 +91,8 @@ class Likelihood:
         logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
         W = np.linalg.inv(pad) * self.pmask  # zero rows/columns at unobserved visits
         Wsub = W[self.pidx]
-        U = np.einsum("nts,nsp->ntp", Wsub, self.X, optimize=True)
-        Wy = np.einsum("nts,ns->nt", Wsub, self.y)
+        U = np.matmul(Wsub, self.X)  # batched (n, T, T) @ (n, T, p); contiguous result
+        Wy = np.matmul(Wsub, self.y[:, :, None])[:, :, 0]
         U2 = U.reshape(-1, p)
         XtWX = self.X2.T @ U2
         XtWX = 0.5 * (XtWX + XtWX.T)
@@ -115,32 +120,44 @@ class Likelihood:
         return st
 
     # ------------------------------------------------------------------ helpers
-    def _per_subject_M(self, st: State) -> np.ndarray:
-        """M_i = U_i C U_i' (n, T, T)."""
-        if "M" not in st._cache:
-            UC = (st.U.reshape(-1, self.p) @ st.C).reshape(st.U.shape)
-            st._cache["M"] = np.einsum("ntp,nsp->nts", UC, st.U, optimize=True)
-        return st._cache["M"]
+    def _group_stats(self, st: State):
+        """Per-pattern sums and the cross-product tensor, in one pass over the pattern groups.
 
-    def _group_sum(self, arr: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(arr, self.starts, axis=0)
-
-    def K(self, st: State) -> np.ndarray:
-        """K[a, b] = sum_i U_i[a]' U_i[b] (T, T, p, p): X' W S_ab W X = K[a, b]."""
+        K[a, b] = sum_i U_i[a]' U_i[b] (T, T, p, p), so X' W S_ab W X = K[a, b];
+        M_g = sum_{i in g} U_i C U_i' and R_g = sum_{i in g} rho_i rho_i' (G, T, T).
+        Each group is a contiguous block of subjects, so every step is one BLAS product.
+        """
         if "K" not in st._cache:
             T, p = self.T, self.p
             U2 = st.U.reshape(self.n_sub, T * p)
-            st._cache["K"] = (U2.T @ U2).reshape(T, p, T, p).transpose(0, 2, 1, 3)
-        return st._cache["K"]
+            K = np.zeros((T * p, T * p))
+            G = len(self.counts)
+            Mg = np.empty((G, T, T))
+            Rg = np.empty((G, T, T))
+            Cf = st.C
+            for g, (s0, n_g) in enumerate(zip(self.starts, self.counts)):
+                Ug = U2[s0 : s0 + n_g]
+                Kg = Ug.T @ Ug
+                K += Kg
+                Mg[g] = np.einsum("tpsq,pq->ts", Kg.reshape(T, p, T, p), Cf)
+                rg = st.rho[s0 : s0 + n_g]
+                Rg[g] = rg.T @ rg
+            st._cache["K"] = K.reshape(T, p, T, p).transpose(0, 2, 1, 3)
+            st._cache["Mg"] = Mg
+            st._cache["Rg"] = Rg
+        return st._cache["K"], st._cache["Mg"], st._cache["Rg"]
+
+    def K(self, st: State) -> np.ndarray:
+        """K[a, b] = sum_i U_i[a]' U_i[b] (T, T, p, p): X' W S_ab W X = K[a, b]."""
+        return self._group_stats(st)[0]
 
     # ------------------------------------------------------------------ derivatives w.r.t. Sigma
     def grad_sigma(self, st: State) -> np.ndarray:
         """d(-2l)/dSigma_ab (T, T), symmetric."""
-        G = np.einsum("g,gab->ab", self.counts.astype(float), st.W)
+        _, Mg, Rg = self._group_stats(st)
+        G = np.einsum("g,gab->ab", self.counts.astype(float), st.W) - Rg.sum(axis=0)
         if self.reml:
-            UC = st.U.reshape(-1, self.p) @ st.C
-            G -= np.einsum("ntp,nsp->ts", UC.reshape(st.U.shape), st.U, optimize=True)
-        G -= st.rho.T @ st.rho
+            G -= Mg.sum(axis=0)
         return 0.5 * (G + G.T)
 
     def _trace_tensor(self, st: State) -> np.ndarray:
@@ -150,7 +167,7 @@ class Likelihood:
         n_g = self.counts.astype(float)
         E = np.einsum("g,gbc,gda->abcd", n_g, st.W, st.W, optimize=True)
         if self.reml:
-            Mg = self._group_sum(self._per_subject_M(st))
+            Mg = self._group_stats(st)[1]
             t2 = np.einsum("gbc,gda->abcd", st.W, Mg, optimize=True)
             E -= t2 + t2.transpose(2, 3, 0, 1)  # sum_g M_g[b,c] W_g[d,a] = t2[c,d,a,b]
             T, p = self.T, self.p
@@ -169,7 +186,7 @@ class Likelihood:
         """Observed Hessian of -2l w.r.t. Sigma entries, H[a, b, c, d] (T, T, T, T)."""
         T, p = self.T, self.p
         E = self._trace_tensor(st)
-        Rg = self._group_sum(st.rho[:, :, None] * st.rho[:, None, :])
+        Rg = self._group_stats(st)[2]
         Q = np.einsum("gbc,gad->abcd", st.W, Rg, optimize=True)
         h = (st.rho.T @ st.U.reshape(self.n_sub, T * p)).reshape(T, T, p)  # h[a, b] = sum_i rho_i[a] U_i[b]
         hC = h @ st.C
