@@ -159,3 +159,19 @@ def test_randomized_protocol_gives_treatment_difference():
         assert d["contrast"] == "MSC - CTRL"
         assert d["estimate"] == pytest.approx(fit.params[term], abs=1e-6)
         assert d["std_error"] == pytest.approx(fit.bse[term], rel=1e-4)
+
+
+def test_kccq_responders_by_hand():
+    """Changes of 4, 5, 12 and 25 points: >= 5 (small) 3 of 4, >= 10 (moderate) 2, >= 20 (large) 1."""
+    data = make_data(n=4)
+    rows = []
+    for s, chg in zip(data.adsl["SUBJID"], (4.0, 5.0, 12.0, 25.0)):
+        rows.append({"SUBJID": s, "PARAMCD": "KCCQOS", "AVISIT": "Month 1", "AVISITN": 30, "AVAL": 50 + chg,
+                     "BASE": 50.0, "CHG": chg, "ABLFL": "", "ANL01FL": "Y"})
+    data = AnalysisDatasets(data.adsl, pd.concat([data.adeff, pd.DataFrame(rows)], ignore_index=True),
+                            data.adae, data.adpse)
+    m1 = {r["level"]: r for r in sap.responder_analyses(PROTOCOL, data) if r["paramcd"] == "KCCQOS"
+          and r["visit"] == "M1"}
+    assert [(m1[k]["threshold"], m1[k]["n_events"], m1[k]["n_total"]) for k in ("small", "moderate", "large")] == [
+        (5.0, 3, 4), (10.0, 2, 4), (20.0, 1, 4)]
+    assert m1["small"]["upper"] == pytest.approx(stats.binomtest(3, 4).proportion_ci(method="exact").high)

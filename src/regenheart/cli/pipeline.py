@@ -91,8 +91,9 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
         **results,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = build_report(protocol, snap, data, document, methods_notes=dict(instruments.METHODS_NOTES),
-                        synthetic=synthetic)
+    notes = {**instruments.METHODS_NOTES,
+             **{f"derived values: {k}": v for k, v in instruments.derive.METHODS_NOTES.items()}}
+    html = build_report(protocol, snap, data, document, methods_notes=notes, synthetic=synthetic)
     report_path = out_dir / "report.html"
     write_report(report_path, html)
     results_path = out_dir / "results.json"

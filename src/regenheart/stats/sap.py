@@ -253,6 +253,34 @@ def nyha_analysis(protocol: Protocol, data: AnalysisDatasets) -> dict[str, Any]:
     return out
 
 
+# Responder definitions: analysis parameter -> (instrument, score) with sourced thresholds.
+RESPONDER_PARAMETERS = {"KCCQOS": ("kccq", "overall_summary"), "KCCQCS": ("kccq", "clinical_summary")}
+
+
+def responder_analyses(protocol: Protocol, data: AnalysisDatasets) -> list[dict[str, Any]]:
+    """Patients improving by at least the published clinically important difference (observed cases).
+
+    Thresholds come from :mod:`regenheart.instruments.interpretation` (KCCQ: 5 / 10 / 20 points =
+    small / moderate / large), each proportion with its exact Clopper-Pearson 95% CI.
+    """
+    from regenheart.instruments import interpretation
+
+    population = set(data.adsl.loc[data.adsl["EFFFL"] == "Y", "SUBJID"])
+    out = []
+    for paramcd, (instrument, score) in RESPONDER_PARAMETERS.items():
+        table = interpretation.thresholds(instrument, score)
+        for visit in protocol.endpoints.secondary.visits:
+            label = protocol.visit(visit).label
+            change = _pairs(data.adeff, paramcd, label, population)["CHG"].to_numpy(float)
+            for level, definition in table.items():
+                hits = int(interpretation.responder(instrument, score, change, level=level).sum())
+                summary = ds.binomial_summary(hits, len(change)) if len(change) else None
+                out.append({"paramcd": paramcd, "visit": visit, "label": label, "level": level,
+                            "threshold": definition.threshold, "source": definition.source,
+                            **(summary.to_dict(nan_as_none=True) if summary else {"n_events": 0, "n_total": 0})})
+    return out
+
+
 # ------------------------------------------------------------------ MMRM
 MMRM_MODEL = "CHG ~ BASE + AVISIT + BASE:AVISIT + us(AVISIT | USUBJID)"
 MMRM_MODEL_RANDOMIZED = "CHG ~ BASE + ARMCD*AVISIT + BASE:AVISIT + us(AVISIT | USUBJID)"
@@ -365,6 +393,7 @@ def run_sap(protocol: Protocol, data: AnalysisDatasets, *, with_mmrm: bool = Tru
         "adverse_events": adverse_event_tables(protocol, data),
         "efficacy": efficacy_tables(protocol, data),
         "nyha": nyha_analysis(protocol, data),
+        "responders": responder_analyses(protocol, data),
         "sensitivity_lvef_m6": lvef_sensitivity(protocol, data),
     }
     if with_mmrm:
