@@ -161,7 +161,9 @@ def find_aliased(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
                 return aliased
         except np.linalg.LinAlgError:
             pass
-    r = np.abs(np.diag(np.linalg.qr(scaled, mode="r")))
+    r = np.zeros(X.shape[1])
+    diag = np.abs(np.diag(np.linalg.qr(scaled, mode="r")))
+    r[: len(diag)] = diag  # fewer rows than columns: the trailing columns are aliased
     return aliased | (r < tol)
 
 
@@ -248,7 +250,7 @@ def prepare(data: pd.DataFrame, formula: ParsedFormula, *, single_visit: bool = 
             if len(levels) < 2:
                 raise MMRMError(f"factor {var!r} has fewer than two levels with data ({levels!r})")
             factor_levels[var] = levels
-            codes[var] = pd.Categorical(s, categories=levels).codes.astype(np.int64)
+            codes[var] = pd.Index(levels).get_indexer(s.astype(object)).astype(np.int64)
         else:
             values = s.to_numpy(float)
             if not np.all(np.isfinite(values)):
@@ -267,7 +269,7 @@ def prepare(data: pd.DataFrame, formula: ParsedFormula, *, single_visit: bool = 
         empty = [lv for lv in full if lv not in used]
         if empty and visit_var not in factor_levels:
             _warn(f"visit level(s) {', '.join(map(repr, empty))} have no usable observation and were removed", notes)
-    visit_codes = pd.Categorical(vs, categories=visits).codes.astype(np.int64)
+    visit_codes = pd.Index(visits).get_indexer(vs.astype(object)).astype(np.int64)
     subj_codes, subjects = pd.factorize(df[subject_var], sort=True)
     subjects = list(subjects)
 

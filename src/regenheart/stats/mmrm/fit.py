@@ -16,7 +16,7 @@ from .likelihood import Likelihood, State
 from .result import MMRMResult
 
 
-def _moment_covariance(lik: Likelihood) -> np.ndarray:
+def _moment_covariance(lik: Likelihood, visits: list | None = None) -> np.ndarray:
     """Pairwise-complete covariance of OLS residuals (starting values for Sigma)."""
     X, y, mask = lik.X2, lik.y.reshape(-1), lik.mask.reshape(-1)
     Xm = X[mask]
@@ -35,10 +35,12 @@ def _moment_covariance(lik: Likelihood) -> np.ndarray:
     S = S * scale
     d = np.diag(S)
     if not np.all(np.isfinite(d)) or np.any(d <= 1e-12 * max(1.0, np.nanmax(np.abs(y)) ** 2)):
-        bad = [k for k, v in enumerate(d) if not np.isfinite(v) or v <= 0]
+        tiny = 1e-12 * max(1.0, np.nanmax(np.abs(y)) ** 2)
+        bad = [k for k, v in enumerate(d) if not np.isfinite(v) or v <= tiny]
+        names = ", ".join(repr(visits[k]) for k in bad) if visits is not None else str(bad)
         raise MMRMError(
-            "the residual variance is zero or undefined at visit position(s) "
-            f"{bad or 'all'}: the model fits those observations exactly (too few observations?)"
+            f"the residual variance is zero or undefined at visit(s) {names}: the fixed effects fit "
+            "those observations exactly (too few observations at the visit?)"
         )
     return S
 
@@ -122,7 +124,7 @@ def _fit(design: Design, structure_name: str, method: str, df: str) -> MMRMResul
     lik = Likelihood(design, reml=reml)
     structure = make_structure(structure_name, lik.T)
     _check_visits(design, lik, structure, reml)
-    S0 = _moment_covariance(lik)
+    S0 = _moment_covariance(lik, design.visits)
     theta0 = structure.theta_start(S0)
     opt = _Optimizer(lik, structure)
     theta, f, st, converged, n_iter, message = opt.run(theta0)

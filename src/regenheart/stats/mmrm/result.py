@@ -375,15 +375,47 @@ class MMRMResult:
             for combo in itertools.product(*[range(b.shape[0]) for b in blocks]) if blocks else [()]:
                 w = {f: blocks[i][combo[i]] for i, f in enumerate(facs)}
                 rows.append(self._full_row(w, zeros, nums))
-            kept = [self._kept(r) for r in rows]
             label = ":".join(term)
-            if any(k is None for k in kept):
-                warnings.warn(f"type 3 test of {label!r} is not estimable (empty cells)", MMRMWarning, stacklevel=2)
-                out.append({"term": label, "num_df": np.nan, "den_df": np.nan, "f_value": np.nan, "p_value": np.nan})
+            L = self._estimable_part(np.array(rows), label)
+            if L is None:
+                out.append({"term": label, "num_df": 0, "den_df": np.nan, "f_value": np.nan, "p_value": np.nan})
                 continue
-            r = self._inf.ftest(np.array(kept), self._st.beta)
+            r = self._inf.ftest(L, self._st.beta)
             out.append({"term": label, **r})
         return pd.DataFrame(out, columns=["term", "num_df", "den_df", "f_value", "p_value"]).set_index("term")
+
+    def _estimable_part(self, L_full: np.ndarray, label: str) -> np.ndarray | None:
+        """Rows of the hypothesis restricted to the non-aliased columns.
+
+        With empty cells (aliased columns) only combinations a'L with a'L N = 0 are estimable (N a
+        basis of the null space of X); the test then covers that estimable part, with fewer
+        numerator df, and a warning says so. None if nothing is estimable.
+        """
+        d = self._design
+        if not d.aliased.any():
+            return L_full[:, ~d.aliased]
+        LN = L_full @ self._null_basis()
+        scale = max(np.abs(L_full).max(), 1e-300)
+        if np.abs(LN).max() <= 1e-8 * scale:
+            return L_full[:, ~d.aliased]
+        U, sv, _ = np.linalg.svd(LN, full_matrices=True)
+        rank = int((sv > 1e-8 * scale).sum())
+        A = U[:, rank:]
+        full_rank = np.linalg.matrix_rank(L_full)
+        if A.shape[1] == 0 or np.abs(A.T @ L_full).max() <= 1e-8 * scale:
+            warnings.warn(
+                f"type 3 test of {label!r} is not estimable (empty cells); reported as NaN",
+                MMRMWarning, stacklevel=3,
+            )
+            return None
+        Le = A.T @ L_full
+        q = np.linalg.matrix_rank(Le)
+        warnings.warn(
+            f"type 3 test of {label!r} is restricted to its estimable part because of empty cells "
+            f"({q} of {full_rank} numerator df)",
+            MMRMWarning, stacklevel=3,
+        )
+        return Le[:, ~d.aliased]
 
     # ------------------------------------------------------------------ text
     def summary(self) -> str:
