@@ -21,28 +21,28 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _cli_actor():  # noqa: ANN202
+def _cli_actor():
     from regenheart.capture.permissions import Actor
 
     try:
         who = getpass.getuser()
-    except Exception:  # no login name in some containers
+    except Exception:  # noqa: BLE001 - no login name in some containers
         who = "unknown"
     return Actor(f"cli:{who}"[:64], "admin")
 
 
-def _open(db: str):  # noqa: ANN202
+def _open(db: str):
     from regenheart.store.db import DatabaseError, open_study_database
 
     try:
         return open_study_database(db)
     except DatabaseError as exc:
         raise _fail(str(exc)) from None
-    except Exception as exc:  # unreadable file, bad URL, driver missing
+    except Exception as exc:  # noqa: BLE001 - unreadable file, bad URL, driver missing
         raise _fail(f"cannot open the study database {db}: {exc.__class__.__name__}: {exc}") from None
 
 
-def _load_protocol(protocol: Path | None):  # noqa: ANN202
+def _load_protocol(protocol: Path | None):
     from regenheart.protocol import ProtocolError, load_protocol
 
     try:
@@ -80,7 +80,7 @@ def serve(
                    f"'regenheart users add --db {db} --username NAME --role admin'", err=True)
     try:
         app = create_app(db, proto)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - report, never a traceback
         raise _fail(f"cannot start the application: {exc}") from None
     scheme = "https" if ssl_certfile else "http"
     typer.echo(f"RegenHeart EDC on {scheme}://{host}:{port}/  (API: {scheme}://{host}:{port}/openapi.json)")

@@ -1,0 +1,473 @@
+"""REST API (JSON). Authenticate with POST /api/auth/token, then send ``Authorization: Bearer <token>``.
+
+Status codes: 401 no/invalid token, 403 role or CSRF refusal, 404 unknown (or another site's)
+subject/form, 409 stale version or action not allowed in the record's state, 422 invalid data
+(``violations``: every broken rule with field, value, rule, message).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from regenheart.capture.accounts import UserView
+from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
+from regenheart.capture.workflow import SIGNATURE_MEANINGS
+from regenheart.web import views
+from regenheart.web.app import api_actor, api_user, client_address, ctx_of
+
+router = APIRouter(prefix="/api")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No, invalid, expired or revoked bearer token"},
+    403: {"description": "The role may not do this"},
+    404: {"description": "Unknown (or another site's) subject, visit, form or record"},
+}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRequest(_Body):
+    username: str
+    password: str
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    username: str
+    role: str
+    site: str | None
+
+
+class ScreenRequest(_Body):
+    subject_code: str = Field(description="Subject identifier, e.g. 01-001 (becomes subject_id)")
+    site_code: str
+    screening_date: str = Field(description="YYYY-MM-DD")
+    consent_date: str = Field(description="YYYY-MM-DD, on or before the screening date")
+
+
+class EnrolRequest(_Body):
+    enrolled_date: str
+    arm_code: str | None = None
+
+
+class VisitRequest(_Body):
+    visit_date: str
+    reason: str | None = None
+
+
+class FormSaveRequest(_Body):
+    data: dict[str, Any] = Field(description="Field values (a partial update is allowed)")
+    version: int | None = Field(None, description="Version read with GET (0 for a new form); a different "
+                                                  "current version is refused with 409")
+    reason: str | None = Field(None, description="Required when changing saved data")
+    visit_date: str | None = Field(None, description="Visit date (required for the first form of a visit)")
+    complete: bool = Field(True, description="False saves a draft without requiring the required fields")
+
+
+class LogFormRequest(_Body):
+    data: dict[str, Any]
+    version: int | None = None
+    reason: str | None = None
+
+
+class DispositionRequest(_Body):
+    data: dict[str, Any]
+    reason: str | None = None
+
+
+class QueryOpenRequest(_Body):
+    visit: str
+    form: str
+    field: str
+    text: str
+
+
+class QueryTextRequest(_Body):
+    text: str | None = None
+    version: int | None = None
+
+
+class VerifyRequest(_Body):
+    version: int | None = None
+    comment: str | None = None
+
+
+class LockRequest(_Body):
+    version: int | None = None
+    reason: str | None = None
+
+
+class UnlockRequest(_Body):
+    reason: str
+
+
+class SignRequest(_Body):
+    password: str
+    meaning: str = Field("approval", description=f"one of {', '.join(SIGNATURE_MEANINGS)}")
+    version: int | None = None
+
+
+class UserCreateRequest(_Body):
+    username: str
+    password: str
+    role: str
+    site: str | None = None
+    full_name: str | None = None
+
+
+class UserUpdateRequest(_Body):
+    role: str | None = None
+    site: str | None = None
+    full_name: str | None = None
+    active: bool | None = None
+    reason: str
+
+
+class PasswordResetRequest(_Body):
+    password: str
+    reason: str
+
+
+class PasswordChangeRequest(_Body):
+    old_password: str
+    new_password: str
+
+
+class ReasonRequest(_Body):
+    reason: str
+
+
+# ---------------------------------------------------------------------------------------------- auth
+@router.post("/auth/token", response_model=TokenResponse, tags=["auth"],
+             responses={401: {"description": "Wrong username/password or account locked"}})
+def issue_token(body: TokenRequest, request: Request) -> TokenResponse:
+    """Exchange username and password for a signed bearer token (expires after ``expires_in`` s)."""
+    ctx = ctx_of(request)
+    user = ctx.accounts.authenticate(body.username, body.password, channel="api", client=client_address(request))
+    token = ctx.signer.issue_token(user.username, user.token_version)
+    return TokenResponse(access_token=token, expires_in=ctx.signer.token_ttl, username=user.username,
+                         role=user.role, site=user.site)
+
+
+@router.post("/auth/logout", tags=["auth"], status_code=204, responses=ERRORS)
+def logout(request: Request, user: UserView = Depends(api_user)) -> None:
+    """Revoke every token and session of the calling user."""
+    ctx_of(request).accounts.revoke_sessions(user.username, channel="api", client=client_address(request))
+
+
+@router.get("/me", tags=["auth"], responses=ERRORS)
+def me(user: UserView = Depends(api_user)) -> dict[str, Any]:
+    """The calling account and the actions its role allows."""
+    return user.as_dict() | {"permissions": sorted(a for a, roles in PERMISSIONS.items() if user.role in roles)}
+
+
+@router.post("/auth/password", tags=["auth"], status_code=204, responses=ERRORS)
+def change_password(body: PasswordChangeRequest, request: Request, user: UserView = Depends(api_user)) -> None:
+    """Change the caller's own password (revokes existing tokens)."""
+    ctx_of(request).accounts.change_own_password(user.actor, body.old_password, body.new_password,
+                                                 channel="api", client=client_address(request))
+
+
+# ---------------------------------------------------------------------------------------------- protocol
+@router.get("/protocol", tags=["protocol"], responses=ERRORS)
+def protocol_schedule(request: Request, actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Schedule of assessments and form definitions (fields with type, unit, range, codes, required)."""
+    p = ctx_of(request).protocol
+    return {
+        "study": p.study.nct_id, "protocol_version": p.active_protocol_version,
+        "sites": [s.model_dump() for s in p.study.sites],
+        "visits": [{"visit": v.code, "label": v.label, "day": v.day, "window": list(v.window), "forms": v.forms}
+                   for v in p.visits],
+        "forms": {code: {"label": f.label, "instrument": f.instrument, "fields": [
+            fd.model_dump(exclude_none=True) | ({"codes": p.allowed_codes(fd)} if fd.type == "code" else {})
+            for fd in f.fields]} for code, f in p.forms.items()},
+        "signature_meanings": SIGNATURE_MEANINGS,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- subjects
+@router.get("/subjects", tags=["subjects"], responses=ERRORS)
+def list_subjects(request: Request, status: str | None = None, actor: Actor = Depends(api_actor)) -> list[dict]:
+    """Subjects visible to the caller (a site account sees its site only), with the next visit due."""
+    ctx = ctx_of(request)
+    return views.list_subjects(ctx.engine, ctx.protocol, actor, ctx.today(), status)
+
+
+@router.post("/subjects", tags=["subjects"], status_code=201, responses=ERRORS)
+def screen_subject(body: ScreenRequest, request: Request, actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Register a consented subject for screening."""
+    ctx = ctx_of(request)
+    ctx.capture.screen_subject(actor, body.subject_code, body.site_code, body.screening_date, body.consent_date)
+    return views.subject_detail(ctx.engine, ctx.protocol, actor, body.subject_code, ctx.today())
+
+
+@router.get("/subjects/{subject_id}", tags=["subjects"], responses=ERRORS)
+def get_subject(subject_id: str, request: Request, actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """A subject with every scheduled visit (dates, window, study day) and the status of each form."""
+    ctx = ctx_of(request)
+    return views.subject_detail(ctx.engine, ctx.protocol, actor, subject_id, ctx.today())
+
+
+@router.post("/subjects/{subject_id}/eligibility", tags=["subjects"], responses=ERRORS)
+def evaluate_eligibility(subject_id: str, request: Request, actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Evaluate the inclusion/exclusion criteria on the screening data and record the outcome."""
+    outcome = ctx_of(request).capture.evaluate_eligibility(actor, subject_id)
+    return {"subject_id": subject_id, "eligible": outcome.eligible, "failed": outcome.failed,
+            "not_assessed": outcome.not_assessed, "results": outcome.results}
+
+
+@router.post("/subjects/{subject_id}/enrolment", tags=["subjects"], responses=ERRORS)
+@router.post("/subjects/{subject_id}/enrol", tags=["subjects"], include_in_schema=False)
+def enrol(subject_id: str, body: EnrolRequest, request: Request, actor: Actor = Depends(api_actor)) -> dict:
+    """Enrol an eligible subject."""
+    ctx = ctx_of(request)
+    arm = ctx.capture.enrol(actor, subject_id, body.enrolled_date, body.arm_code)
+    return {"subject_id": subject_id, "status": "enrolled", "arm": arm, "enrolled_date": body.enrolled_date}
+
+
+@router.put("/subjects/{subject_id}/visits/{visit}", tags=["subjects"], responses=ERRORS)
+def record_visit(subject_id: str, visit: str, body: VisitRequest, request: Request,
+                 actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Record (or, with a reason, correct) a visit date; window deviations come back as warnings."""
+    ctx = ctx_of(request)
+    warnings = ctx.capture.record_visit(actor, subject_id, visit, body.visit_date, reason=body.reason)
+    return {"subject_id": subject_id, "visit": visit, **(views.visit_info(ctx.engine, actor, subject_id, visit) or {}),
+            "warnings": [w.as_dict() for w in warnings]}
+
+
+@router.put("/subjects/{subject_id}/disposition", tags=["subjects"], responses=ERRORS)
+def record_disposition(subject_id: str, body: DispositionRequest, request: Request,
+                       actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Record completion or discontinuation (a reason is required to change it later)."""
+    ctx = ctx_of(request)
+    ctx.capture.record_disposition(actor, subject_id, body.data, reason=body.reason)
+    return views.subject_detail(ctx.engine, ctx.protocol, actor, subject_id, ctx.today())
+
+
+# ---------------------------------------------------------------------------------------------- forms
+def _form_json(request: Request, actor: Actor, subject_id: str, visit: str, form: str) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    view = ctx.capture.get_form(actor, subject_id, visit, form)
+    queries = ctx.workflow.list_queries(actor, subject_id, status="unresolved", visit_code=visit, form_code=form)
+    return {"subject_id": subject_id, "visit": visit, "form": form, "data": view.data, "version": view.version,
+            "status": view.status, "verified": view.verified, "locked": view.locked, "signed": view.signed,
+            "derived": view.derived, "scoring_version": view.scoring_version,
+            "visit_date": (views.visit_info(ctx.engine, actor, subject_id, visit) or {}).get("visit_date"),
+            "open_queries": len(queries)}
+
+
+@router.get("/subjects/{subject_id}/forms/{visit}/{form}", tags=["forms"], responses=ERRORS)
+def get_form(subject_id: str, visit: str, form: str, request: Request,
+             actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Current data, version and status of a form ('not_started', version 0, if never saved)."""
+    return _form_json(request, actor, subject_id, visit, form)
+
+
+@router.put("/subjects/{subject_id}/forms/{visit}/{form}", tags=["forms"],
+            responses=ERRORS | {409: {"description": "Stale version or locked form: nothing was written"},
+                                422: {"description": "Every violation (field, value, rule, message)"}})
+def save_form(subject_id: str, visit: str, form: str, body: FormSaveRequest, request: Request,
+              actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Validate and save form data through the capture service (edit checks, reason for change)."""
+    ctx = ctx_of(request)
+    result = ctx.capture.save_form(actor, subject_id, visit, form, body.data, reason=body.reason,
+                                   expected_version=body.version, visit_date=body.visit_date,
+                                   complete=body.complete)
+    return _form_json(request, actor, subject_id, visit, form) | {
+        "changed": result.changed, "warnings": [w.as_dict() for w in result.warnings]}
+
+
+@router.post("/subjects/{subject_id}/forms/{visit}/{form}/verify", tags=["workflow"], responses=ERRORS)
+def verify_form(subject_id: str, visit: str, form: str, request: Request, body: VerifyRequest | None = None,
+                actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Source-data verification by a monitor (optionally of the version the monitor reviewed)."""
+    body = body or VerifyRequest()
+    ctx_of(request).workflow.verify(actor, subject_id, visit, form, expected_version=body.version,
+                                    comment=body.comment)
+    return _form_json(request, actor, subject_id, visit, form)
+
+
+@router.post("/subjects/{subject_id}/forms/{visit}/{form}/lock", tags=["workflow"], responses=ERRORS)
+def lock_form(subject_id: str, visit: str, form: str, request: Request, body: LockRequest | None = None,
+              actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Lock a form against changes (data managers; unresolved queries must be closed first)."""
+    body = body or LockRequest()
+    ctx_of(request).workflow.lock(actor, subject_id, visit, form, reason=body.reason, expected_version=body.version)
+    return _form_json(request, actor, subject_id, visit, form)
+
+
+@router.post("/subjects/{subject_id}/forms/{visit}/{form}/unlock", tags=["workflow"], responses=ERRORS)
+def unlock_form(subject_id: str, visit: str, form: str, body: UnlockRequest, request: Request,
+                actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Unlock a form (data managers; reason required)."""
+    ctx_of(request).workflow.unlock(actor, subject_id, visit, form, reason=body.reason)
+    return _form_json(request, actor, subject_id, visit, form)
+
+
+@router.post("/subjects/{subject_id}/forms/{visit}/{form}/sign", tags=["workflow"], status_code=201,
+             responses=ERRORS)
+def sign_form(subject_id: str, visit: str, form: str, body: SignRequest, request: Request,
+              actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Electronic signature by an investigator (password re-entered; 21 CFR 11.50 manifestation)."""
+    signature = ctx_of(request).workflow.sign(actor, subject_id, visit, form, password=body.password,
+                                              meaning=body.meaning, expected_version=body.version,
+                                              channel="api", client=client_address(request))
+    return signature.as_dict()
+
+
+@router.get("/subjects/{subject_id}/forms/{visit}/{form}/signatures", tags=["workflow"], responses=ERRORS)
+def list_signatures(subject_id: str, visit: str, form: str, request: Request,
+                    actor: Actor = Depends(api_actor)) -> list[dict[str, Any]]:
+    """Every signature of the form: printed name, UTC time, meaning, version signed, still current."""
+    return [s.as_dict() for s in ctx_of(request).workflow.signatures(actor, subject_id, visit, form)]
+
+
+# ---------------------------------------------------------------------------------------------- audit
+@router.get("/subjects/{subject_id}/audit", tags=["audit"], responses=ERRORS)
+def subject_audit(subject_id: str, request: Request, visit: str | None = None, form: str | None = None,
+                  field: str | None = None, actor: Actor = Depends(api_actor)) -> list[dict[str, Any]]:
+    """Audit trail of the subject, oldest first: old and new value, user, role, UTC time, reason."""
+    return views.audit_rows(ctx_of(request).engine, actor, subject_id, visit=visit, form=form, field=field)
+
+
+# ---------------------------------------------------------------------------------------------- adverse events
+@router.get("/subjects/{subject_id}/adverse-events", tags=["adverse events"], responses=ERRORS)
+def list_adverse_events(subject_id: str, request: Request, actor: Actor = Depends(api_actor)) -> list[dict]:
+    return views.adverse_events(ctx_of(request).engine, actor, subject_id)
+
+
+@router.post("/subjects/{subject_id}/adverse-events", tags=["adverse events"], status_code=201, responses=ERRORS)
+def record_adverse_event(subject_id: str, body: LogFormRequest, request: Request,
+                         actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    seq = ctx.capture.record_adverse_event(actor, subject_id, body.data)
+    return views.adverse_event(ctx.engine, actor, subject_id, seq)
+
+
+@router.get("/subjects/{subject_id}/adverse-events/{seq}", tags=["adverse events"], responses=ERRORS)
+def get_adverse_event(subject_id: str, seq: int, request: Request, actor: Actor = Depends(api_actor)) -> dict:
+    return views.adverse_event(ctx_of(request).engine, actor, subject_id, seq)
+
+
+@router.put("/subjects/{subject_id}/adverse-events/{seq}", tags=["adverse events"], responses=ERRORS)
+def update_adverse_event(subject_id: str, seq: int, body: LogFormRequest, request: Request,
+                         actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Correct or follow up an adverse event (reason required; ``version`` checked when given)."""
+    ctx = ctx_of(request)
+    ctx.capture.update_adverse_event(actor, subject_id, seq, body.data, reason=body.reason,
+                                     expected_version=body.version)
+    return views.adverse_event(ctx.engine, actor, subject_id, seq)
+
+
+# ---------------------------------------------------------------------------------------------- queries
+@router.get("/queries", tags=["queries"], responses=ERRORS)
+def all_queries(request: Request, status: str | None = Query(None, description="open, answered, closed or "
+                                                                               "unresolved"),
+                actor: Actor = Depends(api_actor)) -> list[dict[str, Any]]:
+    """Queries of every visible subject (a monitor's work list)."""
+    return [q.as_dict() for q in ctx_of(request).workflow.list_queries(actor, status=status)]
+
+
+@router.get("/subjects/{subject_id}/queries", tags=["queries"], responses=ERRORS)
+def subject_queries(subject_id: str, request: Request, status: str | None = None,
+                    actor: Actor = Depends(api_actor)) -> list[dict[str, Any]]:
+    return [q.as_dict() for q in ctx_of(request).workflow.list_queries(actor, subject_id, status=status)]
+
+
+@router.post("/subjects/{subject_id}/queries", tags=["queries"], status_code=201, responses=ERRORS)
+def open_query(subject_id: str, body: QueryOpenRequest, request: Request,
+               actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Raise a query on one field of a form (monitors, data managers)."""
+    return ctx_of(request).workflow.open_query(actor, subject_id, body.visit, body.form, body.field,
+                                               body.text).as_dict()
+
+
+@router.get("/subjects/{subject_id}/queries/{seq}", tags=["queries"], responses=ERRORS)
+def get_query(subject_id: str, seq: int, request: Request, actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    return ctx_of(request).workflow.get_query(actor, subject_id, seq).as_dict()
+
+
+@router.post("/subjects/{subject_id}/queries/{seq}/answer", tags=["queries"], responses=ERRORS)
+def answer_query(subject_id: str, seq: int, body: QueryTextRequest, request: Request,
+                 actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Answer a query (site staff, data managers)."""
+    return ctx_of(request).workflow.answer_query(actor, subject_id, seq, body.text,
+                                                 expected_version=body.version).as_dict()
+
+
+@router.post("/subjects/{subject_id}/queries/{seq}/close", tags=["queries"], responses=ERRORS)
+def close_query(subject_id: str, seq: int, request: Request, body: QueryTextRequest | None = None,
+                actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Close a query (monitors, data managers)."""
+    body = body or QueryTextRequest()
+    return ctx_of(request).workflow.close_query(actor, subject_id, seq, body.text,
+                                                expected_version=body.version).as_dict()
+
+
+@router.post("/subjects/{subject_id}/queries/{seq}/reopen", tags=["queries"], responses=ERRORS)
+def reopen_query(subject_id: str, seq: int, body: QueryTextRequest, request: Request,
+                 actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Send an answered or closed query back to the site (monitors, data managers)."""
+    return ctx_of(request).workflow.reopen_query(actor, subject_id, seq, body.text,
+                                                 expected_version=body.version).as_dict()
+
+
+# ---------------------------------------------------------------------------------------------- users
+@router.get("/users", tags=["users"], responses=ERRORS)
+def list_users(request: Request, actor: Actor = Depends(api_actor)) -> list[dict[str, Any]]:
+    return [u.as_dict() for u in ctx_of(request).accounts.list_users(actor)]
+
+
+@router.post("/users", tags=["users"], status_code=201, responses=ERRORS)
+def create_user(body: UserCreateRequest, request: Request, actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    return ctx_of(request).accounts.create_user(actor, body.username, body.role, body.password, site=body.site,
+                                                full_name=body.full_name).as_dict()
+
+
+@router.patch("/users/{username}", tags=["users"], responses=ERRORS)
+def update_user(username: str, body: UserUpdateRequest, request: Request,
+                actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Change role, site (null = all sites), printed name or active flag; reason required."""
+    changes: dict[str, Any] = {k: getattr(body, k) for k in ("role", "site", "full_name", "active")
+                               if k in body.model_fields_set and (k == "site" or getattr(body, k) is not None)}
+    return ctx_of(request).accounts.update_user(actor, username, reason=body.reason, **changes).as_dict()
+
+
+@router.post("/users/{username}/unlock", tags=["users"], responses=ERRORS)
+def unlock_user(username: str, body: ReasonRequest, request: Request,
+                actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    return ctx_of(request).accounts.unlock(actor, username, reason=body.reason, channel="api",
+                                           client=client_address(request)).as_dict()
+
+
+@router.post("/users/{username}/password", tags=["users"], responses=ERRORS)
+def reset_password(username: str, body: PasswordResetRequest, request: Request,
+                   actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    return ctx_of(request).accounts.reset_password(actor, username, body.password, reason=body.reason).as_dict()
+
+
+@router.get("/access-log", tags=["users"], responses=ERRORS)
+def access_log(request: Request, username: str | None = None, limit: int = 500,
+               actor: Actor = Depends(api_actor)) -> list[dict[str, Any]]:
+    """Log-ins, failures, lock-outs, log-outs and permission refusals, newest first (administrators)."""
+    return [e.as_dict() for e in ctx_of(request).accounts.access_log(actor, username=username, limit=limit)]
+
+
+@router.get("/roles", tags=["users"], responses=ERRORS)
+def roles(actor: Actor = Depends(api_actor)) -> dict[str, list[str]]:
+    """Roles and the actions each may perform."""
+    return {role: sorted(a for a, allowed in PERMISSIONS.items() if role in allowed) for role in ROLES}
+
+
+@router.get("/health", tags=["meta"], include_in_schema=True)
+def health() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+

@@ -1,0 +1,250 @@
+"""Read model of the web application: subject lists, casebooks, schedules and the audit trail.
+
+Reads only (every write goes through CaptureService, WorkflowService or AccountService). Every
+function takes the acting user and shows only the subjects of its site.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from regenheart.capture.errors import NotFound, PermissionDenied
+from regenheart.capture.permissions import Actor
+from regenheart.protocol.models import Protocol
+from regenheart.protocol.models import Visit as VisitDef
+from regenheart.store.models import AdverseEvent, AuditRecord, DataQuery, FormRecord, Subject, Visit
+
+UNRESOLVED = ("open", "answered")
+CELL_LABELS = {
+    "not_started": "not started", "incomplete": "incomplete", "complete": "complete", "verified": "verified",
+    "locked": "locked", "not_scheduled": "",
+}
+
+
+def decode(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _require_view(actor: Actor) -> None:
+    if not actor.may("view"):
+        raise PermissionDenied(f"role '{actor.role}' may not view")
+
+
+def visible_subject(session: Session, actor: Actor, code: str) -> Subject:
+    _require_view(actor)
+    subject = session.scalars(select(Subject).where(Subject.subject_code == code)).one_or_none()
+    if subject is None or not actor.sees_site(subject.site_code):
+        raise NotFound(f"subject {code} not found")
+    return subject
+
+
+def window_dates(visit: VisitDef, infusion: dt.date | None) -> dict[str, str | None]:
+    """Target date and window of a visit from the infusion date (day 0) and the protocol window."""
+    if infusion is None:
+        return {"target_date": None, "window_start": None, "window_end": None}
+    return {"target_date": (infusion + dt.timedelta(days=visit.day)).isoformat(),
+            "window_start": (infusion + dt.timedelta(days=visit.window[0])).isoformat(),
+            "window_end": (infusion + dt.timedelta(days=visit.window[1])).isoformat()}
+
+
+def next_visit(protocol: Protocol, subject: Subject, recorded: set[str], today: dt.date) -> dict[str, Any] | None:
+    """The next visit due: the first scheduled visit after the last recorded one, with its window.
+
+    ``state``: ``upcoming`` (window not open yet), ``due`` (inside the window), ``overdue`` (window
+    passed), ``pending`` (dates not known yet: before infusion), or ``action`` for a step that is not a
+    visit (eligibility, enrolment).
+    """
+    if subject.status in ("completed", "discontinued", "screen_failed"):
+        return None
+    order = protocol.visit_codes
+    baseline = protocol.baseline_visit.code
+    if subject.status in ("screening", "eligible") and baseline in recorded:
+        step = "enrolment" if subject.status == "eligible" else "eligibility evaluation"
+        return {"visit": None, "label": step, "target_date": None, "window_start": None, "window_end": None,
+                "state": "action"}
+    last = max((order.index(c) for c in recorded), default=-1)
+    for visit in protocol.visits[last + 1:]:
+        dates = window_dates(visit, subject.infusion_date)
+        state = "pending"
+        if dates["target_date"]:
+            start = dt.date.fromisoformat(dates["window_start"])  # type: ignore[arg-type]
+            end = dt.date.fromisoformat(dates["window_end"])  # type: ignore[arg-type]
+            state = "overdue" if today > end else ("due" if today >= start else "upcoming")
+        return {"visit": visit.code, "label": visit.label, **dates, "state": state}
+    return None
+
+
+@dataclass(frozen=True)
+class Cell:
+    form: str
+    status: str  # not_started, incomplete, complete, verified, locked, not_scheduled
+    version: int
+    verified: bool
+    locked: bool
+    signed: bool
+    open_queries: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"form": self.form, "status": self.status, "version": self.version, "verified": self.verified,
+                "locked": self.locked, "signed": self.signed, "open_queries": self.open_queries}
+
+
+def cell_status(record: FormRecord | None) -> str:
+    if record is None:
+        return "not_started"
+    if record.locked:
+        return "locked"
+    if record.verified:
+        return "verified"
+    return record.status
+
+
+def _unresolved_counts(session: Session, subject_ids: list[int] | None = None) -> dict[tuple, int]:
+    stmt = select(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code, func.count()).where(
+        DataQuery.status.in_(UNRESOLVED)).group_by(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code)
+    if subject_ids is not None:
+        stmt = stmt.where(DataQuery.subject_id.in_(subject_ids))
+    return {(s, v, f): n for s, v, f, n in session.execute(stmt)}
+
+
+def subject_summary(protocol: Protocol, subject: Subject, recorded: set[str], today: dt.date,
+                    open_queries: int) -> dict[str, Any]:
+    failed = json.loads(subject.eligibility_failed) if subject.eligibility_failed else []
+    return {
+        "subject_id": subject.subject_code, "site": subject.site_code, "status": subject.status,
+        "screening_date": _iso(subject.screening_date), "consent_date": _iso(subject.consent_date),
+        "eligible": subject.eligible, "eligibility_failed": failed, "enrolled_date": _iso(subject.enrolled_date),
+        "arm": subject.arm_code, "infusion_date": _iso(subject.infusion_date),
+        "disposition": None if not subject.disposition else {
+            "status": subject.disposition, "date": _iso(subject.disposition_date),
+            "reason": subject.disposition_reason},
+        "synthetic": subject.synthetic, "version": subject.version, "open_queries": open_queries,
+        "next_visit": next_visit(protocol, subject, recorded, today),
+    }
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def list_subjects(engine: Engine, protocol: Protocol, actor: Actor, today: dt.date,
+                  status: str | None = None) -> list[dict[str, Any]]:
+    _require_view(actor)
+    with Session(engine) as session:
+        stmt = select(Subject).order_by(Subject.subject_code)
+        if actor.site is not None:
+            stmt = stmt.where(Subject.site_code == actor.site)
+        if status:
+            stmt = stmt.where(Subject.status == status)
+        subjects = session.scalars(stmt).all()
+        ids = [s.id for s in subjects]
+        recorded: dict[int, set[str]] = {i: set() for i in ids}
+        for sid, code in session.execute(select(Visit.subject_id, Visit.visit_code).where(Visit.subject_id.in_(ids))):
+            recorded[sid].add(code)
+        queries: dict[int, int] = {}
+        for (sid, _v, _f), n in _unresolved_counts(session, ids).items():
+            queries[sid] = queries.get(sid, 0) + n
+        return [subject_summary(protocol, s, recorded[s.id], today, queries.get(s.id, 0)) for s in subjects]
+
+
+def subject_detail(engine: Engine, protocol: Protocol, actor: Actor, code: str, today: dt.date) -> dict[str, Any]:
+    """A subject with its schedule: every protocol visit (date, study day, window) and form status."""
+    with Session(engine) as session:
+        subject = visible_subject(session, actor, code)
+        visits = {v.visit_code: v for v in subject.visits}
+        records = {(r.visit_code, r.form_code): r for r in session.scalars(
+            select(FormRecord).where(FormRecord.subject_id == subject.id))}
+        counts = _unresolved_counts(session, [subject.id])
+        ae_count = session.scalar(select(func.count()).select_from(AdverseEvent).where(
+            AdverseEvent.subject_id == subject.id)) or 0
+        out = subject_summary(protocol, subject, set(visits), today, sum(counts.values()))
+        out["adverse_events"] = ae_count
+        out["visits"] = []
+        for vdef in protocol.visits:
+            visit = visits.get(vdef.code)
+            cells = []
+            for form in vdef.forms:
+                record = records.get((vdef.code, form))
+                cells.append(Cell(form, cell_status(record), record.version if record else 0,
+                                  bool(record and record.verified), bool(record and record.locked),
+                                  bool(record and record.signed),
+                                  counts.get((subject.id, vdef.code, form), 0)).as_dict()
+                             | {"label": protocol.forms[form].label})
+            out["visits"].append({
+                "visit": vdef.code, "label": vdef.label, "day": vdef.day, "window": list(vdef.window),
+                **window_dates(vdef, subject.infusion_date),
+                "visit_date": _iso(visit.visit_date) if visit else None,
+                "study_day": visit.study_day if visit else None,
+                "in_window": visit.in_window if visit else None,
+                "forms": cells,
+            })
+        return out
+
+
+def form_rows(protocol: Protocol) -> list[tuple[str, str]]:
+    """Forms in schedule order (first appearance), for the rows of the casebook grid."""
+    seen: dict[str, str] = {}
+    for visit in protocol.visits:
+        for form in visit.forms:
+            seen.setdefault(form, protocol.forms[form].label)
+    return list(seen.items())
+
+
+def visit_info(engine: Engine, actor: Actor, code: str, visit_code: str) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        subject = visible_subject(session, actor, code)
+        visit = next((v for v in subject.visits if v.visit_code == visit_code), None)
+        if visit is None:
+            return None
+        return {"visit_date": visit.visit_date.isoformat(), "study_day": visit.study_day,
+                "in_window": visit.in_window}
+
+
+def audit_rows(engine: Engine, actor: Actor, code: str, *, visit: str | None = None, form: str | None = None,
+               field: str | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+    """Audit trail of one subject, oldest first (optionally one visit, form, field)."""
+    with Session(engine) as session:
+        visible_subject(session, actor, code)
+        stmt = select(AuditRecord).where(AuditRecord.subject_code == code)
+        if visit:
+            stmt = stmt.where(AuditRecord.visit_code == visit)
+        if form:
+            stmt = stmt.where(AuditRecord.form_code == form)
+        if field:
+            stmt = stmt.where(AuditRecord.field == field)
+        rows = session.scalars(stmt.order_by(AuditRecord.seq).limit(limit)).all()
+        return [{"seq": r.seq, "ts_utc": r.ts_utc, "username": r.username, "role": r.role, "action": r.action,
+                 "entity": r.entity, "visit": r.visit_code, "form": r.form_code, "record": r.record_key,
+                 "field": r.field, "old_value": decode(r.old_value), "new_value": decode(r.new_value),
+                 "reason": r.reason} for r in rows]
+
+
+def adverse_events(engine: Engine, actor: Actor, code: str) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        subject = visible_subject(session, actor, code)
+        rows = session.scalars(select(AdverseEvent).where(AdverseEvent.subject_id == subject.id)
+                               .order_by(AdverseEvent.ae_seq)).all()
+        return [{"seq": a.ae_seq, "version": a.version, "term": a.term, "category": a.category,
+                 "onset_date": _iso(a.onset_date), "stop_date": _iso(a.stop_date), "study_day": a.study_day,
+                 "ctcae_grade": a.ctcae_grade, "serious": a.serious,
+                 "sae_criteria": json.loads(a.sae_criteria) if a.sae_criteria else [],
+                 "related_product": a.related_product, "related_procedure": a.related_procedure,
+                 "outcome": a.outcome, "data": json.loads(a.data)} for a in rows]
+
+
+def adverse_event(engine: Engine, actor: Actor, code: str, seq: int) -> dict[str, Any]:
+    for ae in adverse_events(engine, actor, code):
+        if ae["seq"] == seq:
+            return ae
+    raise NotFound(f"adverse event {seq} of subject {code} not found")
