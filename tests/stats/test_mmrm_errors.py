@@ -7,10 +7,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from test_mmrm_properties import simulate
 
 from regenheart.stats.mmrm import MMRMError, MMRMWarning, fit_ancova, fit_mmrm, parse_formula
-
-from test_mmrm_properties import simulate  # noqa: E402
 
 F = "Y ~ ARM*AVISIT + us(AVISIT | USUBJID)"
 
@@ -93,7 +92,11 @@ def test_duplicate_visit_is_an_error(data):
         (lambda d: d.assign(Y=d["Y"].replace(d["Y"].iloc[0], np.inf)), F, "infinite"),
         (lambda d: d[d["ARM"] == "PBO"], F, "fewer than two levels"),
         (lambda d: d[d["AVISIT"] == "W0"], "Y ~ ARM + ar1(AVISIT|USUBJID)", "at least two time points"),
-        (lambda d: d.iloc[:8], "Y ~ AVISIT*BASE + us(AVISIT|USUBJID)", "fixed effects but only|residual variance is zero"),
+        (
+            lambda d: d.iloc[:8],
+            "Y ~ AVISIT*BASE + us(AVISIT|USUBJID)",
+            "fixed effects but only|residual variance is zero",
+        ),
     ],
 )
 def test_data_errors(data, mutate, formula, match):
@@ -119,9 +122,8 @@ def test_single_observation_visit_is_reported(data):
     d = data.copy()
     at3 = d.index[(d["AVISIT"] == "W3") & d["Y"].notna()]
     d.loc[at3[1:], "Y"] = np.nan
-    with pytest.warns(MMRMWarning) as rec:
-        with pytest.raises(MMRMError, match="visit\\(s\\) 'W3'"):
-            fit_mmrm(d, F)
+    with pytest.warns(MMRMWarning) as rec, pytest.raises(MMRMError, match="visit\\(s\\) 'W3'"):
+        fit_mmrm(d, F)
     assert any("visit 'W3' has only 1 observation" in str(w.message) for w in rec)
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from test_mmrm_properties import simulate
+from test_mmrm_sas import load_fev
 
 from regenheart.stats.mmrm import fit_mmrm
 from regenheart.stats.mmrm.covariance import make_structure
-
-from test_mmrm_properties import simulate  # noqa: E402
-from test_mmrm_sas import load_fev  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::regenheart.stats.mmrm.MMRMWarning")
 STRUCTURES = ["us", "cs", "csh", "ar1", "ar1h", "toep", "toeph"]
@@ -34,15 +33,21 @@ def test_structure_derivatives(name, T):
     assert np.linalg.eigvalsh(S).min() > 0  # any theta gives a positive definite Sigma
     eps = 1e-6
     E = np.eye(len(th))
-    num1 = np.array([(s.sigma_of_theta(th + eps * e, 0)[0] - s.sigma_of_theta(th - eps * e, 0)[0]) / (2 * eps) for e in E])
-    num2 = np.array([(s.sigma_of_theta(th + eps * e, 1)[1] - s.sigma_of_theta(th - eps * e, 1)[1]) / (2 * eps) for e in E])
+    num1 = np.array(
+        [(s.sigma_of_theta(th + eps * e, 0)[0] - s.sigma_of_theta(th - eps * e, 0)[0]) / (2 * eps) for e in E]
+    )
+    num2 = np.array(
+        [(s.sigma_of_theta(th + eps * e, 1)[1] - s.sigma_of_theta(th - eps * e, 1)[1]) / (2 * eps) for e in E]
+    )
     np.testing.assert_allclose(dS, num1, atol=1e-7 * max(1, np.abs(dS).max()))
     np.testing.assert_allclose(d2S, num2, atol=1e-7 * max(1, np.abs(d2S).max()))
     phi = s.phi_from_theta(th)
-    Sp, dSp, d2Sp = s.sigma_of_phi(phi, 2)
+    Sp, _, d2Sp = s.sigma_of_phi(phi, 2)
     np.testing.assert_allclose(Sp, S, rtol=1e-12, atol=1e-14)
     Ep = np.eye(len(phi))
-    nump = np.array([(s.sigma_of_phi(phi + eps * e, 1)[1] - s.sigma_of_phi(phi - eps * e, 1)[1]) / (2 * eps) for e in Ep])
+    nump = np.array(
+        [(s.sigma_of_phi(phi + eps * e, 1)[1] - s.sigma_of_phi(phi - eps * e, 1)[1]) / (2 * eps) for e in Ep]
+    )
     np.testing.assert_allclose(d2Sp, nump, atol=1e-7 * max(1, np.abs(d2Sp).max()))
     assert len(s.natural_names()) == len(phi)
     # starting values reproduce a structure-conforming covariance matrix
@@ -89,7 +94,7 @@ def _dense_reference(fit, L):
     same = sub[:, None] == sub[None, :]
     phi = s.phi_from_theta(fit.theta)
     S, dS, d2S = s.sigma_of_phi(phi, 2)
-    dense = lambda M: np.where(same, M[vis[:, None], vis[None, :]], 0.0)  # noqa: E731
+    dense = lambda M: np.where(same, M[vis[:, None], vis[None, :]], 0.0)
     V = dense(S)
     W = np.linalg.inv(V)
     C = np.linalg.inv(X.T @ W @ X)
@@ -107,8 +112,7 @@ def _dense_reference(fit, L):
     for k in range(m):
         for l in range(m):
             H[k, l] = (
-                np.sum(P * Vkl[k][l]) - np.sum(PV[k] * PV[l].T)
-                + 2 * Py @ Vk[k] @ (PV[l] @ Py) - Py @ Vkl[k][l] @ Py
+                np.sum(P * Vkl[k][l]) - np.sum(PV[k] * PV[l].T) + 2 * Py @ Vk[k] @ (PV[l] @ Py) - Py @ Vkl[k][l] @ Py
             )
     A = 2 * np.linalg.inv(H)
     WX = W @ X
@@ -141,7 +145,16 @@ def _dense_reference(fit, L):
     lam = mdf / (Es * (mdf - 2))
     est = L @ beta
     F = lam * est @ np.linalg.solve(L @ PhiA @ L.T, est) / q
-    return dict(m2ll=m2ll, beta=beta, C=C, sat_df=sat_df, PhiA=PhiA, kr_m=mdf, kr_F=F, kr_p=stats.f.sf(F, q, mdf))
+    return {
+        "m2ll": m2ll,
+        "beta": beta,
+        "C": C,
+        "sat_df": sat_df,
+        "PhiA": PhiA,
+        "kr_m": mdf,
+        "kr_F": F,
+        "kr_p": stats.f.sf(F, q, mdf),
+    }
 
 
 @pytest.mark.parametrize("structure", ["ar1h", "us"])

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_mmrm_sas import load_fev
 
 from regenheart.stats.mmrm import fit_mmrm
-
-from test_mmrm_sas import load_fev  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::regenheart.stats.mmrm.MMRMWarning")
 

@@ -15,10 +15,9 @@ import pytest
 import scipy.stats as ss
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_mmrm_sas import load_fev
 
 from regenheart.stats.mmrm import MMRMWarning, fit_ancova, fit_mmrm
-
-from test_mmrm_sas import load_fev  # noqa: E402  (same folder, no package)
 
 # expected data warnings (e.g. fev_data's 3 subjects without FEV1) are tested in test_mmrm_errors.py
 pytestmark = pytest.mark.filterwarnings("ignore::regenheart.stats.mmrm.MMRMWarning")
@@ -45,7 +44,12 @@ def simulate(n=60, T=4, seed=1, p_miss=0.15):
     S = 8.0 * 0.6 ** np.abs(np.subtract.outer(t, t)) + np.diag(np.linspace(1, 4, T))
     arm = rng.integers(0, 2, n)
     base = rng.normal(50, 5, n)
-    Y = 0.3 * base[:, None] + 1.5 * t[None] + 2.0 * arm[:, None] * t[None] / T + rng.normal(size=(n, T)) @ np.linalg.cholesky(S).T
+    Y = (
+        0.3 * base[:, None]
+        + 1.5 * t[None]
+        + 2.0 * arm[:, None] * t[None] / T
+        + rng.normal(size=(n, T)) @ np.linalg.cholesky(S).T
+    )
     Y[rng.random((n, T)) < p_miss] = np.nan
     d = pd.DataFrame(
         {
@@ -91,7 +95,12 @@ def test_unstructured_reml_equals_sample_covariance():
     S = np.cov(Y.T)
     T, p = Y.shape[1], Y.shape[1]
     N = n * T
-    ll = -0.5 * ((N - p) * np.log(2 * np.pi) + n * np.linalg.slogdet(S)[1] + np.linalg.slogdet(n * np.linalg.inv(S))[1] + (n - 1) * T)
+    ll = -0.5 * (
+        (N - p) * np.log(2 * np.pi)
+        + n * np.linalg.slogdet(S)[1]
+        + np.linalg.slogdet(n * np.linalg.inv(S))[1]
+        + (n - 1) * T
+    )
     assert fit.loglik == pytest.approx(ll, rel=1e-12)
 
 
@@ -170,7 +179,9 @@ def test_cs_equals_statsmodels_random_intercept(method):
     # statsmodels' log-likelihood uses the same conventions (2 pi constant; REML log|X'V^-1X|)
     assert fit.loglik == pytest.approx(sm.llf, abs=1e-6)
     for name, value in sm.fe_params.items():  # patsy names such as ARM[T.TRT]:AVISIT[T.W1]
-        assert fit.coef(name.replace("Intercept", "(Intercept)"))["estimate"] == pytest.approx(value, rel=1e-4, abs=1e-5)
+        assert fit.coef(name.replace("Intercept", "(Intercept)"))["estimate"] == pytest.approx(
+            value, rel=1e-4, abs=1e-5
+        )
     cp = fit.covariance_parameters
     assert cp["CS"] == pytest.approx(sm.cov_re.iloc[0, 0], rel=1e-4)
     assert cp["Residual"] == pytest.approx(sm.scale, rel=1e-4)

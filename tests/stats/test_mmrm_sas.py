@@ -277,8 +277,17 @@ def test_plugin_at_sas_covariance(reml):
     theta = structure.theta_start(sas)
     inf = Inference(lik, st, structure, theta, "satterthwaite")
     res = MMRMResult(
-        design=reml._design, likelihood=lik, state=st, structure=structure, theta=theta, inference=inf,
-        method="reml", df_method="satterthwaite", converged=True, n_iterations=0, optimizer_message="plug-in",
+        design=reml._design,
+        likelihood=lik,
+        state=st,
+        structure=structure,
+        theta=theta,
+        inference=inf,
+        method="reml",
+        df_method="satterthwaite",
+        converged=True,
+        n_iterations=0,
+        optimizer_message="plug-in",
     )
     half = {"estimate": 0.5e-4, "std_error": 0.5e-4}
     for term, est, se, df in COEFS:
@@ -305,8 +314,14 @@ def test_summary_text(reml):
 
 def test_coef_aliases(reml):
     canonical = reml.coefficients.loc["ARMCDTRT:AVISITVIS2"]
-    for name in ["ARMCD[TRT]:AVISIT[VIS2]", "ARMCD[T.TRT]:AVISIT[T.VIS2]", "TRT:VIS2", "armcdtrt:avisitvis2",
-                 "ARMCD TRT:AVISIT VIS2", "ARMCD=TRT:AVISIT=VIS2"]:
+    for name in [
+        "ARMCD[TRT]:AVISIT[VIS2]",
+        "ARMCD[T.TRT]:AVISIT[T.VIS2]",
+        "TRT:VIS2",
+        "armcdtrt:avisitvis2",
+        "ARMCD TRT:AVISIT VIS2",
+        "ARMCD=TRT:AVISIT=VIS2",
+    ]:
         pd.testing.assert_series_equal(reml.coef(name), canonical)
     assert reml.term_name("RACE Black or African American") == "RACEBlack or African American"
     assert reml.term_name("Intercept") == "(Intercept)"

@@ -18,4 +18,4 @@ from .fit import fit_ancova, fit_mmrm
 from .formula import parse_formula
 from .result import MMRMResult
 
-__all__ = ["fit_mmrm", "fit_ancova", "MMRMResult", "MMRMError", "MMRMWarning", "parse_formula"]
+__all__ = ["MMRMError", "MMRMResult", "MMRMWarning", "fit_ancova", "fit_mmrm", "parse_formula"]

@@ -39,19 +39,19 @@ __all__ = ["Structure", "make_structure"]
 class _Jet:
     """A scalar with its gradient and Hessian w.r.t. the m internal parameters (forward mode)."""
 
-    __slots__ = ("v", "g", "h")
+    __slots__ = ("g", "h", "v")
 
     def __init__(self, v: float, g: np.ndarray, h: np.ndarray):
         self.v, self.g, self.h = v, g, h
 
     @classmethod
-    def variable(cls, value: float, k: int, m: int) -> "_Jet":
+    def variable(cls, value: float, k: int, m: int) -> _Jet:
         g = np.zeros(m)
         g[k] = 1.0
         return cls(float(value), g, np.zeros((m, m)))
 
     @classmethod
-    def const(cls, value: float, m: int) -> "_Jet":
+    def const(cls, value: float, m: int) -> _Jet:
         return cls(float(value), np.zeros(m), np.zeros((m, m)))
 
     def __add__(self, o):
@@ -78,18 +78,18 @@ class _Jet:
 
     __rmul__ = __mul__
 
-    def _apply(self, f0: float, f1: float, f2: float) -> "_Jet":
+    def _apply(self, f0: float, f1: float, f2: float) -> _Jet:
         return _Jet(f0, f1 * self.g, f1 * self.h + f2 * np.outer(self.g, self.g))
 
-    def exp(self) -> "_Jet":
+    def exp(self) -> _Jet:
         e = np.exp(self.v)
         return self._apply(e, e, e)
 
-    def tanh(self) -> "_Jet":
+    def tanh(self) -> _Jet:
         t = np.tanh(self.v)
         return self._apply(t, 1 - t * t, -2 * t * (1 - t * t))
 
-    def sigmoid(self) -> "_Jet":
+    def sigmoid(self) -> _Jet:
         s = 0.5 * (1.0 + np.tanh(0.5 * self.v))  # overflow-free logistic
         return self._apply(s, s * (1 - s), s * (1 - s) * (1 - 2 * s))
 
@@ -320,7 +320,11 @@ class Unstructured(Structure):
 
     def phi_of_theta(self, theta):
         S, dS, d2S = self.sigma_of_theta(theta, 2)
-        return S[self.rows, self.cols], dS[:, self.rows, self.cols].T, d2S[:, :, self.rows, self.cols].transpose(2, 0, 1)
+        return (
+            S[self.rows, self.cols],
+            dS[:, self.rows, self.cols].T,
+            d2S[:, :, self.rows, self.cols].transpose(2, 0, 1),
+        )
 
     def phi_from_theta(self, theta):
         S = self.sigma_of_theta(theta, 0)[0]
@@ -383,7 +387,9 @@ class CompoundSymmetry(Structure):
     def theta_start(self, S):
         a = _cs_lower(self.T)
         v = float(np.nanmean(np.diag(S)))
-        rho = float(np.clip(np.nanmean([_mean_lag_corr(S, k) for k in range(1, self.T)] or [0.0]), a + 0.05 * (1 - a), 0.9))
+        rho = float(
+            np.clip(np.nanmean([_mean_lag_corr(S, k) for k in range(1, self.T)] or [0.0]), a + 0.05 * (1 - a), 0.9)
+        )
         u = (rho - a) / (1 - a)
         return np.array([np.log(v), np.log(u / (1 - u))])
 
@@ -409,7 +415,9 @@ class HeteroCompoundSymmetry(Structure):
 
     def theta_start(self, S):
         a = _cs_lower(self.T)
-        rho = float(np.clip(np.nanmean([_mean_lag_corr(S, k) for k in range(1, self.T)] or [0.0]), a + 0.05 * (1 - a), 0.9))
+        rho = float(
+            np.clip(np.nanmean([_mean_lag_corr(S, k) for k in range(1, self.T)] or [0.0]), a + 0.05 * (1 - a), 0.9)
+        )
         u = (rho - a) / (1 - a)
         return np.concatenate([np.log(np.diag(S)), [np.log(u / (1 - u))]])
 

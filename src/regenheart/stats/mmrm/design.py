@@ -100,9 +100,7 @@ def _coding_full(term: tuple[str, ...], present: set[frozenset[str]], var: str) 
     return frozenset(term) - {var} not in present
 
 
-def build_columns(
-    formula: ParsedFormula, factor_levels: dict[str, list], numeric_vars: list[str]
-) -> list[Column]:
+def build_columns(formula: ParsedFormula, factor_levels: dict[str, list], numeric_vars: list[str]) -> list[Column]:
     """Design columns in R's order (terms in formula order, first factor varying fastest)."""
     columns: list[Column] = []
     present = {frozenset(t) for t in formula.terms}
@@ -128,7 +126,9 @@ def build_columns(
     return columns
 
 
-def column_matrix(columns: list[Column], codes: dict[str, np.ndarray], numbers: dict[str, np.ndarray], n: int) -> np.ndarray:
+def column_matrix(
+    columns: list[Column], codes: dict[str, np.ndarray], numbers: dict[str, np.ndarray], n: int
+) -> np.ndarray:
     """Evaluate the design columns on rows given factor codes and numeric values."""
     X = np.ones((n, len(columns)))
     for j, col in enumerate(columns):
@@ -241,7 +241,9 @@ def prepare(data: pd.DataFrame, formula: ParsedFormula, *, single_visit: bool = 
             levels = [lv for lv in full if lv in used]
             empty = [lv for lv in full if lv not in used]
             if empty:
-                ref_note = " (the reference level is now " + repr(levels[0]) + ")" if levels and full[0] in empty else ""
+                ref_note = (
+                    " (the reference level is now " + repr(levels[0]) + ")" if levels and full[0] in empty else ""
+                )
                 _warn(
                     f"factor {var!r}: level(s) {', '.join(map(repr, empty))} have no usable observation "
                     f"and were removed{ref_note}",

@@ -127,7 +127,7 @@ def _fit(design: Design, structure_name: str, method: str, df: str) -> MMRMResul
     S0 = _moment_covariance(lik, design.visits)
     theta0 = structure.theta_start(S0)
     opt = _Optimizer(lik, structure)
-    theta, f, st, converged, n_iter, message = opt.run(theta0)
+    theta, _, st, converged, n_iter, message = opt.run(theta0)
     if not converged:
         warnings.warn(
             f"the optimizer did not converge ({message}, {n_iter} iterations); results are unreliable",
@@ -156,20 +156,14 @@ def _check_visits(design: Design, lik: Likelihood, structure: Structure, reml: b
     per_visit = lik.mask.sum(axis=0)
     for k, n in enumerate(per_visit):
         if n < 2 and lik.T > 1:
-            msg = (
-                f"visit {design.visits[k]!r} has only {n} observation(s): its variance is (nearly) "
-                "not estimable"
-            )
+            msg = f"visit {design.visits[k]!r} has only {n} observation(s): its variance is (nearly) not estimable"
             design.notes.append(msg)
             warnings.warn(msg, MMRMWarning, stacklevel=4)
     if structure.name in ("us",):
         m = lik.mask.astype(int)
         pairs = m.T @ m
         never = [
-            (design.visits[a], design.visits[b])
-            for a in range(lik.T)
-            for b in range(a + 1, lik.T)
-            if pairs[a, b] == 0
+            (design.visits[a], design.visits[b]) for a in range(lik.T) for b in range(a + 1, lik.T) if pairs[a, b] == 0
         ]
         if never:
             msg = (

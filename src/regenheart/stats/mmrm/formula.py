@@ -149,8 +149,7 @@ class _Parser:
         subject = self.take("name")[1]
         if self.peek() == ("op", "/"):
             raise MMRMError(
-                f"formula {self.text!r}: group-specific covariance ({struct}(VISIT | GROUP / SUBJECT)) "
-                "is not supported"
+                f"formula {self.text!r}: group-specific covariance ({struct}(VISIT | GROUP / SUBJECT)) is not supported"
             )
         self.take("op", ")")
         if self.cov is not None:

@@ -36,7 +36,19 @@ class State:
     """Everything computed at one Sigma (cached intermediate results for derivatives)."""
 
     __slots__ = (
-        "Sigma", "W", "Wsub", "logdet", "U", "C", "beta", "rho", "XtWX", "f", "logdet_xwx", "rwr", "_cache",
+        "C",
+        "Sigma",
+        "U",
+        "W",
+        "Wsub",
+        "XtWX",
+        "_cache",
+        "beta",
+        "f",
+        "logdet",
+        "logdet_xwx",
+        "rho",
+        "rwr",
     )
 
 
@@ -82,7 +94,7 @@ class Likelihood:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, Sigma: np.ndarray) -> State | None:
         """Profile beta out at Sigma; None if Sigma (or X'WX) is not positive definite."""
-        T, p = self.T, self.p
+        p = self.p
         pad = np.where(self.pmask, Sigma[None], self.eye[None])
         try:
             L = np.linalg.cholesky(pad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -253,7 +253,9 @@ class MMRMResult:
             w[f] = e
         return self._full_row(w, self._design.numeric_means)
 
-    def lsmeans(self, specs: str | Sequence[str], by: str | Sequence[str] | None = None, *, alpha: float = 0.05) -> pd.DataFrame:
+    def lsmeans(
+        self, specs: str | Sequence[str], by: str | Sequence[str] | None = None, *, alpha: float = 0.05
+    ) -> pd.DataFrame:
         """Least-squares (estimated marginal) means.
 
         Factors not in ``specs``/``by`` are weighted equally and numeric covariates are set to their
@@ -276,7 +278,9 @@ class MMRMResult:
             warnings.warn(f"{n_bad} LS mean(s) are not estimable (empty cells) and are NaN", MMRMWarning, stacklevel=2)
         return pd.DataFrame(rows, columns=factors + _STAT_COLUMNS)
 
-    def pairwise(self, specs: str | Sequence[str], by: str | Sequence[str] | None = None, *, alpha: float = 0.05) -> pd.DataFrame:
+    def pairwise(
+        self, specs: str | Sequence[str], by: str | Sequence[str] | None = None, *, alpha: float = 0.05
+    ) -> pd.DataFrame:
         """Pairwise differences of LS means within each level of ``by``.
 
         For cells ordered as in ``lsmeans`` (first level first), each pair gives
@@ -294,10 +298,8 @@ class MMRMResult:
             full = {c: self._cell_row(by_l + specs_l, tuple(bcell) + c) for c in cells}
             for i, j in itertools.combinations(range(len(cells)), 2):
                 ci, cj = cells[i], cells[j]
+                # a difference can be estimable even when the two means are not; otherwise NaN
                 l = self._kept(full[cj] - full[ci])
-                if l is None:
-                    # the difference can be estimable even if the means are not; otherwise NaN
-                    pass
                 lab_j = " ".join(str(lv[f][k]) for f, k in zip(specs_l, cj))
                 lab_i = " ".join(str(lv[f][k]) for f, k in zip(specs_l, ci))
                 r = {f: lv[f][k] for f, k in zip(by_l, bcell)}
@@ -405,7 +407,8 @@ class MMRMResult:
         if A.shape[1] == 0 or np.abs(A.T @ L_full).max() <= 1e-8 * scale:
             warnings.warn(
                 f"type 3 test of {label!r} is not estimable (empty cells); reported as NaN",
-                MMRMWarning, stacklevel=3,
+                MMRMWarning,
+                stacklevel=3,
             )
             return None
         Le = A.T @ L_full
@@ -413,7 +416,8 @@ class MMRMResult:
         warnings.warn(
             f"type 3 test of {label!r} is restricted to its estimable part because of empty cells "
             f"({q} of {full_rank} numerator df)",
-            MMRMWarning, stacklevel=3,
+            MMRMWarning,
+            stacklevel=3,
         )
         return Le[:, ~d.aliased]
 
