@@ -1,0 +1,120 @@
+"""The RegenHeart study report: one self-contained HTML file (inline CSS, inline SVG figures).
+
+:func:`build_report` turns the protocol, the data snapshot, the analysis datasets and the SAP
+results (:func:`regenheart.stats.sap.run_sap`, i.e. ``results.json``) into HTML text;
+:func:`write_report` writes it. The report opens offline (no external script, stylesheet, font or
+image) and prints with the synthetic-data banner on every page.
+
+Every number comes from ``results`` (or the snapshot/protocol): see
+:mod:`regenheart.report.context`. Figures: :mod:`regenheart.report.figures`.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from regenheart.derive.adam import AnalysisDatasets
+from regenheart.protocol.models import Protocol
+from regenheart.report import context as ctx
+from regenheart.report import figures
+from regenheart.report.context import SECTIONS, SYNTHETIC_BANNER
+from regenheart.store.snapshot import Snapshot
+
+__all__ = ["SECTIONS", "SYNTHETIC_BANNER", "build_report", "write_report"]
+
+
+def css_string(value: object) -> Markup:
+    """A CSS string literal (for ``content:``) safe inside a <style> element."""
+    text = str(value)
+    escaped = "".join(ch if ch.isalnum() or ch in " .,;:-_()/+=%#[]" or ord(ch) > 127 else f"\\{ord(ch):06x}"
+                      for ch in text)
+    return Markup(f'"{escaped}"')
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("regenheart.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+        keep_trailing_newline=True,
+    )
+    env.filters["css_string"] = css_string
+    return env
+
+
+def _css() -> str:
+    return resources.files("regenheart.report").joinpath("templates/report.css").read_text(encoding="utf-8")
+
+
+def _has_synthetic_subjects(data: AnalysisDatasets) -> bool:
+    adsl = data.adsl
+    return "SYNTHFL" in adsl.columns and bool((adsl["SYNTHFL"] == "Y").any())
+
+
+def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets, results: dict[str, Any], *,
+                 methods_notes: dict[str, str] | None = None, synthetic: bool) -> str:
+    """The study report as HTML text.
+
+    ``results`` is the dictionary of :func:`regenheart.stats.sap.run_sap` (extra keys such as
+    ``snapshot`` and ``scoring_versions``, as stored in results.json, are used when present).
+    ``methods_notes`` maps an instrument name to its scoring paragraph for the methods section.
+    The synthetic-data banner is shown when ``synthetic`` is true, and also whenever a subject in
+    the data carries the synthetic flag: synthetic data never leave without the label.
+
+    Pure: no files are written, nothing depends on the clock (the only time shown is the
+    snapshot's); the same inputs give the same text.
+    """
+    synthetic = bool(synthetic) or _has_synthetic_subjects(data)
+    efficacy = ctx.efficacy_context(protocol, results)
+    sensitivity = ctx.sensitivity_context(results)
+    tipping = figures.tipping_point_plot(results)
+    figure_svgs = {
+        "mean_change": figures.to_svg(figures.mean_change_grid(protocol, results), "fig-mean-change",
+                                      "Mean change from baseline with 95% CI, secondary endpoints"),
+        "lvef_trajectories": figures.to_svg(figures.lvef_trajectories(protocol, data.adeff, data.adsl, results),
+                                            "fig-lvef", "Individual LVEF trajectories with the mean"),
+        "tipping_point": None if tipping is None else figures.to_svg(
+            tipping, "fig-tipping", "Tipping-point analysis of the month-6 LVEF change"),
+    }
+    from regenheart import __version__
+
+    template = _environment().get_template("report.html.j2")
+    html = template.render(
+        synthetic=synthetic,
+        banner=SYNTHETIC_BANNER,
+        css=_css(),
+        sections=SECTIONS,
+        study={**ctx.study_context(protocol), "acronym": protocol.study.acronym, "nct_id": protocol.study.nct_id,
+               "official_title": " ".join(protocol.study.official_title.split())},
+        active_version=protocol.active_protocol_version,
+        snapshot=ctx.snapshot_context(snapshot, results),
+        flow=ctx.flow_context(protocol, results),
+        baseline=ctx.baseline_context(protocol, results),
+        primary=ctx.primary_context(results),
+        ae=ctx.ae_context(protocol, results),
+        efficacy=efficacy,
+        figures=figure_svgs,
+        sensitivity=sensitivity,
+        listings=ctx.listings_context(protocol, results),
+        methods=ctx.methods_context(protocol, results, methods_notes),
+        version=__version__,
+    )
+    return html
+
+
+def write_report(path: str | os.PathLike[str], html: str) -> Path:
+    """Write the report as UTF-8 (atomically: a temporary file renamed over ``path``)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(html, encoding="utf-8", newline="\n")
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,67 @@
+"""Report figures: inline SVG / PNG, deterministic bytes, drawn from the results."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+
+from regenheart.report import figures
+
+
+def test_svg_is_inline_and_deterministic(protocol, small_study):
+    first = figures.to_svg(figures.mean_change_grid(protocol, small_study.results), "fig-a", "Mean change")
+    second = figures.to_svg(figures.mean_change_grid(protocol, small_study.results), "fig-a", "Mean change")
+    assert first == second
+    assert first.startswith("<svg ")
+    assert "<?xml" not in first and "DOCTYPE" not in first and "http" not in first
+    assert "<title>Mean change</title>" in first
+    ids = re.findall(r'\bid="([^"]+)"', first)
+    assert ids and all(i.startswith("fig-a-") for i in ids)
+    refs = re.findall(r'href="#([^"]+)"', first) + re.findall(r"url\(#([^)]+)\)", first)
+    assert refs and set(refs) <= set(ids)
+    assert "<metadata" not in first  # no creation date or creator
+
+
+def test_png_is_deterministic(protocol, small_study):
+    fig = figures.lvef_trajectories(protocol, small_study.data.adeff, small_study.data.adsl, small_study.results)
+    a = figures.to_png_base64(fig, dpi=60)
+    b = figures.to_png_base64(
+        figures.lvef_trajectories(protocol, small_study.data.adeff, small_study.data.adsl, small_study.results), dpi=60)
+    assert a == b
+    assert base64.b64decode(a).startswith(b"\x89PNG")
+
+
+def test_mean_change_grid_has_a_panel_per_secondary_endpoint(protocol, small_study):
+    fig = figures.mean_change_grid(protocol, small_study.results)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    secondary = [b for b in small_study.results["efficacy"] if b["kind"] == "secondary"]
+    assert len(visible) == len(secondary) + 1  # + NT-proBNP geometric mean
+    lvef = next(b for b in secondary if b["paramcd"] == "LVEF")
+    ax = visible[0]
+    y = ax.lines[1].get_ydata()  # lines[0] is the zero reference
+    assert y[0] == 0.0
+    expected = [v["mean_change"] for v in lvef["visits"]]
+    assert [round(float(v), 9) for v in y[1:]] == [round(float(v), 9) for v in expected]
+
+
+def test_tipping_point_plot(small_study):
+    results = small_study.results
+    tp = results["sensitivity_lvef_m6"].get("tipping_point")
+    fig = figures.tipping_point_plot(results)
+    if tp and tp.get("grid"):
+        assert fig is not None
+        if tp.get("found"):
+            ax = fig.axes[0]
+            vlines = [line for line in ax.lines if len(set(line.get_xdata())) == 1 and len(line.get_xdata()) == 2]
+            assert any(abs(line.get_xdata()[0] - tp["tipping_delta"]) < 1e-9 for line in vlines)
+    without = copy.deepcopy(results)
+    without["sensitivity_lvef_m6"].pop("tipping_point", None)
+    assert figures.tipping_point_plot(without) is None
+
+
+def test_bad_figure_key_refused(protocol, small_study):
+    import pytest
+
+    with pytest.raises(ValueError):
+        figures.to_svg(figures.mean_change_grid(protocol, small_study.results), "Bad Key", "x")
