@@ -92,6 +92,12 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
 def _print_summary(r: dict[str, Any]) -> None:
     p = r["primary"]
     console.print(f"Primary endpoint ({p['label']}): {p['n_events']}/{p['n_total']} "
@@ -99,7 +105,7 @@ def _print_summary(r: dict[str, Any]) -> None:
     lvef = next(b for b in r["efficacy"] if b["paramcd"] == "LVEF")
     last = lvef["visits"][-1]
     line = (f"LVEF change at {last['label']}: {_fmt(last['mean_change'])} points "
-            f"(95% CI {_fmt(last['lower'])} to {_fmt(last['upper'])}, n={last['n']}, paired t p={_fmt(last['p_value_t'], 4)})")
+            f"(95% CI {_fmt(last['lower'])} to {_fmt(last['upper'])}, n={last['n']}, paired t p={_fmt_p(last['p_value_t'])})")
     mmrm = r.get("mmrm", {}).get("results", {}).get("LVEF", {})
     if mmrm.get("lsmeans"):
         m = mmrm["lsmeans"][-1]
