@@ -269,6 +269,15 @@ class Structure:
     def phi_from_theta(self, theta: np.ndarray) -> np.ndarray:
         return self.phi_of_theta(np.asarray(theta, float))[0]
 
+    #: indices of theta entries that are log variances (all other entries are scale-free)
+    log_variances: tuple[int, ...] = (0,)
+
+    def rescale_theta(self, theta: np.ndarray, factor: float) -> np.ndarray:
+        """theta of the same structure with Sigma multiplied by ``factor``."""
+        out = np.array(theta, float)
+        out[list(self.log_variances)] += np.log(factor)
+        return out
+
     @property
     def linear(self) -> bool:
         """True when Sigma is linear in phi (second derivatives vanish; KR's R term is zero)."""
@@ -330,6 +339,11 @@ class Unstructured(Structure):
         S = self.sigma_of_theta(theta, 0)[0]
         return S[self.rows, self.cols]
 
+    def rescale_theta(self, theta, factor):
+        # L -> sqrt(factor) L: log-diagonal entries shift, off-diagonal entries scale
+        theta = np.asarray(theta, float)
+        return np.where(self.diag, theta + 0.5 * np.log(factor), theta * np.sqrt(factor))
+
     def sigma_of_phi(self, phi, order=2):
         T, m = self.T, self.n_theta
         S = np.zeros((T, T))
@@ -358,7 +372,12 @@ def _cs_lower(T: int) -> float:
 
 
 class CompoundSymmetry(Structure):
-    """cs: phi = (CS covariance, Residual variance) as SAS; theta = (log total variance, logit rho)."""
+    """cs: phi = (CS covariance, Residual variance) as SAS.
+
+    theta = (log sigma2, log(sigma2 + T * CS)): the logs of the two eigenvalues of the CS matrix, so
+    any theta is positive definite and the likelihood stays well conditioned even when the
+    correlation is close to 1 or to its lower bound -1/(T-1).
+    """
 
     name, sas = "cs", "CS"
     n_theta = 2
@@ -371,10 +390,9 @@ class CompoundSymmetry(Structure):
         return ["CS", "Residual"]
 
     def _phi_jets(self, th):
-        a = _cs_lower(self.T)
-        v = th[0].exp()
-        rho = th[1].sigmoid() * (1 - a) + a
-        return [v * rho, v - v * rho]
+        within = th[0].exp()
+        between = th[1].exp()
+        return [(between - within) * (1.0 / self.T), within]
 
     def sigma_of_phi(self, phi, order=2):
         T = self.T
@@ -385,13 +403,16 @@ class CompoundSymmetry(Structure):
         return S, np.stack([J, I]), (np.zeros((2, 2, T, T)) if order >= 2 else None)
 
     def theta_start(self, S):
-        a = _cs_lower(self.T)
+        T = self.T
         v = float(np.nanmean(np.diag(S)))
-        rho = float(
-            np.clip(np.nanmean([_mean_lag_corr(S, k) for k in range(1, self.T)] or [0.0]), a + 0.05 * (1 - a), 0.9)
-        )
-        u = (rho - a) / (1 - a)
-        return np.array([np.log(v), np.log(u / (1 - u))])
+        off = S[~np.eye(T, dtype=bool)]
+        c = float(np.nanmean(off)) if off.size and np.isfinite(off).any() else 0.0
+        within = max(v - c, 1e-3 * v)  # eigenvalue of multiplicity T-1
+        between = max(v + (T - 1) * c, 1e-3 * v)  # eigenvalue along the vector of ones
+        return np.array([np.log(within), np.log(between)])
+
+    def rescale_theta(self, theta, factor):
+        return np.asarray(theta, float) + np.log(factor)
 
 
 class HeteroCompoundSymmetry(Structure):
@@ -401,6 +422,7 @@ class HeteroCompoundSymmetry(Structure):
 
     def __init__(self, n_times):
         super().__init__(n_times)
+        self.log_variances = tuple(range(self.T))
         self.n_theta = self.T + 1
 
     def natural_names(self):
@@ -449,6 +471,7 @@ class HeteroAR1(Structure):
 
     def __init__(self, n_times):
         super().__init__(n_times)
+        self.log_variances = tuple(range(self.T))
         self.n_theta = self.T + 1
 
     def natural_names(self):
@@ -511,6 +534,7 @@ class HeteroToeplitz(Structure):
 
     def __init__(self, n_times):
         super().__init__(n_times)
+        self.log_variances = tuple(range(self.T))
         self.n_theta = 2 * self.T - 1
 
     def natural_names(self):

@@ -41,21 +41,30 @@ METHODS = {
 
 
 def _sym_inv(M: np.ndarray, what: str) -> np.ndarray:
-    """Inverse of a symmetric positive definite matrix, warning (pseudo-inverse) if it is not."""
+    """Inverse of a symmetric positive definite matrix, warning (pseudo-inverse) if it is not.
+
+    The matrix is first scaled to unit diagonal (Jacobi scaling), so parameters on very different
+    scales (a variance of 1e6 next to a correlation) do not look singular.
+    """
     M = 0.5 * (M + M.T)
-    w, V = np.linalg.eigh(M)
-    tol = max(abs(w).max(), 1e-300) * 1e-10
+    d = np.sqrt(np.abs(np.diag(M)))
+    d = np.where(d > 0, d, 1.0)
+    Ms = M / np.outer(d, d)
+    w, V = np.linalg.eigh(Ms)
+    tol = max(abs(w).max(), 1e-300) * 1e-13  # below this the Hessian is singular to rounding
     if w.min() <= tol:
         warnings.warn(
-            f"the {what} is not positive definite at the optimum (smallest eigenvalue {w.min():.3g}); "
+            f"the {what} is not positive definite at the optimum (smallest scaled eigenvalue {w.min():.3g}); "
             "a covariance parameter is at or near a boundary or not identifiable, and the "
             "degrees of freedom rely on a pseudo-inverse",
             MMRMWarning,
             stacklevel=3,
         )
         keep = w > tol
-        return (V[:, keep] / w[keep]) @ V[:, keep].T
-    return (V / w) @ V.T
+        inv = (V[:, keep] / w[keep]) @ V[:, keep].T
+    else:
+        inv = (V / w) @ V.T
+    return inv / np.outer(d, d)
 
 
 class Inference:

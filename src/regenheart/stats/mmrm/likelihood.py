@@ -91,6 +91,13 @@ class Likelihood:
         self.eye = np.eye(T)
         self.df_resid = self.n_obs - p
 
+    def with_response_scaled(self, factor: float) -> "Likelihood":
+        """The same model for y / factor (the optimizer works on a unit-scale problem)."""
+        new = object.__new__(Likelihood)
+        new.__dict__.update(self.__dict__)
+        new.y = self.y / factor
+        return new
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, Sigma: np.ndarray) -> State | None:
         """Profile beta out at Sigma; None if Sigma (or X'WX) is not positive definite."""
