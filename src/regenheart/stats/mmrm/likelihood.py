@@ -91,7 +91,7 @@ class Likelihood:
         self.eye = np.eye(T)
         self.df_resid = self.n_obs - p
 
-    def with_response_scaled(self, factor: float) -> "Likelihood":
+    def with_response_scaled(self, factor: float) -> Likelihood:
         """The same model for y / factor (the optimizer works on a unit-scale problem)."""
         new = object.__new__(Likelihood)
         new.__dict__.update(self.__dict__)
