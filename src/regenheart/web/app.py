@@ -71,6 +71,13 @@ class WebContext:
     today: Callable[[], dt.date]
 
 
+def utc_display(stamp: str | None) -> str:
+    """'2026-01-05T10:11:12.123456Z' -> '2026-01-05 10:11:12 UTC' (the full value stays in the data)."""
+    if not stamp:
+        return ""
+    return f"{stamp[:10]} {stamp[11:19]} UTC" if len(stamp) >= 19 and stamp[10] == "T" else stamp
+
+
 def _utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
@@ -266,6 +273,10 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
     signer_kw = {k: v for k, v in {"token_ttl": token_ttl, "idle_timeout": idle_timeout}.items() if v}
     signer = Signer(database_secret(engine), **signer_kw)
     templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+    from regenheart.web.pages import NEXT_STATE, STATUS_LABELS
+
+    templates.env.globals.update(status_labels=STATUS_LABELS, next_state=NEXT_STATE)
+    templates.env.filters["utc"] = utc_display
 
     app = FastAPI(title="RegenHeart EDC", version=__version__,
                   description="Electronic data capture of the RegenHeart trial (NCT04325594): subjects, "

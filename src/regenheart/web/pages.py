@@ -6,7 +6,6 @@ fields they concern, with the value entered and the rule broken.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ from regenheart.web.app import (
     ctx_of,
     page_session,
     set_session_cookie,
+    utc_display,
 )
 from regenheart.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SessionData, same_token
 
@@ -146,8 +146,6 @@ def field_widgets(protocol: Protocol, fields: list[FieldDef], values: dict[str, 
             hint.append("whole number" if f.decimals == 0 else f"up to {f.decimals} decimal{'s' * (f.decimals > 1)}")
         if f.type == "integer":
             hint.append("whole number")
-        if f.type == "date":
-            hint.append("YYYY-MM-DD")
         value = raw[f"f_{f.name}"] if raw is not None and f"f_{f.name}" in raw else _fmt_value(f, values.get(f.name))
         out.append({"name": f.name, "label": f.label, "type": f.type, "unit": f.unit, "required": f.required,
                     "widget": widget, "options": options, "hint": "; ".join(hint), "value": value,
@@ -349,8 +347,6 @@ def _form_page(request: Request, user: UserView, code: str, visit: str, form: st
     for q in queries:
         if q.status in views.UNRESOLVED:
             per_field[q.field] = per_field.get(q.field, 0) + 1
-    warnings = _violations_by_field([Violation(**w) for w in json.loads(raw.get("_warnings", "[]"))]) \
-        if raw and raw.get("_warnings") else {}
     blocked = _visit_blocked(ctx.protocol, subject, visit)
     can_edit = actor.may("enter_data") and not view.locked and blocked is None
     signatures = ctx.workflow.signatures(actor, code, visit, form)
@@ -358,7 +354,7 @@ def _form_page(request: Request, user: UserView, code: str, visit: str, form: st
     return render(
         request, "form.html", status, subject=subject, visit=vdef, visit_row=visit_row, formdef=formdef,
         form_code=form, view=view, vinfo=vinfo, can_edit=can_edit, blocked=blocked,
-        fields=field_widgets(ctx.protocol, formdef.fields, view.data, errors, warnings, per_field, raw),
+        fields=field_widgets(ctx.protocol, formdef.fields, view.data, errors, None, per_field, raw),
         errors=errors or {}, raw=raw or {}, queries=queries, open_per_field=per_field, signatures=signatures,
         meanings=SIGNATURE_MEANINGS, messages=messages or [],
         visit_date_value=(raw or {}).get("visit_date", vinfo["visit_date"] if vinfo else ""),
@@ -437,7 +433,7 @@ def _workflow_action(action: str):
                     sig = wf.sign(actor, code, visit, form, password=data.get("password", ""),
                                   meaning=data.get("meaning", ""), expected_version=version, channel="web",
                                   client=client_address(request))
-                    msg = f"Signed by {sig.full_name} at {sig.ts_utc} (UTC)."
+                    msg = f"Signed by {sig.full_name} at {utc_display(sig.ts_utc)}."
             except ValidationFailed as exc:
                 return _form_page(request, user, code, visit, form, status=422,
                                   messages=[("error", "; ".join(f"{v.field}: {v.message}" for v in exc.violations))])
