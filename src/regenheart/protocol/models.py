@@ -123,15 +123,14 @@ class Check(_Strict):
         return value
 
 
-class FormDef(_Strict):
-    label: str
-    cdisc_domain: str | None = None
-    instrument: str | None = None
+class _FieldContainer(_Strict):
+    """Typed fields plus cross-field checks: what every form (visit form or log) is made of."""
+
     fields: list[FieldDef] = Field(min_length=1)
     checks: list[Check] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_fields(self) -> FormDef:
+    def _unique_fields(self) -> _FieldContainer:
         seen: set[str] = set()
         for f in self.fields:
             if f.name in seen:
@@ -149,6 +148,14 @@ class FormDef(_Strict):
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+
+class FormDef(_FieldContainer):
+    """A case report form collected at visits; ``instrument`` names its scoring algorithm, if any."""
+
+    label: str
+    cdisc_domain: str | None = None
+    instrument: str | None = None
 
 
 class Visit(_Strict):
@@ -193,22 +200,10 @@ class Criterion(_Strict):
         return self
 
 
-class LogForm(_Strict):
+class LogForm(_FieldContainer):
     """A non-visit form (adverse-event log, disposition)."""
 
     label: str
-    fields: list[FieldDef] = Field(min_length=1)
-    checks: list[Check] = Field(default_factory=list)
-
-    def field(self, name: str) -> FieldDef:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(name)
-
-    @property
-    def field_names(self) -> list[str]:
-        return [f.name for f in self.fields]
 
 
 class PrimaryEndpoint(_Strict):
