@@ -25,7 +25,7 @@ from scipy import stats
 
 from ._errors import MMRMWarning
 from .covariance import Structure
-from .likelihood import Likelihood, State
+from .likelihood import Likelihood, State, crossprod
 
 METHODS = {
     "satterthwaite": "satterthwaite",
@@ -105,7 +105,7 @@ class Inference:
         E = np.einsum("kl,lcd->kcd", Wkr, dS)
         N = np.einsum("kab,gbc,kcd->gad", dS, st.W, E, optimize=True)
         NU = np.einsum("nts,nsp->ntp", N[lik.pidx], st.U, optimize=True)
-        Qbar = st.U.reshape(-1, self.p).T @ NU.reshape(-1, self.p)
+        Qbar = crossprod(st.U.reshape(-1, self.p), NU.reshape(-1, self.p))
         PCP = np.einsum("kpq,kl,lqs->ps", P @ C, Wkr, P, optimize=True)
         Rbar = np.einsum("kl,klab,abpq->pq", Wkr, d2S, lik.K(st), optimize=True)
         inner = Qbar - PCP - 0.25 * Rbar

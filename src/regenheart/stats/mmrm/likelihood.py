@@ -32,6 +32,17 @@ from .design import Design
 LOG2PI = float(np.log(2 * np.pi))
 
 
+def crossprod(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """A' B for tall A, B (rows = subjects or observations), without multi-threaded BLAS.
+
+    These reductions have a huge inner dimension and a small result; multi-threaded OpenBLAS runs
+    them no faster, and on a machine whose CPUs are busy with other work its threads wait for each
+    other (a 20 ms product was seen to take seconds). numpy's own einsum loop is single-threaded,
+    vectorized and predictable.
+    """
+    return np.einsum("ni,nj->ij", A, B)
+
+
 class State:
     """Everything computed at one Sigma (cached intermediate results for derivatives)."""
 
@@ -113,10 +124,10 @@ class Likelihood:
         U = np.matmul(Wsub, self.X)  # batched (n, T, T) @ (n, T, p); contiguous result
         Wy = np.matmul(Wsub, self.y[:, :, None])[:, :, 0]
         U2 = U.reshape(-1, p)
-        XtWX = self.X2.T @ U2
+        XtWX = crossprod(self.X2, U2)
         XtWX = 0.5 * (XtWX + XtWX.T)
-        XtWy = U2.T @ self.y.reshape(-1)
-        ytWy = float(self.y.reshape(-1) @ Wy.reshape(-1))
+        XtWy = np.einsum("ni,n->i", U2, self.y.reshape(-1))
+        ytWy = float(np.einsum("n,n->", self.y.reshape(-1), Wy.reshape(-1)))
         try:
             Lx = np.linalg.cholesky(XtWX)
         except np.linalg.LinAlgError:
@@ -133,7 +144,7 @@ class Likelihood:
             f = self.n_obs * LOG2PI + ld + rwr
         st = State()
         st.Sigma, st.W, st.Wsub, st.logdet, st.U, st.C, st.beta = Sigma, W, Wsub, logdet, U, C, beta
-        st.rho = Wy - U @ beta  # W_i (y_i - X_i beta)
+        st.rho = Wy - np.einsum("ntp,p->nt", U, beta)  # W_i (y_i - X_i beta)
         st.XtWX, st.f, st.logdet_xwx, st.rwr = XtWX, f, logdet_xwx, rwr
         st._cache = {}
         return st
@@ -156,11 +167,11 @@ class Likelihood:
             Cf = st.C
             for g, (s0, n_g) in enumerate(zip(self.starts, self.counts)):
                 Ug = U2[s0 : s0 + n_g]
-                Kg = Ug.T @ Ug
+                Kg = crossprod(Ug, Ug)
                 K += Kg
                 Mg[g] = np.einsum("tpsq,pq->ts", Kg.reshape(T, p, T, p), Cf)
                 rg = st.rho[s0 : s0 + n_g]
-                Rg[g] = rg.T @ rg
+                Rg[g] = crossprod(rg, rg)
             st._cache["K"] = K.reshape(T, p, T, p).transpose(0, 2, 1, 3)
             st._cache["Mg"] = Mg
             st._cache["Rg"] = Rg
@@ -207,7 +218,7 @@ class Likelihood:
         E = self._trace_tensor(st)
         Rg = self._group_stats(st)[2]
         Q = np.einsum("gbc,gad->abcd", st.W, Rg, optimize=True)
-        h = (st.rho.T @ st.U.reshape(self.n_sub, T * p)).reshape(T, T, p)  # h[a, b] = sum_i rho_i[a] U_i[b]
+        h = crossprod(st.rho, st.U.reshape(self.n_sub, T * p)).reshape(T, T, p)  # h[a, b] = sum_i rho_i[a] U_i[b]
         hC = h @ st.C
         Q -= np.einsum("abp,dcp->abcd", hC, h, optimize=True)
         return -E + Q + Q.transpose(2, 3, 0, 1)
