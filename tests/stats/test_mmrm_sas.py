@@ -178,6 +178,8 @@ def test_lsmeans_by_equals_specs(reml):
     a = reml.lsmeans(["AVISIT", "ARMCD"])
     b = reml.lsmeans("ARMCD", by="AVISIT")
     pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(a, reml.lsmeans("AVISIT:ARMCD"))
+    pd.testing.assert_frame_equal(a, reml.lsmeans("AVISIT*ARMCD"))
 
 
 # visit, diff, SE, df, p, lower, upper   (TRT - PBO)

@@ -20,10 +20,11 @@ _STAT_COLUMNS = ["estimate", "std_error", "df", "lower", "upper", "t_value", "p_
 
 
 def _as_list(x) -> list[str]:
+    """Factor names from a string ("ARMCD", "AVISIT:ARMCD", "AVISIT*ARMCD") or a list."""
     if x is None:
         return []
     if isinstance(x, str):
-        return [x]
+        return [part.strip() for part in x.replace("*", ":").split(":") if part.strip()]
     return list(x)
 
 
