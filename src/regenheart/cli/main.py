@@ -208,15 +208,9 @@ def analyze(db: DbOption,
                   f"ADaM datasets: {run.datasets[0].parent}\nClinicalTrials.gov results draft: {run.ctgov_path}")
 
 
-def _register_optional() -> None:
-    try:
-        from regenheart.cli.web_commands import register
-    except ImportError:  # the web layer is optional at import time of the CLI
-        return
-    register(app)
+from regenheart.cli.web_commands import register as _register_web_commands  # noqa: E402 - needs `app`
 
-
-_register_optional()
+_register_web_commands(app)
 
 
 def main() -> None:  # pragma: no cover - console-script shim
