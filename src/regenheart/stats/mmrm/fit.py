@@ -12,7 +12,7 @@ from .covariance import Structure, make_structure
 from .design import Design, prepare
 from .dof import METHODS, Inference
 from .formula import parse_formula
-from .likelihood import Likelihood, State
+from .likelihood import Likelihood, State, crossprod
 from .result import MMRMResult
 
 
@@ -21,22 +21,22 @@ def _moment_covariance(lik: Likelihood, visits: list | None = None) -> np.ndarra
     X, y, mask = lik.X2, lik.y.reshape(-1), lik.mask.reshape(-1)
     Xm = X[mask]
     try:  # normal equations are plenty for starting values (X has full column rank here)
-        beta = np.linalg.solve(Xm.T @ Xm, Xm.T @ y[mask])
+        beta = np.linalg.solve(crossprod(Xm, Xm), np.einsum("ni,n->i", Xm, y[mask]))
     except np.linalg.LinAlgError:
         beta, *_ = np.linalg.lstsq(Xm, y[mask], rcond=None)
-    r = ((y - X @ beta) * mask).reshape(lik.n_sub, lik.T)
+    r = ((y - np.einsum("ni,i->n", X, beta)) * mask).reshape(lik.n_sub, lik.T)
     m = lik.mask.astype(float)
-    n_pair = m.T @ m
+    n_pair = crossprod(m, m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        S = (r.T @ r) / n_pair
+        S = crossprod(r, r) / n_pair
     S[n_pair == 0] = np.nan
     # REML-like correction of the variances so the single-visit (OLS) case starts at its optimum
     scale = lik.n_obs / max(lik.n_obs - lik.p, 1) if lik.reml else 1.0
     S = S * scale
     d = np.diag(S)
-    if not np.all(np.isfinite(d)) or np.any(d <= 1e-12 * max(1.0, np.nanmax(np.abs(y)) ** 2)):
-        tiny = 1e-12 * max(1.0, np.nanmax(np.abs(y)) ** 2)
-        bad = [k for k, v in enumerate(d) if not np.isfinite(v) or v <= tiny]
+    tiny = 1e-12 * max(1.0, float(np.max(np.abs(y[mask]))) ** 2)
+    bad = [k for k, v in enumerate(d) if not np.isfinite(v) or v <= tiny]
+    if bad:
         names = ", ".join(repr(visits[k]) for k in bad) if visits is not None else str(bad)
         raise MMRMError(
             f"the residual variance is zero or undefined at visit(s) {names}: the fixed effects fit "
@@ -170,7 +170,13 @@ def _fit(design: Design, structure_name: str, method: str, df: str) -> MMRMResul
             stacklevel=3,
         )
         design.notes.append(f"optimizer did not converge: {message}")
-    inference = Inference(lik, st, structure, theta, df)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inference = Inference(lik, st, structure, theta, df)
+    for w in caught:  # re-issue to the caller and keep MMRM notes for the summary
+        if issubclass(w.category, MMRMWarning):
+            design.notes.append(str(w.message))
+        warnings.warn(w.message, w.category, stacklevel=3)
     return MMRMResult(
         design=design,
         likelihood=lik,
