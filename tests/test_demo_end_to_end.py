@@ -62,8 +62,7 @@ def test_audit_verify_and_analyze_commands(demo_dir, tmp_path):
         assert first[key] == second[key], key
 
 
-def test_demo_is_deterministic_from_its_seed(demo_dir, tmp_path):
-    out, _ = demo_dir
+def test_demo_is_deterministic_from_its_seed():
     from regenheart.protocol import load_protocol
     from regenheart.synth import generate_cohort
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-import regenheart.instruments as instruments
+from regenheart import instruments
 from regenheart.instruments import INSTRUMENTS, METHODS_NOTES, SCORING_VERSION, scoring_version
 
 EXPECTED_ITEMS = {
-    "kccq12": "q1a q1b q1c q2 q3 q4 q5 q6 q7 q8a q8b q8c".split(),
-    "kccq": ("q1a q1b q1c q1d q1e q1f".split() + [f"q{i}" for i in range(2, 15)]
-             + "q15a q15b q15c q15d".split()),
-    "sf12v1": "gh1 pf02 pf04 rp2 rp3 re2 re3 bp2 mh3 vt2 mh4 sf2".split(),
-    "sf12v2": "i1 i2a i2b i3a i3b i4a i4b i5 i6a i6b i6c i7".split(),
+    "kccq12": ["q1a", "q1b", "q1c", "q2", "q3", "q4", "q5", "q6", "q7", "q8a", "q8b", "q8c"],
+    "kccq": (["q1a", "q1b", "q1c", "q1d", "q1e", "q1f"] + [f"q{i}" for i in range(2, 15)]
+             + ["q15a", "q15b", "q15c", "q15d"]),
+    "sf12v1": ["gh1", "pf02", "pf04", "rp2", "rp3", "re2", "re3", "bp2", "mh3", "vt2", "mh4", "sf2"],
+    "sf12v2": ["i1", "i2a", "i2b", "i3a", "i3b", "i4a", "i4b", "i5", "i6a", "i6b", "i6c", "i7"],
     "mlhfq": [f"q{i}" for i in range(1, 22)],
 }
 EXPECTED_SCORES = {
@@ -40,7 +40,7 @@ def test_allowed_codes():
     assert k.item("q3").codes == tuple(range(1, 8)) and not k.item("q3").special_codes
     assert INSTRUMENTS["sf12v1"].item("mh3").codes == tuple(range(1, 7))
     assert INSTRUMENTS["sf12v2"].item("i2a").codes == (1, 2, 3)
-    assert INSTRUMENTS["mlhfq"].item("q21").codes == tuple(range(0, 6))
+    assert INSTRUMENTS["mlhfq"].item("q21").codes == tuple(range(6))
 
 
 def test_score_metadata():
@@ -88,5 +88,5 @@ def test_package_is_self_contained():
     root = Path(instruments.__file__).parent
     for path in root.glob("*.py"):
         text = path.read_text(encoding="utf-8")
-        assert not re.search(r"^\s*(from|import)\s+regenheart\.(?!instruments)", text, re.M), path
+        assert not re.search(r"^\s*(from|import)\s+regenheart\.(?!instruments)", text, re.MULTILINE), path
         assert "open(" not in text and "read_csv" not in text, path

@@ -8,10 +8,8 @@ import datetime as dt
 import pyreadstat
 import pytest
 
-from regenheart.derive.adam import derive_all
 from regenheart.report.exports import ctgov_results, write_adam
 from regenheart.stats.sap import run_sap
-from regenheart.store.snapshot import take_snapshot
 
 from ..derive.test_adam import one_subject  # noqa: F401 - fixture
 

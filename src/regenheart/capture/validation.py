@@ -52,7 +52,7 @@ def _is_blank(value: Any) -> bool:
     )
 
 
-def _decimals(value: float | int | str) -> int:
+def _decimals(value: float | str) -> int:
     try:
         exponent = Decimal(str(value)).normalize().as_tuple().exponent
     except InvalidOperation:
@@ -140,7 +140,7 @@ def run_checks(checks: list[Check], values: Mapping[str, Any]) -> tuple[list[Vio
     for check in checks:
         result = compile_rule(check.rule).evaluate(values)
         if result is False:
-            target = check.fields[0] if check.fields else sorted(compile_rule(check.rule).names)[0]
+            target = check.fields[0] if check.fields else min(compile_rule(check.rule).names)
             violation = Violation(target, values.get(target), check.id, check.message)
             (warnings if check.severity == "warning" else errors).append(violation)
     return errors, warnings

@@ -208,7 +208,7 @@ def analyze(db: DbOption,
                   f"ADaM datasets: {run.datasets[0].parent}\nClinicalTrials.gov results draft: {run.ctgov_path}")
 
 
-from regenheart.cli.web_commands import register as _register_web_commands  # noqa: E402 - needs `app`
+from regenheart.cli.web_commands import register as _register_web_commands
 
 _register_web_commands(app)
 

@@ -53,12 +53,12 @@ def study_meta(protocol: Protocol, *, synthetic: bool, seed: int | None = None) 
 def _snapshot_summary(snap: Snapshot) -> dict[str, Any]:
     return {
         "taken_utc": snap.taken_utc,
-        "subjects": int(len(snap.subjects)),
-        "visits": int(len(snap.visits)),
-        "forms": int(len(snap.forms)),
-        "item_values": int(len(snap.items)),
-        "derived_scores": int(len(snap.derived)),
-        "adverse_events": int(len(snap.adverse_events)),
+        "subjects": len(snap.subjects),
+        "visits": len(snap.visits),
+        "forms": len(snap.forms),
+        "item_values": len(snap.items),
+        "derived_scores": len(snap.derived),
+        "adverse_events": len(snap.adverse_events),
         "audit_records": snap.audit_records,
         "audit_head_hash": snap.audit_head_hash,
     }

@@ -132,7 +132,7 @@ def _formula_values(frame: pd.DataFrame, adsl: pd.DataFrame) -> pd.DataFrame:
     f = frame.join(base, on="subject_code")
     out = pd.DataFrame(index=frame.index)
     num = lambda col: pd.to_numeric(f[col], errors="coerce").to_numpy(dtype=float) if col in f else \
-        np.full(len(f), np.nan)  # noqa: E731
+        np.full(len(f), np.nan)
     sex = f["SEX"].fillna("M").to_numpy()
     if "distance_m" in f:
         out["sixmwd_pct_pred"] = formulas.sixmwd_percent_predicted_enright(

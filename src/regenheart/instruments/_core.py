@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Hashable, Mapping
 from types import MappingProxyType
-from typing import Any, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,16 @@ from . import _kccq12, _kccq23, _mlhfq, _sf12v1, _sf12v2
 from ._errors import InstrumentInputError
 from ._spec import InstrumentSpec, ItemSpec, RuleSet
 
-__all__ = ["INSTRUMENTS", "METHODS_NOTES", "SCORING_VERSION", "scoring_version", "score", "score_frame",
-           "get_instrument", "get_rules"]
+__all__ = [
+    "INSTRUMENTS",
+    "METHODS_NOTES",
+    "SCORING_VERSION",
+    "get_instrument",
+    "get_rules",
+    "score",
+    "score_frame",
+    "scoring_version",
+]
 
 #: Version of this scoring library. Bump on ANY change of any algorithm, rule set or table, so that a
 #: stored score stamped with :func:`scoring_version` identifies exactly how it was computed.

@@ -8,7 +8,7 @@ scoring rules are shipped here; the item wording is copyrighted (licence: CV Out
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

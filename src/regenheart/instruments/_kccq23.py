@@ -11,7 +11,7 @@ Item wording is copyrighted (CV Outcomes licence); only codes and short topics a
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

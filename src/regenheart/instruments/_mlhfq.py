@@ -9,7 +9,7 @@ MLHFQ wording is copyrighted (Regents of the University of Minnesota); not shipp
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -10,7 +10,7 @@ weights are the SF-36 orthogonal factor weights. Item wording is copyrighted (Op
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ItemSpec", "ScoreSpec", "RuleSet", "InstrumentSpec"]
+__all__ = ["InstrumentSpec", "ItemSpec", "RuleSet", "ScoreSpec"]
 
 
 def _frozen(mapping: Mapping[Any, Any] | None) -> Mapping[Any, Any]:

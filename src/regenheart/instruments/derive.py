@@ -14,40 +14,41 @@ No rounding is applied: round only for display, once.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
     "CREATININE_UMOL_PER_MG_DL",
+    "GEOMETRY_CONCENTRIC_HYPERTROPHY",
+    "GEOMETRY_CONCENTRIC_REMODELING",
+    "GEOMETRY_ECCENTRIC_HYPERTROPHY",
+    "GEOMETRY_NORMAL",
     "LIMITS",
-    "METHODS_NOTES",
     "LVMI_UPPER_NORMAL_G_M2",
+    "METHODS_NOTES",
     "RWT_UPPER_NORMAL",
     "SIXMWD_LLN_OFFSET_M",
-    "GEOMETRY_NORMAL",
-    "GEOMETRY_CONCENTRIC_REMODELING",
-    "GEOMETRY_CONCENTRIC_HYPERTROPHY",
-    "GEOMETRY_ECCENTRIC_HYPERTROPHY",
     "bmi",
-    "bsa_mosteller",
     "bsa_dubois",
-    "teichholz_volume",
+    "bsa_mosteller",
+    "creatinine_umol_l_to_mg_dl",
+    "egfr_ckd_epi_2021",
     "ejection_fraction",
     "fractional_shortening",
+    "lv_geometry",
     "lv_mass_ase",
     "lv_mass_index",
     "relative_wall_thickness",
-    "lv_geometry",
-    "sixmwd_predicted_enright",
     "sixmwd_lln_enright",
-    "sixmwd_percent_predicted_enright",
     "sixmwd_percent_predicted",
+    "sixmwd_percent_predicted_enright",
+    "sixmwd_predicted_enright",
     "sixmwd_predicted_enright_bmi",
-    "creatinine_umol_l_to_mg_dl",
-    "egfr_ckd_epi_2021",
+    "teichholz_volume",
 ]
 
 #: Creatinine unit conversion: umol/L / 88.4 = mg/dL (kidney.epi [S71]; 88.42 is used elsewhere).

@@ -17,17 +17,17 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "CLINICALLY_IMPORTANT_DIFFERENCES",
+    "KCCQ_BANDS",
+    "MLHFQ_TOTAL_BANDS",
+    "NOT_FOUND",
     "ImportantDifference",
     "NotFoundEntry",
     "ThresholdNotFoundError",
-    "CLINICALLY_IMPORTANT_DIFFERENCES",
-    "NOT_FOUND",
-    "KCCQ_BANDS",
-    "MLHFQ_TOTAL_BANDS",
-    "thresholds",
-    "responder",
-    "classify_change",
     "band",
+    "classify_change",
+    "responder",
+    "thresholds",
 ]
 
 Level = Literal["small", "moderate", "large"]

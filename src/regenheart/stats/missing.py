@@ -333,7 +333,7 @@ class _DeltaEvaluator:
         self.analysis = analysis if analysis is not None else mean_analysis
         self.miss, self.draws = _draw_imputations(data, target, self.preds, self.m, int(seed))
         self.n_missing = int(self.miss.sum())
-        self.n_total = int(len(data))
+        self.n_total = len(data)
 
     def __call__(self, delta: float, conf: float, null_value: float) -> dict[str, Any]:
         delta = float(delta)

@@ -79,16 +79,16 @@ def consort_flow(protocol: Protocol, data: AnalysisDatasets) -> dict[str, Any]:
         assessed[label] = int((lvef["AVISIT"] == label).sum())
     discontinued = safety[safety["EOSSTT"] == "DISCONTINUED"]
     return {
-        "screened": int(len(adsl)),
-        "screen_failed": int(len(failed)),
+        "screened": len(adsl),
+        "screen_failed": len(failed),
         "excluded_reasons": dict(sorted(reasons.items())),
         "eligible_not_enrolled": int(((adsl["ELIGFL"] == "Y") & (adsl["ENRLFL"] == "N")).sum()),
         "enrolled": int((adsl["ENRLFL"] == "Y").sum()),
-        "infused": int(len(safety)),
+        "infused": len(safety),
         "assessed_lvef": assessed,
         "discontinued": {str(k): int(v) for k, v in discontinued["DCSREAS"].value_counts().items()},
         "completed": int((safety["EOSSTT"] == "COMPLETED").sum()),
-        "safety_population": int(len(safety)),
+        "safety_population": len(safety),
         "efficacy_population": int((adsl["EFFFL"] == "Y").sum()),
     }
 
@@ -136,7 +136,7 @@ def primary_endpoint(protocol: Protocol, data: AnalysisDatasets) -> dict[str, An
     components = []
     for component, rows in events.groupby("PSECOMP"):
         components.append({"component": component, "subjects": int(rows["SUBJID"].nunique()),
-                           "events": int(len(rows)), "percent": _pct(int(rows["SUBJID"].nunique()), len(safety))})
+                           "events": len(rows), "percent": _pct(int(rows["SUBJID"].nunique()), len(safety))})
     return {
         "code": protocol.endpoints.primary.code,
         "label": protocol.endpoints.primary.label,
@@ -173,7 +173,7 @@ def adverse_event_tables(protocol: Protocol, data: AnalysisDatasets) -> dict[str
         k = int(rows["SUBJID"].nunique())
         by_category.append({
             "category": protocol.decode("ae_category", code), "subjects": k, "percent": _pct(k, n),
-            "events": int(len(rows)), "peri_subjects": int(rows.loc[rows["PERIFL"] == "Y", "SUBJID"].nunique()),
+            "events": len(rows), "peri_subjects": int(rows.loc[rows["PERIFL"] == "Y", "SUBJID"].nunique()),
             "serious": int((rows["AESER"] == "Y").sum()),
             "related_product": int(rows["AREL"].isin(POSITIVE_RELATEDNESS).sum()),
             "related_procedure": int(rows["ARELPR"].isin(POSITIVE_RELATEDNESS).sum()),
@@ -328,7 +328,7 @@ def mmrm_analyses(protocol: Protocol, data: AnalysisDatasets) -> dict[str, Any]:
                 fit = fit_mmrm(rows[columns], model, df="kenward-roger")
                 lsm = fit.lsmeans(["ARMCD", "AVISIT"] if randomized else "AVISIT")
                 diffs = fit.pairwise("ARMCD", by="AVISIT") if randomized else None
-        except Exception as exc:  # a failed fit is reported in the results, never hidden
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # reported in the results, never hidden
             out["results"][p.paramcd] = {"label": p.label, "error": f"{type(exc).__name__}: {exc}"}
             continue
         result = {"label": p.label, "unit": p.unit, "log_scale": p.log_scale, "n_subjects": fit.n_subjects,
@@ -364,7 +364,7 @@ def lvef_sensitivity(protocol: Protocol, data: AnalysisDatasets) -> dict[str, An
     frame = population.join(base, on="SUBJID").join(change, on="SUBJID")
     frame = frame[frame["BASE"].notna()].reset_index(drop=True)
     n_missing = int(frame["CHG"].isna().sum())
-    result: dict[str, Any] = {"visit": m6, "n": int(len(frame)), "n_missing": n_missing,
+    result: dict[str, Any] = {"visit": m6, "n": len(frame), "n_missing": n_missing,
                               "imputations": MI_IMPUTATIONS, "seed": MI_SEED,
                               "imputation_model": "CHG ~ BASE (Bayesian normal linear regression)"}
     complete = frame.dropna()

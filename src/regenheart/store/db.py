@@ -47,7 +47,7 @@ def make_engine(target: str | Path, *, durable: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_connection, _record):  # noqa: ANN001
+        def _sqlite_connect(dbapi_connection, _record):
             # Let SQLAlchemy's 'begin' event issue BEGIN IMMEDIATE: a writer takes the write lock
             # before reading the audit-chain head, so two writers can never fork the chain.
             dbapi_connection.isolation_level = None
@@ -58,14 +58,14 @@ def make_engine(target: str | Path, *, durable: bool = True) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(connection):  # noqa: ANN001
+        def _sqlite_begin(connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
-def _alembic_config(connection) -> Config:  # noqa: ANN001
+def _alembic_config(connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("regenheart.store") / "migrations"))
     config.attributes["connection"] = connection

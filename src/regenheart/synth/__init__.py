@@ -3,4 +3,4 @@
 from regenheart.synth.cohort import CohortPlan, generate_cohort
 from regenheart.synth.entry import SYNTH_COORDINATOR, SYNTH_INVESTIGATOR, enter_cohort
 
-__all__ = ["CohortPlan", "SYNTH_COORDINATOR", "SYNTH_INVESTIGATOR", "enter_cohort", "generate_cohort"]
+__all__ = ["SYNTH_COORDINATOR", "SYNTH_INVESTIGATOR", "CohortPlan", "enter_cohort", "generate_cohort"]

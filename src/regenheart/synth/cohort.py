@@ -161,7 +161,7 @@ def mlhfq_items(total: float, rng: np.random.Generator) -> dict[str, int]:
 
 # ---------------------------------------------------------------- the cohort
 def _baseline(rng: np.random.Generator) -> dict[str, Any]:
-    age = int(round(_clip(rng.normal(50, 12), 18, 75)))
+    age = round(_clip(rng.normal(50, 12), 18, 75))
     sex = "M" if rng.random() < 0.8 else "F"
     nyha = 4 if rng.random() < 0.13 else 3
     lvef = _clip(rng.normal(25, 6), 12, 35)
@@ -304,7 +304,7 @@ def _plan_subject(protocol: Protocol, plan: SubjectPlan, rng: np.random.Generato
         "contrast_ml": _round(rng.uniform(60, 180))}))
     fever_day = int(rng.integers(1, 3)) if "FEVER" in categories else None
     fever_temp = _round(rng.uniform(38.1, 38.9), 1)
-    for k in range(0, 6):
+    for k in range(6):
         code = f"D{k}"
         plan.visit_dates[code] = day0 + dt.timedelta(days=k)
         forms.append(FormEntry(code, "vital_signs", _vitals(rng, fever_temp if k == fever_day else 36.7)))

@@ -30,7 +30,7 @@ def enter_subject(service: CaptureService, plan: SubjectPlan, stats: EntryStats,
     stats.subjects += 1
     entered_visits: set[str] = set()
 
-    def save(entry) -> None:  # noqa: ANN001
+    def save(entry) -> None:
         visit_date = plan.visit_dates[entry.visit] if entry.visit not in entered_visits else None
         result = service.save_form(coordinator, plan.code, entry.visit, entry.form, entry.data, visit_date=visit_date)
         entered_visits.add(entry.visit)
