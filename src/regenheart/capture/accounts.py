@@ -27,7 +27,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from regenheart.capture.errors import CaptureError, NotFound, PermissionDenied, ValidationFailed
+from regenheart.capture.common import require
+from regenheart.capture.errors import CaptureError, NotFound, ValidationFailed
 from regenheart.capture.permissions import ROLES, Actor
 from regenheart.capture.validation import Violation
 from regenheart.protocol.models import Protocol
@@ -131,8 +132,7 @@ class AccountService:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _require(actor: Actor, action: str = "manage_users") -> None:
-        if not actor.may(action):
-            raise PermissionDenied(f"role '{actor.role}' may not {action.replace('_', ' ')}")
+        require(actor, action)
 
     @staticmethod
     def _entry(actor: Actor, action: str, username: str, field: str, old: Any, new: Any,

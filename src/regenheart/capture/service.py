@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from regenheart.capture.common import audit_entry, find_form_record, find_subject, require
 from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibility
 from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
 from regenheart.capture.permissions import Actor
@@ -89,15 +90,9 @@ class CaptureService:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # ------------------------------------------------------------------ helpers
-    def _require(self, actor: Actor, action: str) -> None:
-        if not actor.may(action):
-            raise PermissionDenied(f"role '{actor.role}' may not {action.replace('_', ' ')}")
-
-    def _subject(self, session: Session, actor: Actor, subject_code: str) -> Subject:
-        subject = session.scalars(select(Subject).where(Subject.subject_code == subject_code)).one_or_none()
-        if subject is None or not actor.sees_site(subject.site_code):
-            raise NotFound(f"subject {subject_code} not found")
-        return subject
+    _require = staticmethod(require)
+    _subject = staticmethod(find_subject)
+    _entry = staticmethod(audit_entry)
 
     def _date(self, name: str, raw: Any, violations: list[Violation]) -> dt.date | None:
         if raw is None:
@@ -114,11 +109,6 @@ class CaptureService:
         if value > self.today():
             violations.append(Violation(name, raw, "not_future", "must not be in the future"))
         return value
-
-    @staticmethod
-    def _entry(actor: Actor, action: str, entity: str, subject: str | None, **kw: Any) -> AuditEntry:
-        return AuditEntry(username=actor.username, role=actor.role, action=action, entity=entity,
-                          subject_code=subject, **kw)
 
     # ------------------------------------------------------------------ subjects
     def screen_subject(self, actor: Actor, subject_code: str, site_code: str, screening_date: Any,
@@ -333,9 +323,7 @@ class CaptureService:
             violations: list[Violation] = []
             warnings: list[Violation] = []
             self._ensure_visit(session, actor, subject, visit_code, visit_date, reason, violations, warnings)
-            record = session.scalars(select(FormRecord).where(
-                FormRecord.subject_id == subject.id, FormRecord.visit_code == visit_code,
-                FormRecord.form_code == form_code)).one_or_none()
+            record = find_form_record(session, subject.id, visit_code, form_code)
             if record is not None:
                 if record.locked:
                     raise StateError(f"{form_code} at {visit_code} for {subject_code} is locked")
@@ -450,9 +438,7 @@ class CaptureService:
             raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
         with self._sessions() as session:
             subject = self._subject(session, actor, subject_code)
-            record = session.scalars(select(FormRecord).where(
-                FormRecord.subject_id == subject.id, FormRecord.visit_code == visit_code,
-                FormRecord.form_code == form_code)).one_or_none()
+            record = find_form_record(session, subject.id, visit_code, form_code)
             if record is None:
                 return FormView(subject_code, visit_code, form_code, {}, 0, "not_started", {}, None,
                                 False, False, False)

@@ -29,7 +29,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from regenheart.capture.accounts import AccountService
-from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
+from regenheart.capture.common import audit_entry, find_form_record, find_subject, require
+from regenheart.capture.errors import Conflict, NotFound, StateError, ValidationFailed
 from regenheart.capture.permissions import Actor
 from regenheart.capture.validation import Violation
 from regenheart.protocol.models import Protocol
@@ -118,17 +119,9 @@ class WorkflowService:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _require(actor: Actor, action: str) -> None:
-        if not actor.may(action):
-            raise PermissionDenied(f"role '{actor.role}' may not {action.replace('_', ' ')}")
-
-    @staticmethod
-    def _subject(session: Session, actor: Actor, subject_code: str) -> Subject:
-        subject = session.scalars(select(Subject).where(Subject.subject_code == subject_code)).one_or_none()
-        if subject is None or not actor.sees_site(subject.site_code):
-            raise NotFound(f"subject {subject_code} not found")
-        return subject
+    _require = staticmethod(require)
+    _subject = staticmethod(find_subject)
+    _entry = staticmethod(audit_entry)
 
     def _check_form(self, visit_code: str, form_code: str) -> None:
         if visit_code not in self.protocol.visit_codes or form_code not in self.protocol.visit(visit_code).forms:
@@ -136,9 +129,7 @@ class WorkflowService:
 
     def _record(self, session: Session, subject: Subject, visit_code: str, form_code: str) -> FormRecord:
         self._check_form(visit_code, form_code)
-        record = session.scalars(select(FormRecord).where(
-            FormRecord.subject_id == subject.id, FormRecord.visit_code == visit_code,
-            FormRecord.form_code == form_code)).one_or_none()
+        record = find_form_record(session, subject.id, visit_code, form_code)
         if record is None:
             raise StateError(f"{form_code} at {visit_code} for {subject.subject_code} has not been entered yet")
         return record
@@ -148,11 +139,6 @@ class WorkflowService:
         if expected_version is not None and expected_version != record.version:
             raise Conflict(f"{what} is at version {record.version}, not {expected_version}: the data changed "
                            "since you read them; reload and review them again")
-
-    @staticmethod
-    def _entry(actor: Actor, action: str, entity: str, subject: str, **kw: Any) -> AuditEntry:
-        return AuditEntry(username=actor.username, role=actor.role, action=action, entity=entity,
-                          subject_code=subject, **kw)
 
     @staticmethod
     def _text(name: str, text: str | None, violations: list[Violation], *, required: bool = True) -> str | None:
@@ -416,9 +402,7 @@ class WorkflowService:
         self._check_form(visit_code, form_code)
         with self._sessions() as session:
             subject = self._subject(session, actor, subject_code)
-            record = session.scalars(select(FormRecord).where(
-                FormRecord.subject_id == subject.id, FormRecord.visit_code == visit_code,
-                FormRecord.form_code == form_code)).one_or_none()
+            record = find_form_record(session, subject.id, visit_code, form_code)
             if record is None:
                 return []
             rows = session.scalars(select(Signature).where(Signature.record_id == record.id)
