@@ -93,9 +93,10 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 
 def _fmt_p(p: float | None) -> str:
+    """'p < 0.0001' or 'p = 0.0123' (SAS-style display of small p-values)."""
     if p is None:
-        return "-"
-    return "<0.0001" if p < 0.0001 else f"{p:.4f}"
+        return "p = -"
+    return "p < 0.0001" if p < 0.0001 else f"p = {p:.4f}"
 
 
 def _print_summary(r: dict[str, Any]) -> None:
@@ -105,7 +106,7 @@ def _print_summary(r: dict[str, Any]) -> None:
     lvef = next(b for b in r["efficacy"] if b["paramcd"] == "LVEF")
     last = lvef["visits"][-1]
     line = (f"LVEF change at {last['label']}: {_fmt(last['mean_change'])} points "
-            f"(95% CI {_fmt(last['lower'])} to {_fmt(last['upper'])}, n={last['n']}, paired t p={_fmt_p(last['p_value_t'])})")
+            f"(95% CI {_fmt(last['lower'])} to {_fmt(last['upper'])}, n={last['n']}, paired t {_fmt_p(last['p_value_t'])})")
     mmrm = r.get("mmrm", {}).get("results", {}).get("LVEF", {})
     if mmrm.get("lsmeans"):
         m = mmrm["lsmeans"][-1]
