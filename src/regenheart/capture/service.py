@@ -346,12 +346,12 @@ class CaptureService:
             first_entry = record is None
             if record is None:
                 record = FormRecord(subject_id=subject.id, visit_code=visit_code, form_code=form_code,
-                                    status=status, version=0, verified=False, locked=False, signed=False)
+                                    status=status, version=1, verified=False, locked=False, signed=False)
                 session.add(record)
                 session.flush()
             record_key = f"{subject_code}/{visit_code}/{form_code}"
             entries: list[AuditEntry] = []
-            items = {i.field: i for i in record.items}
+            items = {} if first_entry else {i.field: i for i in record.items}  # a new record has none
             new_items = []
             for name in changed:
                 new_text = canonical(result.values[name])
@@ -367,14 +367,14 @@ class CaptureService:
                 session.execute(insert(ItemValue), new_items)
             derived: dict[str, float | None] = {}
             if form.instrument and changed:
-                derived = self._derive(session, actor, record, form.instrument, merged, entries)
+                derived = self._derive(session, actor, record, form.instrument, merged, entries, first_entry)
             if record.status != status:
                 entries.append(self._entry(actor, "status", "form", subject_code, visit_code=visit_code,
                                            form_code=form_code, record_key=record_key, field="status",
                                            old_value=canonical(None if first_entry else record.status),
                                            new_value=canonical(status), reason=None if first_entry else reason))
                 record.status = status
-            if changed or first_entry:
+            if changed and not first_entry:
                 record.version += 1
             if record.verified and changed:  # changed data need re-verification by the monitor
                 record.verified = False
@@ -393,10 +393,10 @@ class CaptureService:
             return SaveResult(record.version, status, changed, warnings, derived)
 
     def _derive(self, session: Session, actor: Actor, record: FormRecord, instrument: str,
-                items: Mapping[str, Any], entries: list[AuditEntry]) -> dict[str, float | None]:
+                items: Mapping[str, Any], entries: list[AuditEntry], first_entry: bool) -> dict[str, float | None]:
         """Compute instrument scores from the items and store them with the scoring version."""
         scores, version = self.scorer(instrument, items)
-        stored = {d.name: d for d in record.derived}
+        stored = {} if first_entry else {d.name: d for d in record.derived}
         subject_code = session.get(Subject, record.subject_id).subject_code  # type: ignore[union-attr]
         record_key = f"{subject_code}/{record.visit_code}/{record.form_code}"
         for name, value in scores.items():
