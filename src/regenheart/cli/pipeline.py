@@ -127,7 +127,7 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
              progress: Callable[[str, int, int], None] | None = None) -> tuple[AnalysisRun, dict[str, Any]]:
     """Create a new database, generate and enter the synthetic cohort, analyse it, write the report."""
     db_path = prepare_demo_dir(out_dir)
-    engine = create_study_database(db_path, study_meta(protocol, synthetic=True, seed=seed), durable=False)
+    engine = create_study_database(db_path, study_meta(protocol, synthetic=True, seed=seed))
     cohort = generate_cohort(protocol, seed=seed)
     service = CaptureService(engine, protocol)
     done = 0
