@@ -172,3 +172,14 @@ def test_deleting_last_audit_rows_is_detected(service, engine):
         conn.execute(text("DROP TRIGGER audit_trail_no_delete"))
         conn.execute(text("DELETE FROM audit_trail WHERE seq = (SELECT max(seq) FROM audit_trail)"))
     assert "removed from the end" in verify_chain(engine).problem
+
+
+def test_disposition_cannot_precede_the_last_visit(service):
+    enrol_and_infuse(service)  # D0 on 2025-01-24
+    with pytest.raises(ValidationFailed) as info:
+        service.record_disposition(INVESTIGATOR, "01-001", {"status": "WITHDRAWAL", "date": "2025-01-20",
+                                                            "reason": "moved away"})
+    assert [(v.field, v.rule) for v in info.value.violations] == [("date", "order")]
+    assert "D0 on 2025-01-24" in info.value.violations[0].message
+    service.record_disposition(INVESTIGATOR, "01-001", {"status": "WITHDRAWAL", "date": "2025-02-01",
+                                                        "reason": "moved away"})

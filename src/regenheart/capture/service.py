@@ -546,6 +546,12 @@ class CaptureService:
             values = {**existing, **result.values}
             if values.get("date") and values["date"] < subject.screening_date:
                 violations.append(Violation("date", data.get("date"), "order", "must not be before screening"))
+            last_visit = session.scalars(select(Visit).where(Visit.subject_id == subject.id)
+                                         .order_by(Visit.visit_date.desc()).limit(1)).first()
+            if values.get("date") and last_visit and values["date"] < last_visit.visit_date:
+                violations.append(Violation("date", data.get("date"), "order",
+                                            f"must not be before the last recorded visit "
+                                            f"({last_visit.visit_code} on {last_visit.visit_date})"))
             if subject.disposition and not (reason and reason.strip()):
                 violations.append(Violation("reason", reason, "reason_required",
                                             "a reason is required to change a recorded disposition"))
