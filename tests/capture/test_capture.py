@@ -183,3 +183,24 @@ def test_disposition_cannot_precede_the_last_visit(service):
     assert "D0 on 2025-01-24" in info.value.violations[0].message
     service.record_disposition(INVESTIGATOR, "01-001", {"status": "WITHDRAWAL", "date": "2025-02-01",
                                                         "reason": "moved away"})
+
+
+def test_correcting_the_infusion_date_moves_every_study_day(service, engine):
+    enrol_and_infuse(service)  # D0 on 2025-01-24
+    service.record_visit(COORDINATOR, "01-001", "M1", "2025-02-23")  # day 30
+    service.record_adverse_event(COORDINATOR, "01-001", {
+        "term": "Haematoma", "category": "ACCESS_SITE", "onset_date": "2025-01-25", "ctcae_grade": 1,
+        "serious": "N", "related_product": "NOT", "related_procedure": "DEFINITE", "outcome": "RECOVERED"})
+    with pytest.raises(ValidationFailed):  # a correction needs a reason
+        service.record_visit(COORDINATOR, "01-001", "D0", "2025-01-23")
+    assert service.record_visit(COORDINATOR, "01-001", "D0", "2025-01-23", reason="date typed wrongly") == []
+    with Session(engine) as s:
+        subject = s.scalars(select(Subject)).one()
+        days = {v.visit_code: v.study_day for v in subject.visits}
+        from regenheart.store.models import AdverseEvent
+        ae_day = s.scalars(select(AdverseEvent)).one().study_day
+        infusion_audit = s.scalars(select(AuditRecord).where(AuditRecord.field == "infusion_date")).all()
+    assert subject.infusion_date == dt.date(2025, 1, 23) and subject.status == "infused"
+    assert days["D0"] == 0 and days["M1"] == 31 and days["SCR"] == -13 and ae_day == 2
+    assert [(r.old_value, r.new_value, r.reason) for r in infusion_audit][-1] == (
+        '"2025-01-24"', '"2025-01-23"', "date typed wrongly")

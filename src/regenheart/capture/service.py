@@ -33,6 +33,8 @@ from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, Item
 Scorer = Callable[[str, Mapping[str, Any]], tuple[dict[str, float | None], str]]
 
 SUBJECT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+# The form whose record (cells given) fixes day 0; it is collected at the protocol's day-0 visit.
+INFUSION_FORM = "catheterization"
 SAE_CRITERIA = ("sae_death", "sae_life_threatening", "sae_hospitalization", "sae_disability",
                 "sae_congenital", "sae_medically_important")
 
@@ -88,6 +90,7 @@ class CaptureService:
         self.scorer = scorer or default_scorer
         self.today = today
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._infusion_visit = next(v.code for v in protocol.visits if v.day == 0)
 
     # ------------------------------------------------------------------ helpers
     _require = staticmethod(require)
@@ -226,7 +229,7 @@ class CaptureService:
             if other_pos > position and date > other.visit_date:
                 violations.append(Violation("visit_date", raw, "order",
                                             f"must not be after the {other.visit_code} visit ({other.visit_date})"))
-        if subject.infusion_date is not None:
+        if subject.infusion_date is not None and visit_code != self._infusion_visit:  # day 0 defines itself
             visit = self.protocol.visit(visit_code)
             day = study_day(date, subject.infusion_date)
             if not in_window(visit, day):
@@ -263,6 +266,9 @@ class CaptureService:
                                            visit_code=visit_code, record_key=f"{subject.subject_code}/{visit_code}",
                                            field="visit_date", old_value=canonical(old),
                                            new_value=canonical(date), reason=reason)])
+        if old is not None and visit_code == self._infusion_visit:  # a corrected day 0 moves every study day
+            session.flush()
+            self._sync_infusion(session, actor, subject, reason)
         return visit
 
     def _update_visit_day(self, subject: Subject, visit: Visit) -> None:
@@ -294,7 +300,7 @@ class CaptureService:
         if subject.status in ("screening", "eligible", "screen_failed"):
             raise StateError(f"subject {subject.subject_code} is not enrolled (status {subject.status}); "
                              f"only screening data can be entered")
-        day0 = next(v.code for v in self.protocol.visits if v.day == 0)
+        day0 = self._infusion_visit
         if visit_code != day0 and subject.infusion_date is None:
             raise StateError(f"subject {subject.subject_code} has no infusion recorded; "
                              f"post-infusion visits need the {day0} catheterization record first")
@@ -388,8 +394,8 @@ class CaptureService:
                                            old_value="true", new_value="false",
                                            reason="data changed after signature"))
             audit.append(session, entries)
-            if form_code == "catheterization":
-                self._record_infusion(session, actor, subject, visit_code, merged, reason)
+            if form_code == INFUSION_FORM and visit_code == self._infusion_visit:
+                self._sync_infusion(session, actor, subject, reason, dose=merged.get("dose_cells_1e6") or 0)
             return SaveResult(record.version, status, changed, warnings, derived)
 
     def _derive(self, session: Session, actor: Actor, record: FormRecord, instrument: str,
@@ -414,18 +420,26 @@ class CaptureService:
                                        reason=f"derived from item responses ({version})"))
         return scores
 
-    def _record_infusion(self, session: Session, actor: Actor, subject: Subject, visit_code: str,
-                         values: Mapping[str, Any], reason: str | None) -> None:
-        """The day 0 catheterization record with cells given fixes day 0 for every study day."""
+    def _sync_infusion(self, session: Session, actor: Actor, subject: Subject, reason: str | None,
+                       dose: float | None = None) -> None:
+        """Day 0 is the date of the infusion visit when its catheterization record gives cells.
+
+        Called when that record is saved (``dose`` given) and when the infusion visit's date is
+        corrected (dose read from the stored record). Moves every study day with it.
+        """
         visit = session.scalars(select(Visit).where(Visit.subject_id == subject.id,
-                                                    Visit.visit_code == visit_code)).one()
-        dose = values.get("dose_cells_1e6") or 0
-        infusion = visit.visit_date if dose > 0 else None
-        status = "infused" if infusion else "enrolled"
-        if subject.infusion_date == infusion and subject.status == status:
+                                                    Visit.visit_code == self._infusion_visit)).one_or_none()
+        if dose is None:
+            record = find_form_record(session, subject.id, self._infusion_visit, INFUSION_FORM)
+            stored = {i.field: _decode(i.value) for i in record.items} if record else {}
+            dose = stored.get("dose_cells_1e6")
+        infusion = visit.visit_date if visit is not None and (dose or 0) > 0 else None
+        changes: dict[str, Any] = {"infusion_date": infusion}
+        if subject.status in ("enrolled", "infused"):  # a closed subject keeps its end-of-study status
+            changes["status"] = "infused" if infusion else "enrolled"
+        if all(getattr(subject, k) == v for k, v in changes.items()):
             return
-        self._set_subject(session, actor, subject, {"infusion_date": infusion, "status": status},
-                          "infusion", reason)
+        self._set_subject(session, actor, subject, changes, "infusion", reason)
         for other in session.scalars(select(Visit).where(Visit.subject_id == subject.id)).all():
             self._update_visit_day(subject, other)
         for ae in session.scalars(select(AdverseEvent).where(AdverseEvent.subject_id == subject.id)).all():
