@@ -14,6 +14,11 @@ from regenheart.cli.main import app
 runner = CliRunner()
 
 
+def flat(output: str) -> str:
+    """CLI output with rich's line wrapping undone."""
+    return " ".join(output.split())
+
+
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
@@ -76,7 +81,7 @@ def test_demo_refuses_to_overwrite_a_real_database(tmp_path):
     (tmp_path / "study.db").write_bytes(b"not a demo")
     result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "not a synthetic demo database" in result.output
+    assert "not a synthetic demo database" in flat(result.output)
     assert (tmp_path / "study.db").read_bytes() == b"not a demo"
 
 
@@ -85,6 +90,38 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path):
     bad.write_text("schema_version: 1\nstudy: {}\n")
     result = runner.invoke(app, ["protocol", str(bad)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "study.nct_id" in result.output
+    assert "study.nct_id" in flat(result.output)
     missing = runner.invoke(app, ["audit", "verify", "--db", str(tmp_path / "none.db")])
-    assert missing.exit_code == 2 and "no database" in missing.output
+    assert missing.exit_code == 2 and "no database" in flat(missing.output)
+
+
+def test_analyze_refuses_a_database_whose_audit_chain_is_broken(demo_dir, tmp_path):
+    import shutil
+
+    from sqlalchemy import text
+
+    from regenheart.store.db import make_engine
+
+    out, _ = demo_dir
+    copy = tmp_path / "tampered.db"
+    shutil.copy(out / "study.db", copy)
+    engine = make_engine(copy)
+    with engine.begin() as conn:  # an attacker with file access drops the guard and edits history
+        conn.execute(text("DROP TRIGGER audit_trail_no_update"))
+        conn.execute(text("UPDATE audit_trail SET new_value = '\"99\"' WHERE seq = 100"))
+    engine.dispose()
+    verified = runner.invoke(app, ["audit", "verify", "--db", str(copy)])
+    assert verified.exit_code == 1 and "record 100" in flat(verified.output)
+    analysed = runner.invoke(app, ["analyze", "--db", str(copy), "--out", str(tmp_path / "rep")])
+    assert analysed.exit_code == 2 and "does not verify at record 100" in flat(analysed.output)
+    assert not (tmp_path / "rep" / "report.html").exists()
+
+
+def test_db_init_and_upgrade_commands(tmp_path):
+    db = tmp_path / "new.db"
+    created = runner.invoke(app, ["db", "init", "--db", str(db)])
+    assert created.exit_code == 0 and db.exists()
+    again = runner.invoke(app, ["db", "init", "--db", str(db)])
+    assert again.exit_code == 2 and "already exists" in flat(again.output)
+    upgraded = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
+    assert upgraded.exit_code == 0 and "schema revision" in flat(upgraded.output)
