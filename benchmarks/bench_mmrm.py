@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _machine import cpu_model  # benchmarks run as scripts: their folder is on sys.path
 
 from regenheart.stats.mmrm import MMRMWarning, fit_mmrm
 
@@ -76,16 +77,6 @@ def timed(fn, repeat: int) -> tuple[float, float, object]:
         out = fn()
         times.append(time.perf_counter() - t0)
     return min(times), statistics.median(times), out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

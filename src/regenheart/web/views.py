@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from regenheart.capture.errors import NotFound, PermissionDenied
+from regenheart.capture.common import find_subject, require
+from regenheart.capture.errors import NotFound
 from regenheart.capture.permissions import Actor
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.models import Visit as VisitDef
@@ -37,16 +38,13 @@ def decode(text: str | None) -> Any:
 
 
 def _require_view(actor: Actor) -> None:
-    if not actor.may("view"):
-        raise PermissionDenied(f"role '{actor.role}' may not view")
+    require(actor, "view")
 
 
 def visible_subject(session: Session, actor: Actor, code: str) -> Subject:
+    """The subject if the actor may view it (404 for another site's subject)."""
     _require_view(actor)
-    subject = session.scalars(select(Subject).where(Subject.subject_code == code)).one_or_none()
-    if subject is None or not actor.sees_site(subject.site_code):
-        raise NotFound(f"subject {code} not found")
-    return subject
+    return find_subject(session, actor, code)
 
 
 def window_dates(visit: VisitDef, infusion: dt.date | None) -> dict[str, str | None]:
