@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from regenheart import __version__
 from regenheart.capture.service import CaptureService
@@ -19,7 +20,7 @@ from regenheart.protocol.loader import default_protocol_text
 from regenheart.protocol.models import Protocol
 from regenheart.stats.sap import run_sap
 from regenheart.store.audit import utc_now, verify_chain
-from regenheart.store.db import DatabaseError, create_study_database, read_meta
+from regenheart.store.db import DatabaseError, create_study_database, make_engine, read_meta
 from regenheart.store.snapshot import Snapshot, take_snapshot
 from regenheart.synth import enter_cohort, generate_cohort
 
@@ -107,12 +108,13 @@ def prepare_demo_dir(out_dir: Path) -> Path:
     """Return the demo database path; an earlier *synthetic* demo there is replaced, anything else refused."""
     db_path = out_dir / "study.db"
     if db_path.exists():
+        engine = make_engine(db_path)
         try:
-            from regenheart.store.db import make_engine
-
-            meta = read_meta(make_engine(db_path))
-        except Exception:  # noqa: BLE001 - any unreadable file is 'not ours'
+            meta = read_meta(engine)
+        except SQLAlchemyError:  # not a database, or not ours: refuse below
             meta = {}
+        finally:
+            engine.dispose()
         if meta.get("synthetic") != "true":
             raise DatabaseError(f"{db_path} exists and is not a synthetic demo database; choose another --out")
         db_path.unlink()

@@ -57,6 +57,8 @@ def take_snapshot(engine: Engine) -> Snapshot:
     """Read the whole study database in one transaction."""
     with Session(engine) as session:
         meta = {m.key: m.value for m in session.scalars(select(StudyMeta))}
+        subject_rows = session.scalars(select(Subject).order_by(Subject.subject_code)).all()
+        codes = {s.id: s.subject_code for s in subject_rows}
         subjects = pd.DataFrame([{
             "subject_code": s.subject_code, "site_code": s.site_code, "status": s.status,
             "screening_date": s.screening_date, "consent_date": s.consent_date, "eligible": s.eligible,
@@ -64,8 +66,7 @@ def take_snapshot(engine: Engine) -> Snapshot:
             "enrolled_date": s.enrolled_date, "arm_code": s.arm_code, "infusion_date": s.infusion_date,
             "disposition": s.disposition, "disposition_date": s.disposition_date,
             "disposition_reason": s.disposition_reason, "synthetic": s.synthetic,
-        } for s in session.scalars(select(Subject).order_by(Subject.subject_code))])
-        codes = {s.id: s.subject_code for s in session.scalars(select(Subject))}
+        } for s in subject_rows])
         visits = pd.DataFrame([{
             "subject_code": codes[v.subject_id], "visit_code": v.visit_code, "visit_date": v.visit_date,
             "study_day": v.study_day, "in_window": v.in_window,
