@@ -213,6 +213,10 @@ from regenheart.cli.web_commands import register as _register_web_commands
 
 _register_web_commands(app)
 
+from regenheart.cli.export_app import export_app as _export_app
+
+app.add_typer(_export_app, name="export")
+
 
 def main() -> None:  # pragma: no cover - console-script shim
     app()
