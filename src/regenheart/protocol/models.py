@@ -46,10 +46,69 @@ class StudyIdentity(_Strict):
 
 
 class Arm(_Strict):
+    """A treatment arm. ``day0`` anchors its study days: the infusion, or (an arm without a
+    procedure, e.g. a randomized control arm) the randomization date."""
+
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
     label: str
     description: str
     receives_cells: bool
+    day0: Literal["infusion", "randomization"] = "infusion"
+
+
+class StratificationFactor(_Strict):
+    """A randomization stratification factor: the subject's site (``by: site``), or a rule over the
+    screening data with the level names for true and false (e.g. ``lvef_pct <= 25``)."""
+
+    name: str = Field(pattern=_IDENT)
+    label: str
+    by: Literal["site"] | None = None
+    rule: str | None = None
+    if_true: str | None = None
+    if_false: str | None = None
+
+    @field_validator("rule")
+    @classmethod
+    def _parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compile_rule(value)
+            except RuleSyntaxError as exc:
+                raise ValueError(f"invalid rule {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StratificationFactor:
+        if (self.by is None) == (self.rule is None):
+            raise ValueError("a stratification factor needs exactly one of 'by: site' or 'rule'")
+        if self.rule is not None and (not self.if_true or not self.if_false or self.if_true == self.if_false):
+            raise ValueError("a rule factor needs two different level names, 'if_true' and 'if_false'")
+        return self
+
+
+class RandomizationScheme(_Strict):
+    """How a randomized protocol version allocates: permuted blocks of randomly varying size within
+    strata, the allocation ratio per arm, and the roles that may see allocation lists (unblinded)."""
+
+    method: Literal["permuted_blocks"]
+    ratio: dict[str, int] = Field(min_length=2)
+    block_sizes: list[int] = Field(min_length=1)
+    stratification: list[StratificationFactor] = Field(default_factory=list)
+    slots_per_stratum: int = Field(gt=0)
+    unblinded_roles: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _blocks_fit_ratio(self) -> RandomizationScheme:
+        if any(v <= 0 for v in self.ratio.values()):
+            raise ValueError("every allocation ratio must be a positive integer")
+        unit = sum(self.ratio.values())
+        bad = [b for b in self.block_sizes if b <= 0 or b % unit]
+        if bad:
+            raise ValueError(f"block sizes {bad} are not positive multiples of the ratio sum {unit}")
+        names = [f.name for f in self.stratification]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stratification factor names must be unique: {names}")
+        return self
 
 
 class ProtocolVersion(_Strict):
@@ -60,11 +119,20 @@ class ProtocolVersion(_Strict):
     planned_enrollment: int = Field(gt=0)
     arms: list[Arm] = Field(min_length=1)
     summary: str
+    randomization: RandomizationScheme | None = None
 
     @model_validator(mode="after")
     def _arms_match_design(self) -> ProtocolVersion:
         if self.design == "randomized" and len(self.arms) < 2:
             raise ValueError("a randomized design needs at least two arms")
+        if self.design == "randomized" and self.randomization is None:
+            raise ValueError("a randomized design needs a 'randomization' scheme (ratio, block sizes, "
+                             "stratification, unblinded roles)")
+        if self.design != "randomized" and self.randomization is not None:
+            raise ValueError("only a randomized design has a 'randomization' scheme")
+        if self.randomization is not None and set(self.randomization.ratio) != {a.code for a in self.arms}:
+            raise ValueError(f"randomization.ratio names arms {sorted(self.randomization.ratio)}, "
+                             f"the version's arms are {[a.code for a in self.arms]}")
         if self.design == "single_arm" and len(self.arms) != 1:
             raise ValueError("a single-arm design has exactly one arm")
         return self
@@ -263,6 +331,30 @@ class Protocol(_Strict):
     adverse_events: LogForm
     disposition: LogForm
     endpoints: Endpoints
+
+    @model_validator(mode="after")
+    def _stratification_uses_screening_fields(self) -> Protocol:
+        baseline = [v for v in self.visits if v.baseline]
+        if len(baseline) != 1:
+            return self  # reported by the loader's cross-reference check
+        fields = {f for form in baseline[0].forms if form in self.forms for f in self.forms[form].field_names}
+        problems = []
+        for i, version in enumerate(self.protocol_versions):
+            for j, factor in enumerate(version.randomization.stratification if version.randomization else []):
+                unknown = sorted(compile_rule(factor.rule).names - fields) if factor.rule else []
+                if unknown:
+                    problems.append(f"protocol_versions[{i}].randomization.stratification[{j}].rule: "
+                                    f"{', '.join(unknown)} is not a field of any baseline-visit form")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def protocol_version(self, version: str) -> ProtocolVersion:
+        """The protocol version called ``version`` (KeyError if absent)."""
+        for v in self.protocol_versions:
+            if v.version == version:
+                return v
+        raise KeyError(version)
 
     # ---- convenience lookups -------------------------------------------------------------
     def visit(self, code: str) -> Visit:
