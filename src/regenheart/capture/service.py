@@ -4,6 +4,10 @@ Every method validates against the protocol, writes in one transaction and appen
 for every change (user, role, UTC time, record, field, old value, new value, reason) to the
 hash-chained trail in the same transaction. A refused request raises a :mod:`capture.errors`
 exception and writes nothing. A reason is required for any change to data after first entry.
+
+Batch mode (:meth:`CaptureService.unit_of_work`): an importer runs many calls in one transaction;
+each call then runs in its own savepoint (a refused call still writes nothing) and the caller wraps
+a subject in :meth:`UnitOfWork.savepoint` so that a refused subject rolls back alone.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +86,30 @@ def _decode(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class UnitOfWork:
+    """One transaction shared by many service calls (see :meth:`CaptureService.unit_of_work`)."""
+
+    def __init__(self, session: Session, reason: str | None):
+        self.session = session
+        self.reason = reason
+        self.discarded = False
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Calls inside are kept together: an exception rolls back all of them (and propagates)."""
+        with self.session.begin_nested():
+            yield
+
+    def discard(self) -> None:
+        """Roll the whole unit back when it ends (a dry run, or an all-or-nothing import that failed)."""
+        self.discarded = True
+
+    def release_memory(self) -> None:
+        """Forget loaded objects (all flushed) so that a long import does not grow without bound."""
+        self.session.flush()
+        self.session.expunge_all()
+
+
 class CaptureService:
     """Validated, audited writes (and the matching reads) on one study database."""
 
@@ -90,12 +120,64 @@ class CaptureService:
         self.scorer = scorer or default_scorer
         self.today = today
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._local = threading.local()  # the active unit of work of this thread, if any
         self._infusion_visit = next(v.code for v in protocol.visits if v.day == 0)
 
     # ------------------------------------------------------------------ helpers
     _require = staticmethod(require)
     _subject = staticmethod(find_subject)
-    _entry = staticmethod(audit_entry)
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def unit_of_work(self, *, reason: str | None = None) -> Iterator[UnitOfWork]:
+        """Run every service call of this thread inside the block in one database transaction.
+
+        Each call gets its own savepoint, so a refused call still writes nothing; the caller may
+        wrap a group of calls (one subject) in :meth:`UnitOfWork.savepoint` to roll the group back
+        together. ``reason`` is recorded on audit entries that carry none (first entries,
+        eligibility, enrolment): an import names its source there. The transaction commits when the
+        block ends, unless :meth:`UnitOfWork.discard` was called or an exception escapes.
+        """
+        if getattr(self._local, "work", None) is not None:
+            raise RuntimeError("a unit of work is already active in this thread")
+        session = self._sessions()
+        work = UnitOfWork(session, reason)
+        self._local.work = work
+        try:
+            with session.begin():
+                yield work
+                if work.discarded:
+                    session.rollback()
+        finally:
+            self._local.work = None
+            session.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """A write transaction: a savepoint of the active unit of work, or a transaction of its own."""
+        work = getattr(self._local, "work", None)
+        if work is None:
+            with self._sessions.begin() as session:
+                yield session
+        else:
+            with work.session.begin_nested():
+                yield work.session
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        """A read session (the active unit of work's, so reads see its uncommitted writes)."""
+        work = getattr(self._local, "work", None)
+        if work is None:
+            with self._sessions() as session:
+                yield session
+        else:
+            yield work.session
+
+    def _entry(self, actor: Actor, action: str, entity: str, subject: str | None, **kw: Any) -> AuditEntry:
+        work = getattr(self._local, "work", None)
+        if work is not None and work.reason and not kw.get("reason"):
+            kw["reason"] = work.reason
+        return audit_entry(actor, action, entity, subject, **kw)
 
     def _date(self, name: str, raw: Any, violations: list[Violation]) -> dt.date | None:
         if raw is None:
@@ -132,7 +214,7 @@ class CaptureService:
         if screening and consent and consent > screening:
             violations.append(Violation("consent_date", consent_date, "order",
                                         "informed consent must be obtained on or before the screening date"))
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             if session.scalars(select(Subject.id).where(Subject.subject_code == subject_code)).first():
                 violations.append(Violation("subject_code", subject_code, "unique", "is already registered"))
             if violations:
@@ -175,7 +257,7 @@ class CaptureService:
     def evaluate_eligibility(self, actor: Actor, subject_code: str) -> EligibilityOutcome:
         """Evaluate inclusion/exclusion on the screening data and record the outcome."""
         self._require(actor, "evaluate_eligibility")
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             if subject.status not in ("screening", "eligible", "screen_failed"):
                 raise StateError(f"subject {subject_code} is already {subject.status}")
@@ -198,7 +280,7 @@ class CaptureService:
             arm_code = arms[0]
         if arm_code not in arms:
             violations.append(Violation("arm_code", arm_code, "codelist", f"must be one of: {', '.join(arms)}"))
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             if subject.status != "eligible":
                 raise StateError(f"subject {subject_code} cannot be enrolled: status is {subject.status}, "
@@ -286,7 +368,7 @@ class CaptureService:
             raise NotFound(f"visit {visit_code} is not in the protocol")
         violations: list[Violation] = []
         warnings: list[Violation] = []
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             self._check_visit_allowed(subject, visit_code)
             self._ensure_visit(session, actor, subject, visit_code, visit_date, reason, violations, warnings)
@@ -323,7 +405,7 @@ class CaptureService:
         if form_code not in visit_def.forms:
             raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
         form = self.protocol.forms[form_code]
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             self._check_visit_allowed(subject, visit_code)
             violations: list[Violation] = []
@@ -450,7 +532,7 @@ class CaptureService:
         self._require(actor, "view")
         if visit_code not in self.protocol.visit_codes or form_code not in self.protocol.visit(visit_code).forms:
             raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
-        with self._sessions() as session:
+        with self._reading() as session:
             subject = self._subject(session, actor, subject_code)
             record = find_form_record(session, subject.id, visit_code, form_code)
             if record is None:
@@ -482,7 +564,7 @@ class CaptureService:
     def record_adverse_event(self, actor: Actor, subject_code: str, data: Mapping[str, Any]) -> int:
         """Record a new adverse event; returns its sequence number within the subject."""
         self._require(actor, "enter_data")
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             values, violations, _ = self._ae_values(data, {})
             onset = values.get("onset_date")
@@ -509,7 +591,7 @@ class CaptureService:
                              *, reason: str | None, expected_version: int | None = None) -> int:
         """Correct or follow up an adverse event (reason required); returns the new version."""
         self._require(actor, "enter_data")
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             ae = session.scalars(select(AdverseEvent).where(AdverseEvent.subject_id == subject.id,
                                                             AdverseEvent.ae_seq == ae_seq)).one_or_none()
@@ -549,7 +631,7 @@ class CaptureService:
                            *, reason: str | None = None) -> None:
         """Record completion or discontinuation (status, date, reason)."""
         self._require(actor, "enter_data")
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             if subject.status in ("screening", "eligible", "screen_failed"):
                 raise StateError(f"subject {subject_code} was never enrolled; no disposition to record")
