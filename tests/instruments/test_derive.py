@@ -77,6 +77,20 @@ def test_egfr_kidney_epi_two_decimals():
     assert round(d.egfr_ckd_epi_2021(0.9, 55, "F"), 2) == 75.50
 
 
+@pytest.mark.parametrize("word,code", [("male", "M"), ("Male", "M"), ("MALE", "M"), ("female", "F"),
+                                       ("Female", "F"), ("f", "F")])
+def test_sex_words_equal_codes(word, code):
+    # the words male/female (any case) mean the same as the codes M/F in every formula taking sex
+    assert d.egfr_ckd_epi_2021(1.4, 60, word) == d.egfr_ckd_epi_2021(1.4, 60, code)
+    assert d.sixmwd_predicted_enright(word, 170, 80, 60) == d.sixmwd_predicted_enright(code, 170, 80, 60)
+    assert d.lv_geometry(120.0, 0.45, word) == d.lv_geometry(120.0, 0.45, code)
+
+
+def test_sex_unknown_word_refused():
+    with pytest.raises(ValueError, match="not M, F, male or female"):
+        d.egfr_ckd_epi_2021(1.4, 60, "man")
+
+
 # ---------------------------------------------------------------------------------------- hand-worked
 
 

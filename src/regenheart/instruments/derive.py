@@ -145,17 +145,20 @@ def _check(name: str, value: Any, limit: str) -> np.ndarray:
     return a
 
 
+_SEX_WORDS = {"M": True, "MALE": True, "F": False, "FEMALE": False}
+
+
 def _sex(value: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(is_male, is_missing) arrays; accepts "M"/"F" case-insensitive, None/NaN = missing."""
+    """(is_male, is_missing) arrays; accepts M/F or male/female in any case, None/NaN = missing."""
     a = np.asarray(value, dtype=object)
     flat = a.ravel()
     codes, uniques = pd.factorize(flat, use_na_sentinel=True)
     male_u = np.zeros(len(uniques), dtype=bool)
     for i, u in enumerate(uniques):
         s = u.strip().upper() if isinstance(u, str) else None
-        if s not in ("M", "F"):
-            raise ValueError(f"sex: value {u!r} is not 'M' or 'F' (case-insensitive)")
-        male_u[i] = s == "M"
+        if s not in _SEX_WORDS:
+            raise ValueError(f"sex: value {u!r} is not M, F, male or female (any case)")
+        male_u[i] = _SEX_WORDS[s]
     missing = codes < 0
     is_male = np.where(missing, False, male_u[np.where(missing, 0, codes)] if len(uniques) else False)
     return is_male.reshape(a.shape), missing.reshape(a.shape)
