@@ -271,3 +271,35 @@ class Signature(Base):
     ts_utc: Mapped[str] = mapped_column(String(32))
     record_version: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class RandomizationList(Base):
+    """The header of a study's allocation list (one per database): who generated it, when, from which
+    seed and scheme. Concealed: only the randomization module reads it (never snapshot or exports)."""
+
+    __tablename__ = "randomization_lists"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    protocol_version: Mapped[str] = mapped_column(String(16), unique=True)
+    seed: Mapped[str] = mapped_column(String(40))
+    scheme: Mapped[str] = mapped_column(Text)  # JSON of the protocol's randomization scheme
+    list_sha256: Mapped[str] = mapped_column(String(64))  # hash of every (stratum, slot, arm) at generation
+    generated_by: Mapped[str] = mapped_column(String(64))
+    generated_utc: Mapped[str] = mapped_column(String(32))
+
+
+class RandomizationSlot(Base):
+    """One slot of a stratum's allocation list (concealed until used). Taking a slot sets
+    ``subject_id``, ``used_utc`` and ``used_by`` once; a database trigger refuses any other change."""
+
+    __tablename__ = "randomization_slots"
+    __table_args__ = (UniqueConstraint("list_id", "stratum", "slot"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("randomization_lists.id"), index=True)
+    stratum: Mapped[str] = mapped_column(String(200))
+    slot: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within the stratum
+    block: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within the stratum
+    block_size: Mapped[int] = mapped_column(Integer)
+    arm_code: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id"), unique=True)
+    used_utc: Mapped[str | None] = mapped_column(String(32))
+    used_by: Mapped[str | None] = mapped_column(String(64))
