@@ -39,10 +39,8 @@ from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, Item
 Scorer = Callable[[str, Mapping[str, Any]], tuple[dict[str, float | None], str]]
 
 SUBJECT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
-# The form whose record (cells given) fixes day 0; it is collected at the protocol's day-0 visit.
-INFUSION_FORM = "catheterization"
-SAE_CRITERIA = ("sae_death", "sae_life_threatening", "sae_hospitalization", "sae_disability",
-                "sae_congenital", "sae_medically_important")
+# SAE criteria are the AE log's yes/no fields named sae_* (RegenHeart: death, life-threatening, ...).
+SAE_PREFIX = "sae_"
 
 
 def default_scorer(instrument: str, items: Mapping[str, Any]) -> tuple[dict[str, float | None], str]:
@@ -121,7 +119,13 @@ class CaptureService:
         self.today = today
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._local = threading.local()  # the active unit of work of this thread, if any
-        self._infusion_visit = next(v.code for v in protocol.visits if v.day == 0)
+        # Day 0: the protocol's anchor (RegenHeart: D0 catheterization with cells given); without
+        # one, the date of the visit with target day 0, else of the first visit.
+        self._day0 = protocol.day0
+        self._infusion_visit = protocol.day0.visit if protocol.day0 else next(
+            (v.code for v in protocol.visits if v.day == 0), protocol.visits[0].code)
+        ae_log = protocol.adverse_events
+        self._sae_criteria = tuple(f.name for f in ae_log.fields if f.name.startswith(SAE_PREFIX)) if ae_log else ()
 
     # ------------------------------------------------------------------ helpers
     _require = staticmethod(require)
@@ -348,8 +352,8 @@ class CaptureService:
                                            visit_code=visit_code, record_key=f"{subject.subject_code}/{visit_code}",
                                            field="visit_date", old_value=canonical(old),
                                            new_value=canonical(date), reason=reason)])
-        if old is not None and visit_code == self._infusion_visit:  # a corrected day 0 moves every study day
-            session.flush()
+        if visit_code == self._infusion_visit and (old is not None or self._day0 is None):
+            session.flush()  # a corrected (or, without an anchor form, a first) day-0 date moves every study day
             self._sync_infusion(session, actor, subject, reason)
         return visit
 
@@ -384,8 +388,9 @@ class CaptureService:
                              f"only screening data can be entered")
         day0 = self._infusion_visit
         if visit_code != day0 and subject.infusion_date is None:
-            raise StateError(f"subject {subject.subject_code} has no infusion recorded; "
-                             f"post-infusion visits need the {day0} catheterization record first")
+            needed = f"the {day0} {self._day0.form} record" if self._day0 else f"the {day0} visit date"
+            raise StateError(f"subject {subject.subject_code} has no day 0 recorded; "
+                             f"later visits need {needed} first")
 
     # ------------------------------------------------------------------ forms
     def save_form(self, actor: Actor, subject_code: str, visit_code: str, form_code: str,
@@ -476,8 +481,8 @@ class CaptureService:
                                            old_value="true", new_value="false",
                                            reason="data changed after signature"))
             audit.append(session, entries)
-            if form_code == INFUSION_FORM and visit_code == self._infusion_visit:
-                self._sync_infusion(session, actor, subject, reason, dose=merged.get("dose_cells_1e6") or 0)
+            if self._day0 and form_code == self._day0.form and visit_code == self._infusion_visit:
+                self._sync_infusion(session, actor, subject, reason, dose=merged.get(self._day0.field) or 0)
             return SaveResult(record.version, status, changed, warnings, derived)
 
     def _derive(self, session: Session, actor: Actor, record: FormRecord, instrument: str,
@@ -504,21 +509,27 @@ class CaptureService:
 
     def _sync_infusion(self, session: Session, actor: Actor, subject: Subject, reason: str | None,
                        dose: float | None = None) -> None:
-        """Day 0 is the date of the infusion visit when its catheterization record gives cells.
+        """Day 0 is the date of the day-0 visit when its anchor record gives a positive dose.
 
-        Called when that record is saved (``dose`` given) and when the infusion visit's date is
-        corrected (dose read from the stored record). Moves every study day with it.
+        Called when that record is saved (``dose`` given) and when the day-0 visit's date is
+        corrected (dose read from the stored record). Moves every study day with it. Without a
+        protocol anchor, day 0 is the day-0 visit's date and the subject's status is not changed.
         """
         visit = session.scalars(select(Visit).where(Visit.subject_id == subject.id,
                                                     Visit.visit_code == self._infusion_visit)).one_or_none()
-        if dose is None:
-            record = find_form_record(session, subject.id, self._infusion_visit, INFUSION_FORM)
-            stored = {i.field: _decode(i.value) for i in record.items} if record else {}
-            dose = stored.get("dose_cells_1e6")
-        infusion = visit.visit_date if visit is not None and (dose or 0) > 0 else None
-        changes: dict[str, Any] = {"infusion_date": infusion}
-        if subject.status in ("enrolled", "infused"):  # a closed subject keeps its end-of-study status
-            changes["status"] = "infused" if infusion else "enrolled"
+        changes: dict[str, Any]
+        if self._day0 is None:
+            changes = {"infusion_date": visit.visit_date if visit is not None else None}
+        else:
+            if dose is None:
+                record = find_form_record(session, subject.id, self._infusion_visit, self._day0.form)
+                stored = {i.field: _decode(i.value) for i in record.items} if record else {}
+                dose = stored.get(self._day0.field)
+            day0_date = visit.visit_date if visit is not None and (dose or 0) > 0 else None
+            changes = {"infusion_date": day0_date}
+            if subject.status in ("enrolled", "infused"):  # a closed subject keeps its end-of-study status
+                changes["status"] = "infused" if day0_date else "enrolled"
+        infusion = changes["infusion_date"]
         if all(getattr(subject, k) == v for k, v in changes.items()):
             return
         self._set_subject(session, actor, subject, changes, "infusion", reason)
@@ -545,8 +556,13 @@ class CaptureService:
                             derived, version, record.verified, record.locked, record.signed)
 
     # ------------------------------------------------------------------ adverse events
+    def _ae_log(self):
+        if self.protocol.adverse_events is None:
+            raise StateError("this study's protocol has no adverse-event log")
+        return self.protocol.adverse_events
+
     def _ae_values(self, data: Mapping[str, Any], existing: Mapping[str, Any]) -> tuple[dict[str, Any], list[Violation], list[Violation]]:
-        result = validate_record(self.protocol, self.protocol.adverse_events, data, existing=existing)
+        result = validate_record(self.protocol, self._ae_log(), data, existing=existing)
         return {**existing, **result.values}, list(result.violations), list(result.warnings)
 
     def _apply_ae(self, ae: AdverseEvent, values: Mapping[str, Any], infusion: dt.date | None) -> None:
@@ -554,7 +570,7 @@ class CaptureService:
         ae.onset_date, ae.stop_date = values["onset_date"], values.get("stop_date")
         ae.study_day = study_day(ae.onset_date, infusion) if infusion else None
         ae.ctcae_grade, ae.serious = values["ctcae_grade"], values["serious"] == "Y"
-        criteria = [c for c in SAE_CRITERIA if values.get(c) == "Y"]
+        criteria = [c for c in self._sae_criteria if values.get(c) == "Y"]
         ae.sae_criteria = json.dumps(criteria) if criteria else None
         ae.related_product, ae.related_procedure = values["related_product"], values["related_procedure"]
         ae.outcome = values["outcome"]
@@ -631,6 +647,8 @@ class CaptureService:
                            *, reason: str | None = None) -> None:
         """Record completion or discontinuation (status, date, reason)."""
         self._require(actor, "enter_data")
+        if self.protocol.disposition is None:
+            raise StateError("this study's protocol has no disposition record")
         with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             if subject.status in ("screening", "eligible", "screen_failed"):

@@ -71,6 +71,8 @@ def _cross_reference(protocol: Protocol) -> list[ProtocolIssue]:
         check_rules(f"forms.{form_name}.checks", form.checks, set(form.field_names))
     for key in ("adverse_events", "disposition"):
         log_form = getattr(protocol, key)
+        if log_form is None:  # optional for studies other than RegenHeart
+            continue
         for i, field in enumerate(log_form.fields):
             check_field(f"{key}.fields[{i}]", field)
         check_rules(f"{key}.checks", log_form.checks, set(log_form.field_names))
@@ -112,6 +114,9 @@ def _cross_reference(protocol: Protocol) -> list[ProtocolIssue]:
                 ProtocolIssue(f"eligibility[{i}].rule", f"'{name}' is not a field of any baseline-visit form")
             )
 
+    issues.extend(_check_day0(protocol))
+    if protocol.endpoints is None:
+        return issues
     primary = protocol.endpoints.primary
     for j, category in enumerate(primary.ae_categories):
         if category not in [c.code for c in protocol.codelists.get("ae_category", [])]:
@@ -137,6 +142,23 @@ def _cross_reference(protocol: Protocol) -> list[ProtocolIssue]:
     for code in sorted({c for c in paramcds if paramcds.count(c) > 1}):
         issues.append(ProtocolIssue("endpoints", f"parameter code '{code}' is used twice"))
     return issues
+
+
+def _check_day0(protocol: Protocol) -> list[ProtocolIssue]:
+    """The day-0 anchor names a visit, a form collected there and a numeric field of that form."""
+    anchor = protocol.day0
+    if anchor is None:
+        return []
+    if anchor.visit not in protocol.visit_codes:
+        return [ProtocolIssue("day0.visit", f"unknown visit '{anchor.visit}'")]
+    if anchor.form not in protocol.visit(anchor.visit).forms:
+        return [ProtocolIssue("day0.form", f"form '{anchor.form}' is not collected at visit '{anchor.visit}'")]
+    form = protocol.forms[anchor.form]
+    if anchor.field not in form.field_names:
+        return [ProtocolIssue("day0.field", f"form '{anchor.form}' has no field '{anchor.field}'")]
+    if form.field(anchor.field).type not in ("integer", "float"):
+        return [ProtocolIssue("day0.field", f"'{anchor.field}' must be a numeric field (day 0 is set when it is > 0)")]
+    return []
 
 
 def parse_protocol(document: Any, source: str = "<document>") -> Protocol:

@@ -30,18 +30,20 @@ class Site(_Strict):
 class StudyIdentity(_Strict):
     """Registry identifiers and design descriptors of the study."""
 
-    nct_id: str = Field(pattern=r"^NCT\d{8}$")
+    # Registry fields are optional: a study drafted from another EDC (e.g. a REDCap project) may
+    # have no registration yet. RegenHeart declares them all.
+    nct_id: str | None = Field(default=None, pattern=r"^NCT\d{8}$")
     acronym: str
-    org_study_id: str
-    sponsor: str
+    org_study_id: str | None = None
+    sponsor: str | None = None
     brief_title: str
-    official_title: str
-    phase: str
-    study_type: str
-    masking: str
-    conditions: list[str]
-    intervention: str
-    day0_definition: str
+    official_title: str | None = None
+    phase: str | None = None
+    study_type: str | None = None
+    masking: str | None = None
+    conditions: list[str] = Field(default_factory=list)
+    intervention: str | None = None
+    day0_definition: str | None = None
     sites: list[Site] = Field(min_length=1)
 
 
@@ -317,6 +319,18 @@ class Endpoints(_Strict):
     exploratory: EndpointGroup
 
 
+class Day0Anchor(_Strict):
+    """What fixes study day 0: the date of ``visit`` once its ``form`` records ``field`` > 0.
+
+    RegenHeart: the D0 catheterization record with cells given. Without an anchor, day 0 is the
+    date of the visit with target day 0 (else the first visit) as soon as it is recorded.
+    """
+
+    visit: str
+    form: str
+    field: str
+
+
 class Protocol(_Strict):
     """A whole study definition. Build it with :func:`regenheart.protocol.load_protocol`."""
 
@@ -327,10 +341,14 @@ class Protocol(_Strict):
     codelists: dict[str, list[CodeItem]]
     forms: dict[str, FormDef]
     visits: list[Visit] = Field(min_length=1)
-    eligibility: list[Criterion] = Field(min_length=1)
-    adverse_events: LogForm
-    disposition: LogForm
-    endpoints: Endpoints
+    # Optional for studies other than RegenHeart: no criteria means every screened subject is
+    # eligible; no log form means the study has no AE log / disposition record; no endpoints means
+    # the study is captured and exchanged, not analysed by the SAP.
+    eligibility: list[Criterion] = Field(default_factory=list)
+    adverse_events: LogForm | None = None
+    disposition: LogForm | None = None
+    endpoints: Endpoints | None = None
+    day0: Day0Anchor | None = None
 
     @model_validator(mode="after")
     def _stratification_uses_screening_fields(self) -> Protocol:
@@ -391,6 +409,8 @@ class Protocol(_Strict):
 
     @property
     def all_parameters(self) -> list[Parameter]:
+        if self.endpoints is None:
+            return []
         return self.endpoints.secondary.parameters + self.endpoints.exploratory.parameters
 
     def parameter(self, paramcd: str) -> Parameter:
