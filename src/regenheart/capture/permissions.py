@@ -24,6 +24,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "sign": frozenset({"investigator"}),
     "manage_users": frozenset({"admin"}),
     "export": frozenset({"admin", "data_manager", "statistician"}),
+    # generate / export concealed allocation lists (the protocol's scheme may narrow this further)
+    "randomization_list": frozenset({"admin", "statistician"}),
 }
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from regenheart.capture import randomization
 from regenheart.capture.common import audit_entry, find_form_record, find_subject, require
 from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibility
 from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
@@ -275,15 +276,27 @@ class CaptureService:
             return outcome
 
     def enrol(self, actor: Actor, subject_code: str, enrolled_date: Any, arm_code: str | None = None) -> str:
-        """Enrol an eligible subject (single arm: the only arm; randomized versions need ``arm_code``)."""
+        """Enrol an eligible subject; returns the arm.
+
+        Single arm: the only arm. Randomized version: the subject takes the next concealed slot of
+        their stratum in this same transaction (``capture.randomization``); an ``arm_code`` is
+        refused, and for an arm whose day 0 is the randomization date the enrolment date becomes day 0.
+        """
         self._require(actor, "enrol")
         violations: list[Violation] = []
         date = self._date("enrolled_date", enrolled_date, violations)
-        arms = [a.code for a in self.protocol.active_version.arms]
-        if arm_code is None and len(arms) == 1:
-            arm_code = arms[0]
-        if arm_code not in arms:
-            violations.append(Violation("arm_code", arm_code, "codelist", f"must be one of: {', '.join(arms)}"))
+        version = self.protocol.active_version
+        arms = [a.code for a in version.arms]
+        if version.randomization is not None:
+            if arm_code is not None:
+                violations.append(Violation("arm_code", arm_code, "randomized",
+                                            f"protocol version {version.version} is randomized: the arm is "
+                                            "assigned from the concealed allocation list and cannot be entered"))
+        else:
+            if arm_code is None and len(arms) == 1:
+                arm_code = arms[0]
+            if arm_code not in arms:
+                violations.append(Violation("arm_code", arm_code, "codelist", f"must be one of: {', '.join(arms)}"))
         with self._transaction() as session:
             subject = self._subject(session, actor, subject_code)
             if subject.status != "eligible":
@@ -294,8 +307,15 @@ class CaptureService:
                                             "must not be before the screening date"))
             if violations:
                 raise ValidationFailed(violations)
-            self._set_subject(session, actor, subject, {"enrolled_date": date, "arm_code": arm_code,
-                                                        "status": "enrolled"}, "enrol", None)
+            changes: dict[str, Any] = {"enrolled_date": date, "arm_code": arm_code, "status": "enrolled"}
+            if version.randomization is not None:
+                stratum = randomization.subject_stratum(version.randomization, subject.site_code,
+                                                        self.screening_values(session, subject))
+                arm_code = randomization.take_slot(session, actor, version.version, subject, stratum).arm_code
+                changes["arm_code"] = arm_code
+                if next(a for a in version.arms if a.code == arm_code).day0 == "randomization":
+                    changes["infusion_date"] = date  # the day-0 date of an arm without a procedure
+            self._set_subject(session, actor, subject, changes, "enrol", None)
             return arm_code  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ visits
@@ -507,6 +527,11 @@ class CaptureService:
                                        reason=f"derived from item responses ({version})"))
         return scores
 
+    def _day0_is_randomization(self, subject: Subject) -> bool:
+        """True for a subject in an arm whose protocol day 0 is the randomization date."""
+        arm = next((a for a in self.protocol.active_version.arms if a.code == subject.arm_code), None)
+        return arm is not None and arm.day0 == "randomization"
+
     def _sync_infusion(self, session: Session, actor: Actor, subject: Subject, reason: str | None,
                        dose: float | None = None) -> None:
         """Day 0 is the date of the day-0 visit when its anchor record gives a positive dose.
@@ -515,6 +540,8 @@ class CaptureService:
         corrected (dose read from the stored record). Moves every study day with it. Without a
         protocol anchor, day 0 is the day-0 visit's date and the subject's status is not changed.
         """
+        if self._day0_is_randomization(subject):
+            return  # day 0 was fixed at randomization (an arm without a procedure)
         visit = session.scalars(select(Visit).where(Visit.subject_id == subject.id,
                                                     Visit.visit_code == self._infusion_visit)).one_or_none()
         changes: dict[str, Any]
