@@ -17,7 +17,7 @@ from regenheart.capture.accounts import UserView
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
 from regenheart.capture.workflow import SIGNATURE_MEANINGS
 from regenheart.web import views
-from regenheart.web.app import api_actor, api_user, client_address, ctx_of
+from regenheart.web.requests import api_actor, api_user, client_address, ctx_of
 
 router = APIRouter(prefix="/api")
 ERRORS: dict[int | str, dict[str, Any]] = {

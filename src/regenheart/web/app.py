@@ -12,10 +12,9 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from urllib.parse import quote
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI, Request
@@ -27,124 +26,34 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from regenheart import __version__
-from regenheart.capture.accounts import AccountLocked, AccountService, AuthenticationFailed, UserView
-from regenheart.capture.errors import (
-    CaptureError,
-    Conflict,
-    NotFound,
-    PermissionDenied,
-    StateError,
-    ValidationFailed,
-)
-from regenheart.capture.permissions import Actor
+from regenheart.capture.accounts import AccountService, UserView
+from regenheart.capture.errors import CaptureError, PermissionDenied
 from regenheart.capture.service import CaptureService, Scorer
 from regenheart.capture.workflow import WorkflowService
 from regenheart.protocol import load_protocol
 from regenheart.protocol.models import Protocol
 from regenheart.store.db import open_study_database
-from regenheart.web.security import SESSION_COOKIE, SessionData, Signer, database_secret
+from regenheart.web import api, pages
+from regenheart.web.pages import NEXT_STATE, STATUS_LABELS, error_page
+from regenheart.web.requests import (
+    CsrfFailed,
+    Unauthenticated,
+    WebContext,
+    capture_error_response,
+    client_address,
+    ctx_of,
+    error_body,
+    set_session_cookie,
+    utc_display,
+)
+from regenheart.web.security import SessionData, Signer, database_secret
 
 log = logging.getLogger("regenheart.web")
 WEB_DIR = Path(str(resources.files("regenheart.web")))
 
 
-class Unauthenticated(Exception):
-    """No valid token or session (401 for the API, redirect to the log-in page for the UI)."""
-
-    def __init__(self, message: str = "authentication required"):
-        super().__init__(message)
-
-
-class CsrfFailed(Exception):
-    """A form POST without the session's CSRF token."""
-
-
-@dataclass
-class WebContext:
-    engine: Any
-    protocol: Protocol
-    capture: CaptureService
-    workflow: WorkflowService
-    accounts: AccountService
-    signer: Signer
-    templates: Jinja2Templates
-    today: Callable[[], dt.date]
-
-
-def utc_display(stamp: str | None) -> str:
-    """'2026-01-05T10:11:12.123456Z' -> '2026-01-05 10:11:12 UTC' (the full value stays in the data)."""
-    if not stamp:
-        return ""
-    return f"{stamp[:10]} {stamp[11:19]} UTC" if len(stamp) >= 19 and stamp[10] == "T" else stamp
-
-
 def _utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
-
-
-def client_address(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-def ctx_of(request: Request) -> WebContext:
-    return request.app.state.ctx
-
-
-# ---------------------------------------------------------------------------------------------- auth
-def api_user(request: Request) -> UserView:
-    """Dependency: the account behind the request's bearer token (401 when absent, bad or revoked)."""
-    ctx = ctx_of(request)
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("missing bearer token: POST /api/auth/token first")
-    data = ctx.signer.read_token(token.strip())
-    user = ctx.accounts.get_user(data[0]) if data else None
-    if data is None or user is None or not user.active or user.token_version != data[1]:
-        ctx.accounts.log_access(data[0] if data else "(unknown)", None, "invalid_token", "api",
-                                client_address(request), f"{request.method} {request.url.path}")
-        raise Unauthenticated("invalid, expired or revoked token")
-    request.state.user = user
-    return user
-
-
-def api_actor(request: Request) -> Actor:
-    return api_user(request).actor
-
-
-def page_session(request: Request) -> tuple[UserView, SessionData]:
-    ctx = ctx_of(request)
-    session = ctx.signer.read_session(request.cookies.get(SESSION_COOKIE))
-    user = ctx.accounts.get_user(session.username) if session else None
-    if session is None or user is None or not user.active or user.token_version != session.token_version:
-        raise Unauthenticated("please log in")
-    request.state.user = user
-    request.state.session = session
-    return user, session
-
-
-# ---------------------------------------------------------------------------------------------- errors
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "detail": message, **extra}
-
-
-def capture_error_response(exc: CaptureError) -> tuple[int, dict[str, Any]]:
-    """HTTP status and JSON body of a refused request."""
-    if isinstance(exc, ValidationFailed):
-        return 422, error_body("validation_failed", f"{len(exc.violations)} problem(s) in the submitted data",
-                               violations=[v.as_dict() for v in exc.violations])
-    if isinstance(exc, AccountLocked):
-        return 401, error_body("account_locked", str(exc))
-    if isinstance(exc, AuthenticationFailed):
-        return 401, error_body("authentication_failed", str(exc))
-    if isinstance(exc, PermissionDenied):
-        return 403, error_body("forbidden", str(exc))
-    if isinstance(exc, NotFound):
-        return 404, error_body("not_found", str(exc))
-    if isinstance(exc, Conflict):
-        return 409, error_body("version_conflict", str(exc))
-    if isinstance(exc, StateError):
-        return 409, error_body("invalid_state", str(exc))
-    return 400, error_body("refused", str(exc))
 
 
 def log_refusal(request: Request, exc: Exception) -> None:
@@ -164,8 +73,6 @@ def _is_api(request: Request) -> bool:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    from regenheart.web.pages import error_page  # late import: pages imports this module
-
     @app.exception_handler(CaptureError)
     async def _capture_error(request: Request, exc: CaptureError) -> Response:
         if isinstance(exc, PermissionDenied):
@@ -182,7 +89,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body("unauthenticated", str(exc)), status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        from urllib.parse import quote
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
     @app.exception_handler(CsrfFailed)
@@ -249,11 +155,6 @@ class SecurityHeaders(BaseHTTPMiddleware):
         return response
 
 
-def set_session_cookie(request: Request, response: Response, value: str, max_age: int) -> None:
-    response.set_cookie(SESSION_COOKIE, value, max_age=max_age, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
-
-
 # ---------------------------------------------------------------------------------------------- factory
 def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
                scorer: Scorer | None = None, today: Callable[[], dt.date] | None = None,
@@ -273,8 +174,6 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
     signer_kw = {k: v for k, v in {"token_ttl": token_ttl, "idle_timeout": idle_timeout}.items() if v}
     signer = Signer(database_secret(engine), **signer_kw)
     templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
-    from regenheart.web.pages import NEXT_STATE, STATUS_LABELS
-
     templates.env.globals.update(status_labels=STATUS_LABELS, next_state=NEXT_STATE)
     templates.env.filters["utc"] = utc_display
 
@@ -286,8 +185,6 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
     app.state.ctx = WebContext(engine, protocol, capture, workflow, accounts, signer, templates, today)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
-
-    from regenheart.web import api, pages
 
     app.include_router(api.router)
     app.include_router(pages.router)

@@ -25,7 +25,7 @@ from regenheart.capture.validation import Violation
 from regenheart.capture.workflow import SIGNATURE_MEANINGS
 from regenheart.protocol.models import FieldDef, Protocol
 from regenheart.web import views
-from regenheart.web.app import (
+from regenheart.web.requests import (
     CsrfFailed,
     client_address,
     ctx_of,
