@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from regenheart.protocol.models import Check, FieldDef, Protocol
 from regenheart.protocol.rules import compile_rule
+from regenheart.protocol.sap import plan_issues
 
 DEFAULT_STUDY = "regenheart.yaml"
 
@@ -115,6 +116,7 @@ def _cross_reference(protocol: Protocol) -> list[ProtocolIssue]:
             )
 
     issues.extend(_check_day0(protocol))
+    issues.extend(_check_dates(protocol))
     if protocol.endpoints is None:
         return issues
     primary = protocol.endpoints.primary
@@ -161,6 +163,28 @@ def _check_day0(protocol: Protocol) -> list[ProtocolIssue]:
     return []
 
 
+def _check_dates(protocol: Protocol) -> list[ProtocolIssue]:
+    """Declared date sources name date fields (subject dates: on a form of the first visit)."""
+    if protocol.dates is None:
+        return []
+    issues = []
+    first_forms = protocol.visits[0].forms
+    for key in ("screening", "consent", "enrolment"):
+        target = getattr(protocol.dates, key)
+        if target is None:
+            continue
+        form, _, name = target.partition(".")
+        if form not in first_forms:
+            issues.append(ProtocolIssue(f"dates.{key}", f"form '{form}' is not collected at the first visit"))
+        elif name not in protocol.forms[form].field_names or protocol.forms[form].field(name).type != "date":
+            issues.append(ProtocolIssue(f"dates.{key}", f"'{target}' is not a date field"))
+    name = protocol.dates.visit
+    if name is not None and not any(name in f.field_names and f.field(name).type == "date"
+                                    for f in protocol.forms.values()):
+        issues.append(ProtocolIssue("dates.visit", f"no form has a date field '{name}'"))
+    return issues
+
+
 def parse_protocol(document: Any, source: str = "<document>") -> Protocol:
     """Validate an already-parsed protocol document (dict) and return the typed :class:`Protocol`."""
     if not isinstance(document, dict):
@@ -171,6 +195,8 @@ def parse_protocol(document: Any, source: str = "<document>") -> Protocol:
         issues = [ProtocolIssue(_pydantic_path(err["loc"]), err["msg"]) for err in exc.errors()]
         raise ProtocolError(source, issues) from None
     issues = _cross_reference(protocol)
+    if protocol.sap is not None:  # the analysis plan's names must exist (paths like sap.endpoints[2].visits[0])
+        issues += [ProtocolIssue(path, message) for path, message in plan_issues(protocol, protocol.sap)]
     if issues:
         raise ProtocolError(source, issues)
     return protocol

@@ -12,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from regenheart.protocol.registry import Registry
 from regenheart.protocol.rules import RuleSyntaxError, compile_rule
+from regenheart.protocol.sap import SapPlan, default_plan
 
 FieldType = Literal["integer", "float", "text", "date", "code"]
 _IDENT = r"^[a-z][a-z0-9_]*$"
@@ -25,14 +27,19 @@ class _Strict(BaseModel):
 class Site(_Strict):
     code: str
     name: str
+    # Where the site is: ISO 3166-1 alpha-3 code (CDISC COUNTRY), the English country name as
+    # registries spell it (ClinicalTrials.gov region of enrollment), and the city.
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    country_name: str | None = None
+    city: str | None = None
 
 
 class StudyIdentity(_Strict):
     """Registry identifiers and design descriptors of the study."""
 
     # Registry fields are optional: a study drafted from another EDC (e.g. a REDCap project) may
-    # have no registration yet. RegenHeart declares them all.
-    nct_id: str | None = Field(default=None, pattern=r"^NCT\d{8}$")
+    # have no registration yet. The NCT number must still be stated (null: not registered).
+    nct_id: str | None = Field(pattern=r"^NCT\d{8}$")
     acronym: str
     org_study_id: str | None = None
     sponsor: str | None = None
@@ -143,6 +150,10 @@ class ProtocolVersion(_Strict):
 class CodeItem(_Strict):
     code: str | int
     decode: str
+    # Registry vocabularies of a code (ClinicalTrials.gov results): the MedDRA system organ class of
+    # an adverse-event category, the PRS drop/withdraw reason of a disposition.
+    soc: str | None = None
+    registry_reason: str | None = None
 
 
 class FieldDef(_Strict):
@@ -331,6 +342,22 @@ class Day0Anchor(_Strict):
     field: str
 
 
+class DateSources(_Strict):
+    """Where capture's dates are found in form data that arrive from another system (imports).
+
+    ``screening``/``consent``/``enrolment`` name a ``form.field`` of the first visit; ``visit``
+    names the date field (on any form of a visit) that gives that visit's date. ``undated:
+    entry_date`` declares a source without such dates (e.g. a classic REDCap project): every date
+    not found in the data is the date the data were entered here, and the import report says so.
+    """
+
+    screening: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+    consent: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+    enrolment: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+    visit: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    undated: Literal["entry_date"] | None = None
+
+
 class Protocol(_Strict):
     """A whole study definition. Build it with :func:`regenheart.protocol.load_protocol`."""
 
@@ -349,6 +376,10 @@ class Protocol(_Strict):
     disposition: LogForm | None = None
     endpoints: Endpoints | None = None
     day0: Day0Anchor | None = None
+    dates: DateSources | None = None
+    registry: Registry | None = None
+    # The statistical analysis plan (protocol/sap.py); without one, default_plan() applies.
+    sap: SapPlan | None = None
 
     @model_validator(mode="after")
     def _stratification_uses_screening_fields(self) -> Protocol:
@@ -412,6 +443,11 @@ class Protocol(_Strict):
         if self.endpoints is None:
             return []
         return self.endpoints.secondary.parameters + self.endpoints.exploratory.parameters
+
+    @property
+    def analysis_plan(self) -> SapPlan:
+        """The plan the SAP runs: the ``sap:`` section, else :func:`~regenheart.protocol.sap.default_plan`."""
+        return self.sap if self.sap is not None else default_plan(self)
 
     def parameter(self, paramcd: str) -> Parameter:
         for p in self.all_parameters:
