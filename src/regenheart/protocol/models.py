@@ -154,6 +154,78 @@ class CodeItem(_Strict):
     # an adverse-event category, the PRS drop/withdraw reason of a disposition.
     soc: str | None = None
     registry_reason: str | None = None
+    # The CDISC submission value of the code in SDTM (e.g. NYHA 3 -> NYHA CLASS III).
+    sdtm: str | None = None
+
+
+class SdtmField(_Strict):
+    """Where a field (or a derived score) is tabulated in SDTM (SDTMIG 3.4); every key is optional.
+
+    Findings: ``testcd``/``test`` (<= 8 / <= 40 characters) with ``cat``, ``loc``, ``dir``, ``method``,
+    ``spec``, ``tpt`` and ``unit`` (the CDISC unit of the collected value when the CRF's unit text is
+    not a CDISC submission value). ``var``: a standard variable the value fills (``AGE``, ``EXDOSE``,
+    ``AESTDTC``, ``CVMETHOD``); with ``of`` it qualifies only the record of that field (``LBORNRHI`` of
+    the troponin result). ``term``: a prespecified event or intervention (``MHTERM``/``CMTRT``/``PRTRT``)
+    whose Y/N answer is ``--OCCUR``; for a code field the decoded answer is the term, ``klass`` its
+    class and ``none_code`` the answer meaning "none". ``qnam``/``qlabel``: a supplemental qualifier
+    (SUPP--). ``domain`` overrides the form's domain; ``comment`` says why a field is not tabulated.
+    """
+
+    domain: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    var: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9]{1,7}$")
+    of: str | None = None
+    testcd: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,7}$")
+    test: str | None = Field(default=None, max_length=40)
+    cat: str | None = None
+    scat: str | None = None
+    loc: str | None = None
+    dir: str | None = None
+    method: str | None = None
+    spec: str | None = None
+    tpt: str | None = None
+    unit: str | None = None
+    term: str | None = None
+    klass: str | None = None
+    none_code: str | int | None = None
+    qnam: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9]{0,7}$")
+    qlabel: str | None = Field(default=None, max_length=40)
+    comment: str | None = None
+
+    @model_validator(mode="after")
+    def _one_role(self) -> SdtmField:
+        roles = [k for k in ("var", "testcd", "term", "qnam", "comment") if getattr(self, k) is not None]
+        if not roles:
+            raise ValueError("an sdtm annotation needs one of var, testcd, term, qnam or comment")
+        if self.testcd is not None and self.test is None:
+            raise ValueError(f"test code {self.testcd} needs its test name ('test')")
+        if self.qnam is not None and self.qlabel is None:
+            raise ValueError(f"supplemental qualifier {self.qnam} needs its label ('qlabel')")
+        return self
+
+
+class SdtmForm(_Strict):
+    """The SDTM domain of a form's records and what all of them share.
+
+    ``testcd_codelist``/``test_codelist``: NCI codes of the CDISC test code/name codelists (absent:
+    sponsor-defined codes, said so in the dataset metadata). ``fixed``: constant values of standard
+    variables (``EXTRT``, ``EXROUTE``); a variable prefix other than ``domain`` makes a record in that
+    domain too (a catheterization form gives EX and PR). ``performed``/``reason_not_done``: the fields
+    whose "N" answer makes the form's tests ``--STAT = NOT DONE`` with the reason. ``scores``: derived
+    scores of an instrument form (``--DRVFL = Y``). ``evlint``: ISO 8601 evaluation interval (recall).
+    """
+
+    domain: str = Field(pattern=r"^[A-Z]{2}$")
+    cat: str | None = None
+    method: str | None = None
+    spec: str | None = None
+    evlint: str | None = None
+    testcd_codelist: str | None = None
+    test_codelist: str | None = None
+    fixed: dict[str, str | int | float] = Field(default_factory=dict)
+    performed: str | None = None
+    reason_not_done: str | None = None
+    scores: dict[str, SdtmField] = Field(default_factory=dict)
+    comment: str | None = None
 
 
 class FieldDef(_Strict):
@@ -169,6 +241,7 @@ class FieldDef(_Strict):
     codelist: str | None = None
     codes: list[int | str] | None = None
     max_length: int | None = Field(default=None, gt=0)
+    sdtm: SdtmField | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldDef:
@@ -209,6 +282,7 @@ class _FieldContainer(_Strict):
 
     fields: list[FieldDef] = Field(min_length=1)
     checks: list[Check] = Field(default_factory=list)
+    sdtm: SdtmForm | None = None  # where the form's records are tabulated (SDTM)
 
     @model_validator(mode="after")
     def _unique_fields(self) -> _FieldContainer:
