@@ -1,0 +1,450 @@
+"""Read CDISC ODM 1.3.x clinical data (OpenClinica, Medidata Rave, REDCap, regenheart) into :class:`SourceData`.
+
+Walks ``ClinicalData/SubjectData/StudyEventData/FormData/ItemGroupData/ItemData`` (repeat keys
+included) and resolves each OID to a name with the metadata in the same file, in this order:
+REDCap's own attribute (``redcap:UniqueEventName``, ``redcap:FormName``), the definition's
+``Name``, the OID itself, and the OID without a common prefix (``SE.``, ``Event.``, ``F.``,
+``Form.``, ``IT.``). The first name the :class:`~regenheart.exchange.mapping.Mapping` resolves wins.
+
+Conventions:
+
+* Several transactions of one item (a transactional file with history, such as regenheart's own
+  export) give the **last** value in document order; ``TransactionType="Remove"`` or
+  ``IsNull="Yes"`` leaves the item without a value.
+* A ``visit_date`` item (any form of an event) is the date of that visit.
+* A form named ``subject`` holds subject-level facts (``site``, ``screening_date``,
+  ``consent_date``, ``enrolled_date``, ``arm``, ``eligible`` as the source's stated verdict); its
+  other items are derived by the capture service and reported, not imported.
+* The site is the subject's ``SiteRef`` (a ``Location`` OID or name, or the OID without ``LOC.``),
+  else the item named by the mapping's ``subject.site``, else ``subject.default_site``.
+* REDCap writes forms of a classic (non-longitudinal) project directly under ``SubjectData``;
+  their event is called ``event_1_arm_1``, REDCap's name of the single event of such a project.
+* Items defined with ``Origin="Derived"`` (scores) or REDCap ``calc`` fields that the mapping does
+  not name are reported as derived and never imported: the capture service recomputes scores.
+
+Nothing raises on a bad file: unreadable or malformed XML and a wrong root become a
+:class:`Refusal` in ``problems``; names that map to nothing become :class:`Unmapped` entries
+(one per source name, with the first place it occurs). Entities are not resolved and no network
+access is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from regenheart.exchange.mapping import Mapping
+from regenheart.exchange.records import (
+    AdverseEventEntry,
+    FormEntry,
+    Origin,
+    Refusal,
+    SourceData,
+    SourceValue,
+    SubjectEntry,
+    Unmapped,
+)
+
+ODM13_NS = "http://www.cdisc.org/ns/odm/v1.3"
+ODM20_NS = "http://www.cdisc.org/ns/odm/v2.0"
+REDCAP_NS = "https://projectredcap.org"
+CLASSIC_REDCAP_EVENT = "event_1_arm_1"
+SUBJECT_FORM = "subject"
+SUBJECT_FIELDS = ("site", "screening_date", "consent_date", "enrolled_date", "arm", "eligible")
+VISIT_DATE = "visit_date"
+SUBJECT_NOTES = {"synthetic": "not imported: the target database's own synthetic flag labels its data"}
+_PREFIXES = ("SE.", "SE_", "Event.", "F.", "F_", "Form.", "IT.", "I_", "IG.", "LOC.")
+
+
+def _q(tag: str) -> str:
+    return f"{{{ODM13_NS}}}{tag}"
+
+
+def _rc(name: str) -> str:
+    return f"{{{REDCAP_NS}}}{name}"
+
+
+def _local(element: etree._Element) -> str:
+    return etree.QName(element).localname if isinstance(element.tag, str) else ""
+
+
+@dataclass
+class _Def:
+    """A definition's candidate names (best first) and flags."""
+
+    names: list[str]
+    derived: bool = False
+    repeating: bool = False
+
+
+@dataclass
+class _MetaData:
+    events: dict[str, _Def] = field(default_factory=dict)
+    forms: dict[str, _Def] = field(default_factory=dict)
+    groups: dict[str, _Def] = field(default_factory=dict)
+    items: dict[str, _Def] = field(default_factory=dict)
+    record_id_items: set[str] = field(default_factory=set)  # REDCap's record id field: the SubjectKey
+
+
+def _candidates(oid: str, *names: str | None) -> list[str]:
+    result: list[str] = []
+    for name in (*names, oid, *(oid[len(p):] for p in _PREFIXES if oid.startswith(p))):
+        if name and name not in result:
+            result.append(name)
+    return result
+
+
+def _read_metadata(mdv: etree._Element) -> _MetaData:
+    md = _MetaData()
+    if mdv.get(_rc("RecordIdField")):
+        md.record_id_items.add(mdv.get(_rc("RecordIdField")))
+    for d in mdv.iterfind(_q("StudyEventDef")):
+        oid = d.get("OID", "")
+        md.events[oid] = _Def(_candidates(oid, d.get(_rc("UniqueEventName")), d.get("Name")),
+                              repeating=d.get("Repeating") == "Yes")
+    for d in mdv.iterfind(_q("FormDef")):
+        oid = d.get("OID", "")
+        md.forms[oid] = _Def(_candidates(oid, d.get(_rc("FormName")), d.get("Name")),
+                             repeating=d.get("Repeating") == "Yes")
+    for d in mdv.iterfind(_q("ItemGroupDef")):
+        oid = d.get("OID", "")
+        md.groups[oid] = _Def(_candidates(oid, d.get("Name")), repeating=d.get("Repeating") == "Yes")
+    for d in mdv.iterfind(_q("ItemDef")):
+        oid = d.get("OID", "")
+        derived = (d.get("Origin") or "").strip().lower().startswith("derived") or \
+            d.get(_rc("FieldType")) == "calc"
+        md.items[oid] = _Def(_candidates(oid, d.get("Name"), d.get(_rc("Variable"))), derived=derived)
+    return md
+
+
+def _merge(parts: Iterable[_MetaData]) -> _MetaData:
+    merged = _MetaData()
+    for part in parts:
+        for name in ("events", "forms", "groups", "items"):
+            getattr(merged, name).update(getattr(part, name))
+        merged.record_id_items |= part.record_id_items
+    return merged
+
+
+def _attr_path(tag: str, attrs: Iterable[tuple[str, str | None]]) -> str:
+    return tag + "".join(f"[@{k}='{v}']" for k, v in attrs if v is not None)
+
+
+class _Reader:
+    def __init__(self, path: Path, protocol_mapping: Mapping, data: SourceData):
+        self.file = str(path)
+        self.mapping = protocol_mapping
+        self.data = data
+        self.subjects: dict[str, SubjectEntry] = {}
+        self._forms: dict[tuple[str, str, str], FormEntry] = {}
+        self._aes: dict[tuple[str, str], AdverseEventEntry] = {}
+        self._unmapped: set[str] = set()
+        self.locations: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ reporting
+    def origin(self, location: str, element: etree._Element | None = None) -> Origin:
+        line = getattr(element, "sourceline", None)
+        return Origin(self.file, f"{location} (line {line})" if line else location)
+
+    def unmapped(self, what: str, origin: Origin, note: str | None = None) -> None:
+        if what in self._unmapped:
+            return
+        self._unmapped.add(what)
+        self.data.unmapped.append(Unmapped(origin, what, note) if note else Unmapped(origin, what))
+
+    def refuse(self, origin: Origin, rule: str, message: str, **kw: Any) -> None:
+        self.data.problems.append(Refusal(origin, rule, message, **kw))
+
+    # ------------------------------------------------------------------ name resolution
+    def _first(self, names: list[str], resolve) -> tuple[Any, str]:
+        for name in names:
+            target = resolve(name)
+            if target is not None:
+                return target, name
+        return None, names[0] if names else ""
+
+    def site_code(self, location_oid: str) -> str:
+        sites = {s.code: s for s in self.mapping.protocol.study.sites}
+        names = self.locations.get(location_oid, []) + _candidates(location_oid)
+        for name in names:
+            if name in sites:
+                return name
+            for site in sites.values():
+                if site.name == name:
+                    return site.code
+        return location_oid
+
+    # ------------------------------------------------------------------ clinical data
+    def read(self, root: etree._Element) -> None:
+        mdvs = {m.get("OID", ""): _read_metadata(m) for m in root.iterfind(f"{_q('Study')}/{_q('MetaDataVersion')}")}
+        everything = _merge(mdvs.values())
+        for loc in root.iterfind(f"{_q('AdminData')}/{_q('Location')}"):
+            self.locations[loc.get("OID", "")] = [n for n in (loc.get("Name"),) if n]
+        for cd in root.iterfind(_q("ClinicalData")):
+            md = mdvs.get(cd.get("MetaDataVersionOID", ""), everything)
+            for sd in cd.iterfind(_q("SubjectData")):
+                self.subject(sd, md)
+        self.data.subjects = list(self.subjects.values())
+
+    def subject(self, sd: etree._Element, md: _MetaData) -> None:
+        key = (sd.get("SubjectKey") or "").strip()
+        path = _attr_path("SubjectData", [("SubjectKey", key)])
+        origin = self.origin(path, sd)
+        if not key:
+            self.refuse(origin, "subject_key", "SubjectData has no SubjectKey")
+            return
+        if sd.get("TransactionType") == "Remove":
+            self.refuse(origin, "transaction", "removing a subject is not supported: remove it in the study "
+                                               "database with a reason instead", subject=key)
+            return
+        entry = self.subjects.get(key)
+        if entry is None:
+            entry = self.subjects[key] = SubjectEntry(code=key, origin=origin)
+        site_ref = sd.find(_q("SiteRef"))
+        if site_ref is not None and site_ref.get("LocationOID"):
+            entry.site = SourceValue(self.site_code(site_ref.get("LocationOID")),
+                                     self.origin(f"{path}/SiteRef", site_ref))
+        events = list(sd.iterfind(_q("StudyEventData")))
+        loose_forms = list(sd.iterfind(_q("FormData")))  # REDCap classic projects
+        for se in events:
+            self.event(entry, se, path, md, list(se.iterfind(_q("FormData"))), se.get("StudyEventOID", ""),
+                       se.get("StudyEventRepeatKey"))
+        if loose_forms:
+            self.event(entry, sd, path, md, loose_forms, None, None)
+        if entry.site is None and self.mapping.spec.subject.default_site:
+            entry.site = SourceValue(self.mapping.spec.subject.default_site,
+                                     Origin(self.file, path, "mapping subject.default_site"))
+
+    def event(self, entry: SubjectEntry, se: etree._Element, parent: str, md: _MetaData,
+              forms: list[etree._Element], event_oid: str | None, repeat: str | None) -> None:
+        if event_oid is None:
+            path, names = parent, [CLASSIC_REDCAP_EVENT]
+        else:
+            path = f"{parent}/" + _attr_path("StudyEventData", [("StudyEventOID", event_oid),
+                                                                ("StudyEventRepeatKey", repeat)])
+            d = md.events.get(event_oid)
+            names = d.names if d else _candidates(event_oid)
+        if se.get("TransactionType") == "Remove" and event_oid is not None:
+            self.refuse(self.origin(path, se), "transaction", "removing a visit is not supported",
+                        subject=entry.code)
+            return
+        visit, event_name = self._first(names, self.mapping.visit)
+        if visit is not None and repeat not in (None, "1"):
+            self.refuse(self.origin(path, se), "repeat", f"visit {visit} is not repeating in the protocol; "
+                        f"StudyEventRepeatKey {repeat} cannot be imported", subject=entry.code, visit=visit)
+            return
+        visit_date: SourceValue | None = None
+        for fd in forms:
+            form_oid = fd.get("FormOID", "")
+            f_repeat = fd.get("FormRepeatKey")
+            f_path = f"{path}/" + _attr_path("FormData", [("FormOID", form_oid), ("FormRepeatKey", f_repeat)])
+            d = md.forms.get(form_oid)
+            f_names = d.names if d else _candidates(form_oid)
+            form, form_name = self._first(f_names, self.mapping.form)
+            if form == "adverse_events":
+                self.adverse_events(entry, fd, f_path, md, f_repeat)
+                continue
+            if form not in (None, "disposition") and visit is None:
+                self.unmapped(f"event '{event_oid or CLASSIC_REDCAP_EVENT}' ({event_name})", self.origin(path, se))
+                continue
+            values = self.form_values(fd, f_path, md, form, form_name, entry, visit, form_oid)
+            if VISIT_DATE in values:
+                visit_date = values.pop(VISIT_DATE)
+            if form_name == SUBJECT_FORM and form is None:
+                self.subject_facts(entry, values)
+                continue
+            if form is None:
+                continue  # its items were reported with the form as unmapped
+            if form == "disposition":
+                if values:
+                    entry.disposition = {k: v for k, v in values.items()}
+                    entry.disposition_origin = self.origin(f_path, fd)
+                continue
+            if f_repeat not in (None, "1"):
+                self.refuse(self.origin(f_path, fd), "repeat", f"form {form} is not repeating in the protocol; "
+                            f"FormRepeatKey {f_repeat} cannot be imported", subject=entry.code, visit=visit,
+                            form=form)
+                continue
+            if form not in self.mapping.protocol.forms or form not in self.mapping.protocol.visit(visit).forms:
+                self.refuse(self.origin(f_path, fd), "schedule", f"form {form} is not collected at visit {visit} "
+                            "in the protocol", subject=entry.code, visit=visit, form=form)
+                continue
+            if not values:
+                continue
+            key = (entry.code, visit, form)
+            existing = self._forms.get(key)
+            if existing is not None:
+                existing.values.update(values)
+            else:
+                self._forms[key] = fe = FormEntry(visit, form, values, self.origin(f_path, fd))
+                entry.forms.append(fe)
+        if visit_date is not None and visit is not None:
+            for fe in [f for f in entry.forms if f.visit == visit]:
+                fe.visit_date = visit_date
+
+    def _last_values(self, container: etree._Element, path: str, md: _MetaData,
+                     ) -> dict[str, tuple[Any, Origin, etree._Element]]:
+        """Item OID -> (last value, origin) over the ItemData of one item group (history collapsed)."""
+        values: dict[str, tuple[Any, Origin, etree._Element]] = {}
+        for item in container:
+            tag = _local(item)
+            if not tag.startswith("ItemData"):
+                continue
+            oid = item.get("ItemOID", "")
+            origin = self.origin(f"{path}/" + _attr_path("ItemData", [("ItemOID", oid)]), item)
+            if tag in ("ItemDataBase64Binary", "ItemDataHexBinary"):
+                self.unmapped(f"ItemOID '{oid}'", origin, "binary (file) values are not imported")
+                continue
+            transaction = item.get("TransactionType")
+            if transaction == "Context":
+                continue
+            if transaction == "Remove" or item.get("IsNull") == "Yes":
+                values[oid] = (None, origin, item)
+                continue
+            value = item.get("Value") if tag == "ItemData" else (item.text or "")
+            values[oid] = (value, origin, item)
+        return values
+
+    def form_values(self, fd: etree._Element, f_path: str, md: _MetaData, form: str | None, form_name: str,
+                    entry: SubjectEntry, visit: str | None, form_oid: str) -> dict[str, SourceValue]:
+        """Values of a non-repeating form, by protocol field name (plus visit_date / subject facts)."""
+        if form == "adverse_events":
+            return {}
+        out: dict[str, SourceValue] = {}
+        site_item = self.mapping.spec.subject.site
+        for ig in fd.iterfind(_q("ItemGroupData")):
+            ig_repeat = ig.get("ItemGroupRepeatKey")
+            ig_path = f"{f_path}/" + _attr_path("ItemGroupData", [("ItemGroupRepeatKey", ig_repeat)])
+            if ig_repeat not in (None, "1") and form is not None:
+                self.refuse(self.origin(ig_path, ig), "repeat", f"item group {ig.get('ItemGroupOID')} repeats "
+                            f"(ItemGroupRepeatKey {ig_repeat}) but form {form} does not repeat in the protocol",
+                            subject=entry.code, visit=visit, form=form)
+                continue
+            for oid, (raw, origin, element) in self._last_values(ig, ig_path, md).items():
+                d = md.items.get(oid)
+                names = d.names if d else _candidates(oid)
+                if any(self.mapping.ignored(n) for n in names) or oid in md.record_id_items:
+                    continue
+                if site_item and site_item in names:
+                    if raw not in (None, ""):
+                        entry.site = SourceValue(raw, origin)
+                    continue
+                if any(n.lower() == VISIT_DATE for n in names) and (form is None or self.mapping.field(
+                        names[0], form_name) is None):
+                    if raw not in (None, ""):
+                        out[VISIT_DATE] = SourceValue(self.mapping.date(raw), origin)
+                    continue
+                if form is None:
+                    if form_name != SUBJECT_FORM:
+                        self.unmapped(f"form '{form_oid}' ({form_name})", self.origin(f_path, fd))
+                        continue
+                    name = next((n for n in names if n in SUBJECT_FIELDS), None)
+                    if name is None:
+                        self.unmapped(f"ItemOID '{oid}' ({names[0]}) on form '{form_name}'", origin,
+                                      _DERIVED_NOTE if d is not None and d.derived
+                                      else SUBJECT_NOTES.get(names[0]))
+                    elif raw not in (None, ""):
+                        out[name] = SourceValue(raw, origin)
+                    continue
+                target, item_name = self._first(names, lambda n, fn=form_name: self.mapping.field(n, fn))
+                if target is None or target[0] != form:
+                    note = _DERIVED_NOTE if d is not None and d.derived else None
+                    self.unmapped(f"ItemOID '{oid}' ({item_name}) on form '{form_name}'", origin, note)
+                    continue
+                if raw is None:
+                    out.pop(target[1], None)
+                    continue
+                out[target[1]] = SourceValue(self.mapping.convert(form, target[1], raw), origin)
+        return out
+
+    def subject_facts(self, entry: SubjectEntry, values: dict[str, SourceValue]) -> None:
+        for name, value in values.items():
+            if name == "site":
+                if entry.site is None:
+                    entry.site = SourceValue(self.site_code(str(value.raw)), value.origin)
+            elif name == "screening_date":
+                entry.screening_date = SourceValue(self.mapping.date(value.raw), value.origin)
+            elif name == "consent_date":
+                entry.consent_date = SourceValue(self.mapping.date(value.raw), value.origin)
+            elif name == "enrolled_date":
+                entry.enrolled_date = SourceValue(self.mapping.date(value.raw), value.origin)
+            elif name == "arm":
+                entry.arm = value
+            elif name == "eligible":
+                entry.stated_eligible = value
+
+    def adverse_events(self, entry: SubjectEntry, fd: etree._Element, f_path: str, md: _MetaData,
+                       f_repeat: str | None) -> None:
+        """One adverse event per repeat of the form or of its item groups (merged across groups)."""
+        for ig in fd.iterfind(_q("ItemGroupData")):
+            ig_repeat = ig.get("ItemGroupRepeatKey")
+            ig_path = f"{f_path}/" + _attr_path("ItemGroupData", [("ItemGroupRepeatKey", ig_repeat)])
+            values: dict[str, SourceValue] = {}
+            for oid, (raw, origin, _element) in self._last_values(ig, ig_path, md).items():
+                d = md.items.get(oid)
+                names = d.names if d else _candidates(oid)
+                if any(self.mapping.ignored(n) for n in names):
+                    continue
+                target, item_name = self._first(names, lambda n: self.mapping.field(n, "adverse_events"))
+                if target is None or target[0] != "adverse_events":
+                    self.unmapped(f"ItemOID '{oid}' ({item_name}) on the adverse-event form", origin,
+                                  _DERIVED_NOTE if d is not None and d.derived else None)
+                    continue
+                if raw is not None:
+                    values[target[1]] = SourceValue(self.mapping.convert("adverse_events", target[1], raw), origin)
+            if not values:
+                continue
+            repeats = [r for r in (f_repeat, ig_repeat) if r not in (None, "1")]
+            key = (entry.code, f"{f_repeat or '1'}/{ig_repeat or '1'}")
+            seq = int(repeats[0]) if len(repeats) == 1 and repeats[0].isdigit() else (
+                1 if not repeats else None)
+            existing = self._aes.get(key)
+            if existing is not None:
+                existing.values.update(values)
+            else:
+                self._aes[key] = ae = AdverseEventEntry(values, self.origin(ig_path, ig), seq)
+                entry.adverse_events.append(ae)
+
+
+_DERIVED_NOTE = "derived value: recomputed by the capture service, never imported as data"
+
+
+def read_odm(path: str | Path, protocol, mapping: Mapping | None = None) -> SourceData:
+    """Read an ODM 1.3.x file into :class:`SourceData` with protocol names (see the module docstring).
+
+    ``protocol`` is the study's :class:`~regenheart.protocol.models.Protocol`; ``mapping`` (default:
+    identity) turns the source's names and codes into the protocol's. Never raises on bad input.
+    """
+    path = Path(path)
+    mapping = mapping or Mapping.identity(protocol)
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        data = SourceData(str(path), "", "odm")
+        data.problems.append(Refusal(Origin(str(path)), "file", f"cannot read the file: {exc.strerror or exc}"))
+        return data
+    data = SourceData(str(path), hashlib.sha256(content).hexdigest(), "odm")
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True,
+                             remove_comments=True)
+    try:
+        root = etree.fromstring(content, parser)
+    except etree.XMLSyntaxError as exc:
+        line = exc.position[0] if exc.position else None
+        data.problems.append(Refusal(Origin(str(path), f"line {line}" if line else ""), "xml",
+                                     f"not well-formed XML: {exc.msg}"))
+        return data
+    namespace = etree.QName(root).namespace
+    if _local(root) != "ODM" or namespace != ODM13_NS:
+        found = f"{{{namespace}}}{_local(root)}" if namespace else _local(root)
+        hint = " (ODM 2.0 is not supported; export ODM 1.3.2)" if namespace == ODM20_NS else ""
+        data.problems.append(Refusal(Origin(str(path), f"line {root.sourceline}"), "format",
+                                     f"not a CDISC ODM 1.3 file: the root element is {found}, expected "
+                                     f"{{{ODM13_NS}}}ODM{hint}"))
+        return data
+    _Reader(path, mapping, data).read(root)
+    return data
