@@ -217,6 +217,10 @@ from regenheart.cli.export_app import export_app as _export_app
 
 app.add_typer(_export_app, name="export")
 
+from regenheart.cli.odm_commands import register as _register_odm_commands
+
+_register_odm_commands(app)
+
 
 def main() -> None:  # pragma: no cover - console-script shim
     app()

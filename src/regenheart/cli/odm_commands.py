@@ -1,0 +1,68 @@
+"""``regenheart export odm``: the study database as a CDISC ODM 1.3.2 file (metadata, users, sites, data
+with the full audit history). Reading ODM goes through ``regenheart import --format odm``.
+
+Errors a user can cause (no database, broken audit chain, bad protocol file, unwritable output) are
+one clear message on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from regenheart.cli.export_app import export_app
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def export_odm(
+    db: Annotated[Path, typer.Option("--db", help="Study database file (SQLite) or database URL.")],
+    out: Annotated[Path, typer.Option("--out", help="ODM XML file to write.")],
+    protocol: Annotated[Path | None, typer.Option("--protocol",
+                                                  help="Protocol YAML (default: embedded RegenHeart).")] = None,
+) -> None:
+    """Write the study as CDISC ODM 1.3.2: metadata, users, sites, every value with its audit history."""
+    from regenheart.exchange.odm import OdmExportError, write_odm
+    from regenheart.protocol import ProtocolError, load_protocol
+    from regenheart.store.db import DatabaseError, open_study_database
+
+    try:
+        study = load_protocol(protocol)
+        engine = open_study_database(db)
+    except (ProtocolError, DatabaseError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    if not out.parent.exists():
+        raise _fail(f"the folder of {out} does not exist")
+    try:
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("Writing subjects", total=None)
+            result = write_odm(engine, study, out,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except OdmExportError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        engine.dispose()
+    label = " [yellow](SYNTHETIC data)[/]" if result.synthetic else ""
+    console.print(f"Wrote {result.path}{label}: ODM 1.3.2, {result.subjects} subjects, {result.item_data} item "
+                  f"values with {result.audit_records} audit records, {result.users} users, "
+                  f"{result.signatures} signatures")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``odm`` to the ``export`` group (``app`` is the main app; the group is registered there)."""
+    del app  # the command lives in the shared export group, which cli/main.py registers once
+    if not any(c.name == "odm" for c in export_app.registered_commands):
+        export_app.command("odm")(export_odm)
