@@ -108,7 +108,7 @@ def test_ntprobnp_geometric_mean_ratio_by_hand():
 
 def test_nyha_shift_table_counts():
     data = make_data()
-    out = sap.nyha_analysis(PROTOCOL, data)
+    out = sap.shift_tables(PROTOCOL, data)["NYHA"]
     m1 = data.adeff[(data.adeff["PARAMCD"] == "NYHA") & (data.adeff["AVISIT"] == "Month 1")]
     counts = np.array(out["M1"]["shift"]["counts"])
     assert counts.sum() == 12 and counts[2].sum() == 12  # everyone class III at baseline
@@ -148,7 +148,8 @@ def test_randomized_protocol_gives_treatment_difference():
     data.adeff.loc[lvef, "AVAL"] += effect[lvef]
     data.adeff.loc[lvef, "CHG"] += effect[lvef]
     out = sap.mmrm_analyses(randomized, data)
-    assert out["model"] == sap.MMRM_MODEL_RANDOMIZED
+    assert out["model"] == "CHG ~ BASE + ARMCD*AVISIT + BASE:AVISIT + us(AVISIT | USUBJID)"
+    assert out["model"] == randomized.analysis_plan.between_arms.mmrm.formula
     diffs = out["results"]["LVEF"]["differences"]
     assert [d["visit"] for d in diffs] == ["Month 1", "Month 3", "Month 6"]
     rows = data.adeff[lvef]
