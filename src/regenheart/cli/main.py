@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,6 +24,20 @@ app = typer.Typer(help="regenheart: run the RegenHeart trial (NCT04325594) from 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Create and migrate study databases.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit trail.", no_args_is_help=True)
+
+
+class _ShowByDefault(TyperGroup):
+    """``regenheart protocol [FILE]`` validates and shows a protocol (the ``show`` command); named
+    sub-commands (``from-redcap``) draft one."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+protocol_app = typer.Typer(cls=_ShowByDefault, help="Validate and show a protocol (default), or draft one.")
+app.add_typer(protocol_app, name="protocol")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 console = Console()
@@ -116,7 +131,7 @@ def _print_summary(r: dict[str, Any]) -> None:
         console.print("[yellow]All numbers come from SYNTHETIC data and are not RegenHeart results.[/]")
 
 
-@app.command()
+@protocol_app.command("show")
 @user_errors
 def protocol(
     file: Annotated[Path | None, typer.Argument(help="Protocol YAML to validate and show (default: embedded).")] = None,
@@ -125,12 +140,12 @@ def protocol(
     from regenheart.protocol import load_protocol
 
     p = load_protocol(file)
-    console.print(f"[bold]{p.study.acronym}[/] {p.study.nct_id}: {p.study.brief_title}")
+    console.print(f"[bold]{p.study.acronym}[/] {p.study.nct_id or '(not registered)'}: {p.study.brief_title}")
     for v in p.protocol_versions:
         mark = " (active)" if v.version == p.active_protocol_version else ""
         console.print(f"  protocol {v.version} of {v.date}: {v.design}, {v.planned_enrollment} patients, "
                       f"arms {', '.join(a.code for a in v.arms)}{mark}")
-    visits = Table(title="Visits (study day 0 = intracoronary infusion)")
+    visits = Table(title="Visits (study day 0 = intracoronary infusion)" if p.day0 else "Visits")
     for column in ("Visit", "Label", "Target day", "Window (days)"):
         visits.add_column(column)
     for v in p.visits:
@@ -143,6 +158,9 @@ def protocol(
     for code in p.forms:
         grid.add_row(code, *["X" if code in v.forms else "." for v in p.visits])
     console.print(grid)
+    if p.endpoints is None:  # a study captured and exchanged, not analysed by the SAP
+        console.print(f"Eligibility: {len(p.eligibility)} criteria. No endpoints defined.")
+        return
     console.print(f"Eligibility: {sum(c.kind == 'inclusion' for c in p.eligibility)} inclusion, "
                   f"{sum(c.kind == 'exclusion' for c in p.eligibility)} exclusion criteria. "
                   f"Primary endpoint: {p.endpoints.primary.label}. Secondary: "
@@ -152,14 +170,23 @@ def protocol(
 
 @db_app.command("init")
 @user_errors
-def db_init(db: DbOption) -> None:
-    """Create a new, empty study database for the embedded protocol."""
+def db_init(db: DbOption, protocol: ProtocolOption = None) -> None:
+    """Create a new, empty study database (for the embedded protocol, or --protocol FILE, stored in it)."""
+    import hashlib
+
     from regenheart.cli.pipeline import study_meta
+    from regenheart.cli.redcap_commands import PROTOCOL_META_KEY
     from regenheart.protocol import load_protocol
     from regenheart.store.db import create_study_database
 
-    create_study_database(db, study_meta(load_protocol(), synthetic=False))
-    console.print(f"Created study database {db}")
+    study = load_protocol(protocol)
+    meta = study_meta(study, synthetic=False)
+    if protocol is not None:  # later commands (export, ...) load the study's own protocol from the database
+        text = protocol.read_text(encoding="utf-8")
+        meta.update({"study_nct_id": study.study.nct_id or "", PROTOCOL_META_KEY: text,
+                     "protocol_sha256": hashlib.sha256(text.encode()).hexdigest(), "protocol_source": str(protocol)})
+    create_study_database(db, meta).dispose()
+    console.print(f"Created study database {db} for {study.study.acronym}")
 
 
 @db_app.command("upgrade")
@@ -180,17 +207,32 @@ def db_upgrade(db: DbOption) -> None:
 @audit_app.command("verify")
 @user_errors
 def audit_verify(db: DbOption) -> None:
-    """Recompute the audit trail's hash chain; exit 1 and name the first broken record if it fails."""
-    from regenheart.store.audit import verify_chain
-    from regenheart.store.db import open_study_database
+    """Verify the audit trail's hash chain and reconcile every stored value with it; exit 1 on any problem.
 
-    report = verify_chain(open_study_database(db))
-    if report.ok:
-        console.print(f"[green]OK[/]: {report.records} audit records verified; head hash {report.head_hash}")
-        return
-    err.print(f"[bold red]FAILED[/] at audit record {report.first_bad_seq}: {report.problem} "
-              f"({report.records} records verified before it)")
-    raise typer.Exit(1)
+    Names the first broken audit record, and every stored value (table, record, field) that differs
+    from the last audited value for it: a direct change to the data tables is found here.
+    """
+    from regenheart.protocol import load_protocol
+    from regenheart.store.db import open_study_database
+    from regenheart.store.reconcile import check_integrity
+
+    report = check_integrity(open_study_database(db), load_protocol())
+    chain, data = report.chain, report.reconciliation
+    if chain.ok:
+        console.print(f"[green]OK[/]: {chain.records} audit records verified; head hash {chain.head_hash}")
+    else:
+        err.print(f"[bold red]FAILED[/] at audit record {chain.first_bad_seq}: {chain.problem} "
+                  f"({chain.records} records verified before it)")
+    if data.ok:
+        console.print(f"[green]OK[/]: {data.values_checked} stored values match their audit trail")
+    else:
+        table = Table("table", "record", "field", "stored value", "audited value",
+                      title=f"{len(data.mismatches)} stored value(s) differ from the audit trail")
+        for m in data.mismatches:
+            table.add_row(m.table, m.record, m.field, str(m.stored), str(m.audited))
+        err.print(table)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -213,6 +255,10 @@ from regenheart.cli.web_commands import register as _register_web_commands
 
 _register_web_commands(app)
 
+from regenheart.cli.submission_commands import register as _register_submission_commands
+
+_register_submission_commands(app)
+
 from regenheart.cli.export_app import export_app as _export_app
 
 app.add_typer(_export_app, name="export")
@@ -220,6 +266,10 @@ app.add_typer(_export_app, name="export")
 from regenheart.cli.odm_commands import register as _register_odm_commands
 
 _register_odm_commands(app)
+
+from regenheart.cli.redcap_commands import register as _register_redcap_commands
+
+_register_redcap_commands(app, protocol_app)
 
 
 def main() -> None:  # pragma: no cover - console-script shim

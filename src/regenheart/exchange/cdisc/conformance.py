@@ -280,8 +280,8 @@ def _study_days(c: _Collector, ds: Dataset, dm: Dataset | None) -> None:
         bad = (exp.notna() & (dy.isna() | (dy != exp))) | (exp.isna() & dy.notna() & ref_dates.notna()
                                                          & dates.notna())
         c.add_rows("RH0050", ds, dy_name, bad.to_numpy(),
-                   lambda i, n=dy_name, e=exp, d=dy: f"{n} is {_num(d.iloc[i])}, expected {_num(e.iloc[i])} "
-                                                    f"from {dtc_name} and RFSTDTC")
+                   lambda i, n=dy_name, e=exp, d=dy, t=dtc_name:
+                   f"{n} is {_num(d.iloc[i])}, expected {_num(e.iloc[i])} from {t} and RFSTDTC")
 
 
 def _cdisc_day(date, reference) -> float:

@@ -17,12 +17,12 @@ from typing import Any
 
 from regenheart.derive.datasets import Dataset, Variable
 from regenheart.exchange.cdisc.metadata import (
+    SubmissionError,
     as_date,
     as_datetime,
     as_text,
     defined_length,
     display_format,
-    SubmissionError,
     is_missing,
     item_group_oid,
     item_oid,

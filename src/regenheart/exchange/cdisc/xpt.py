@@ -38,24 +38,24 @@ def xpt_problems(dataset: Dataset) -> list[tuple[str | None, int | None, str]]:
     """Every reason ``dataset`` cannot go into XPT v5: (variable or None, row or None, message)."""
     problems: list[tuple[str | None, int | None, str]] = []
     if len(dataset.name) > MAX_NAME or not SAS_NAME.match(dataset.name):
-        problems.append((None, None, f"dataset name {dataset.name!r} is not a SAS v5 name "
-                                     f"(at most {MAX_NAME} letters, digits or '_', not starting with a digit)"))
+        problems.append((None, None, (f"dataset name {dataset.name!r} is not a SAS v5 name "
+                                     f"(at most {MAX_NAME} letters, digits or '_', not starting with a digit)")))
     if len(dataset.label) > MAX_LABEL:
-        problems.append((None, None, f"dataset label {dataset.label!r} has {len(dataset.label)} characters "
-                                     f"(at most {MAX_LABEL})"))
+        problems.append((None, None, (f"dataset label {dataset.label!r} has {len(dataset.label)} characters "
+                                     f"(at most {MAX_LABEL})")))
     for variable in dataset.variables:
         if len(variable.name) > MAX_NAME or not SAS_NAME.match(variable.name):
-            problems.append((variable.name, None, f"variable name {variable.name!r} is not a SAS v5 name "
-                                                  f"(at most {MAX_NAME} letters, digits or '_')"))
+            problems.append((variable.name, None, (f"variable name {variable.name!r} is not a SAS v5 name "
+                                                  f"(at most {MAX_NAME} letters, digits or '_')")))
         if len(variable.label) > MAX_LABEL:
-            problems.append((variable.name, None, f"label {variable.label!r} has {len(variable.label)} characters "
-                                                  f"(at most {MAX_LABEL})"))
+            problems.append((variable.name, None, (f"label {variable.label!r} has {len(variable.label)} characters "
+                                                  f"(at most {MAX_LABEL})")))
         if kind(dataset, variable) in ("text", "isodate") and variable.name in dataset.records.columns:
             for row, value in enumerate(text_column(dataset.records[variable.name])):
                 size = len(value.encode("utf-8"))
                 if size > MAX_CHAR_BYTES:
-                    problems.append((variable.name, row, f"value of {size} bytes (at most {MAX_CHAR_BYTES}): "
-                                                         f"{value[:40]!r}..."))
+                    problems.append((variable.name, row, (f"value of {size} bytes (at most {MAX_CHAR_BYTES}): "
+                                                         f"{value[:40]!r}...")))
     return problems
 
 
