@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -309,7 +310,7 @@ def dictionary_rows(layout: Layout) -> list[dict[str, str]]:
 
 
 def _cell(value: Any, decimals: int | None = None) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -360,9 +361,8 @@ def record_rows(layout: Layout, snapshot: Snapshot, protocol: Protocol) -> tuple
         base = {RECORD_ID: code, "redcap_data_access_group": dag_for(subject["site_code"])}
         for visit in protocol.visits:
             date = visit_dates.get((code, visit.code))
-            if date is None and visit.code != first:
-                if not (visit.code == last and subject.get("disposition")):
-                    continue
+            if date is None and visit.code != first and not (visit.code == last and subject.get("disposition")):
+                continue
             row = {**base, "redcap_event_name": layout.visit_event[visit.code]}
             if visit.code == first:
                 fill(row, layout.instrument(ENROLMENT), subject, subject.get("enrolled_date") is not None)
@@ -429,8 +429,8 @@ def export_redcap(snapshot: Snapshot, protocol: Protocol, out: str | Path) -> di
               if i.name.endswith(SCORES_SUFFIX)]
     synthetic = snapshot.meta.get("synthetic") == "true"
     paths["readme"].write_text("\n".join([
-        f"REDCap project files for {protocol.study.acronym}, written by regenheart from a study database "
-        f"snapshot of {snapshot.taken_utc} (audit head {snapshot.audit_head_hash[:16]}).",
+        (f"REDCap project files for {protocol.study.acronym}, written by regenheart from a study database "
+         f"snapshot of {snapshot.taken_utc} (audit head {snapshot.audit_head_hash[:16]})."),
         *(["SYNTHETIC DATA: these records were generated for demonstration; they are not trial data."]
           if synthetic else []),
         "",
