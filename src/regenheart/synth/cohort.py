@@ -21,10 +21,22 @@ from typing import Any
 import numpy as np
 
 from regenheart.protocol.models import Protocol
+from regenheart.synth.model import (
+    BACKGROUND_SHARE,
+    DEFAULT_LVEF_MODEL,
+    LVEF_BASELINE_MEAN,
+    LVEF_BASELINE_MIN,
+    LVEF_BASELINE_SD,
+    LVEF_INCLUSION_MAX,
+    LVEF_NOISE_SD,
+    LVEF_RANGE,
+    LVEF_RESPONSE_MEAN,
+    LVEF_RESPONSE_SD,
+)
 
 FOLLOW_UP = ("M1", "M3", "M6")
 # Mean change from baseline at M1, M3, M6 (clinical.md 3.3, mid-points of the suggested ranges).
-LVEF_CHANGE = (1.0, 4.0, 5.5)          # points
+LVEF_CHANGE = DEFAULT_LVEF_MODEL.treated_change  # points: (1.0, 4.0, 5.5) = background + cell effect (model.py)
 LVEDV_CHANGE = (-3.0, -9.0, -14.0)     # mL
 LVEDD_CHANGE = (-0.5, -1.5, -2.5)      # mm
 NTPROBNP_LOG_CHANGE = (math.log(0.90), math.log(0.80), math.log(0.70))
@@ -82,6 +94,9 @@ class SubjectPlan:
     corrections: list[Correction] = field(default_factory=list)
     disposition: dict[str, Any] | None = None
     enrolled_date: dt.date | None = None
+    # Randomized protocol: the whole plan for each arm the subject may be allocated to (the screening
+    # part is identical); entry continues with the arm the concealed list assigns at enrolment.
+    by_arm: dict[str, SubjectPlan] | None = None
 
 
 @dataclass
@@ -164,9 +179,9 @@ def _baseline(rng: np.random.Generator) -> dict[str, Any]:
     age = round(_clip(rng.normal(50, 12), 18, 75))
     sex = "M" if rng.random() < 0.8 else "F"
     nyha = 4 if rng.random() < 0.13 else 3
-    lvef = _clip(rng.normal(25, 6), 12, 35)
-    while lvef >= 35.0:  # truncated normal at <= 35 (inclusion)
-        lvef = _clip(rng.normal(25, 6), 12, 35)
+    lvef = _clip(rng.normal(LVEF_BASELINE_MEAN, LVEF_BASELINE_SD), LVEF_BASELINE_MIN, LVEF_INCLUSION_MAX)
+    while lvef >= LVEF_INCLUSION_MAX:  # truncated normal at <= 35 (inclusion)
+        lvef = _clip(rng.normal(LVEF_BASELINE_MEAN, LVEF_BASELINE_SD), LVEF_BASELINE_MIN, LVEF_INCLUSION_MAX)
     lvedv = _clip(math.exp(rng.normal(math.log(250), 0.31)), 120, 600)
     lvedd = _clip(69 + 7 * (math.log(lvedv / 250) / 0.31) * 0.7 + rng.normal(0, 7 * 0.71), 52, 95)
     fs = _clip(rng.normal(0.16, 0.04), 0.06, 0.28)
@@ -222,8 +237,15 @@ def generate_cohort(protocol: Protocol, seed: int = 20200301, n_enrolled: int = 
     Deterministic: the same protocol, seed and sizes give the same plan. Three subjects follow the
     missing-data pattern of clinical.md 3.4 (a death before month 6, a loss to follow-up after month 1,
     a missed month-3 visit); one month-6 echo is read out of window.
+
+    Under a randomized active protocol version every enrolled subject gets a plan per arm
+    (``SubjectPlan.by_arm``): the arm comes from the concealed allocation list at enrolment. An arm
+    without cells has no catheterization (day 0 = randomization date) and the background share of
+    every change (:mod:`regenheart.synth.model`). The single-arm path draws exactly the numbers it
+    always drew.
     """
     rng = np.random.default_rng(seed)
+    randomized = protocol.active_version.randomization is not None
     total = n_enrolled + n_screen_failures
     fail_slots = set(rng.choice(np.arange(2, total), size=n_screen_failures, replace=False).tolist()) \
         if n_screen_failures else set()
@@ -241,15 +263,38 @@ def generate_cohort(protocol: Protocol, seed: int = 20200301, n_enrolled: int = 
         fail_route = SCREEN_FAIL_ROUTES[len([s for s in subjects if not s.enrol]) % len(SCREEN_FAIL_ROUTES)] \
             if index in fail_slots else None
         plan = SubjectPlan(code=code, site=site, consent_date=consent, screening_date=day, enrol=fail_route is None)
-        _plan_subject(protocol, plan, rng, fail_route, pattern_of.get(enrolled_index) if plan.enrol else None)
+        if randomized and plan.enrol:
+            _plan_arms(protocol, plan, int(rng.integers(2**63)), pattern_of.get(enrolled_index))
+        else:
+            _plan_subject(protocol, plan, rng, fail_route, pattern_of.get(enrolled_index) if plan.enrol else None)
         if plan.enrol:
             enrolled_index += 1
         subjects.append(plan)
     return CohortPlan(seed=seed, subjects=subjects)
 
 
+def _plan_arms(protocol: Protocol, plan: SubjectPlan, subject_seed: int, pattern: str | None) -> None:
+    """One full plan per arm from the same subject seed: same screening data, arm-specific follow-up."""
+    plan.by_arm = {}
+    for arm in protocol.active_version.arms:
+        arm_plan = SubjectPlan(code=plan.code, site=plan.site, consent_date=plan.consent_date,
+                               screening_date=plan.screening_date, enrol=True)
+        scale = (1.0,) * len(FOLLOW_UP) if arm.receives_cells else BACKGROUND_SHARE
+        _plan_subject(protocol, arm_plan, np.random.default_rng(subject_seed), None, pattern,
+                      effect_scale=scale, receives_cells=arm.receives_cells)
+        plan.by_arm[arm.code] = arm_plan
+    first = next(iter(plan.by_arm.values()))
+    baseline = protocol.baseline_visit.code
+    plan.forms = [f for f in first.forms if f.visit == baseline]
+    plan.visit_dates = {baseline: first.visit_dates[baseline]}
+    plan.enrolled_date = first.enrolled_date
+
+
 def _plan_subject(protocol: Protocol, plan: SubjectPlan, rng: np.random.Generator, fail_route: str | None,
-                  pattern: str | None) -> None:
+                  pattern: str | None, effect_scale: tuple[float, ...] = (1.0, 1.0, 1.0),
+                  receives_cells: bool = True) -> None:
+    """Plan one subject. ``effect_scale`` multiplies every mean change per follow-up visit (1 = treated);
+    ``receives_cells`` False: no catheterization, day 0 is the enrolment (randomization) date."""
     b = _baseline(rng)
     if fail_route == "lvef":
         b["lvef"] = _clip(rng.normal(41, 3), 36.5, 48)
@@ -292,41 +337,46 @@ def _plan_subject(protocol: Protocol, plan: SubjectPlan, rng: np.random.Generato
     ]
     day0 = scr + dt.timedelta(days=int(rng.integers(7, 25)))
     plan.enrolled_date = scr + dt.timedelta(days=int(rng.integers(1, (day0 - scr).days)))
-    plan.visit_dates["D0"] = day0
+    if not receives_cells:
+        day0 = plan.enrolled_date  # no procedure: day 0 is the randomization date (protocol arm day0)
+        plan.visit_dates["D0"] = day0
+        forms.append(FormEntry("D0", "vital_signs", _vitals(rng, 36.7)))
+    else:
+        plan.visit_dates["D0"] = day0
 
-    # Day 0-5: peri-procedural events and the records that show them.
-    events = [e for e in PERIPROCEDURAL if rng.random() < e[2]]
-    categories = {e[0] for e in events}
-    forms.append(FormEntry("D0", "catheterization", {
-        "access_site": "RADIAL" if rng.random() < 0.8 else "FEMORAL", "vessel": "LMCA", "timi_before": 3,
-        "timi_after": 2 if "NO_REFLOW" in categories else 3, "dose_cells_1e6": 10.0,
-        "infusion_completed": "Y", "infusion_duration_min": _round(rng.uniform(10, 25)),
-        "contrast_ml": _round(rng.uniform(60, 180))}))
-    fever_day = int(rng.integers(1, 3)) if "FEVER" in categories else None
-    fever_temp = _round(rng.uniform(38.1, 38.9), 1)
-    for k in range(6):
-        code = f"D{k}"
-        plan.visit_dates[code] = day0 + dt.timedelta(days=k)
-        forms.append(FormEntry(code, "vital_signs", _vitals(rng, fever_temp if k == fever_day else 36.7)))
-    for k in (1, 2):
-        rise = "TROPONIN_RISE" in categories and k == 1
-        forms.append(FormEntry(f"D{k}", "cardiac_enzymes", {
-            "troponin_i_ng_l": _round(url_tn * rng.uniform(3.5, 4.8) if rise else abs(rng.normal(18, 8)), 1),
-            "troponin_i_url_ng_l": url_tn,
-            "ckmb_ng_ml": _round(url_ck * rng.uniform(1.2, 1.8) if rise else abs(rng.normal(2.5, 1)), 1),
-            "ckmb_url_ng_ml": url_ck}))
-    forms.append(FormEntry("D5", "labs", {"ntprobnp_pg_ml": _round(b["ntprobnp"] * rng.uniform(0.8, 1.1)),
-                                          "creatinine_mg_dl": _round(b["creatinine"] * rng.uniform(0.95, 1.15), 2)}))
-    for category, term, _p, grade, rel_prod, rel_proc in events:
-        onset_day = fever_day if category == "FEVER" else (0 if category in ("NO_REFLOW", "CORONARY_INJURY", "ALLERGIC", "ACCESS_SITE") else int(rng.integers(0, 3)))
-        ae = _ae(term, category, day0 + dt.timedelta(days=onset_day), grade, rel_prod, rel_proc,
-                 serious=grade >= 3, duration=int(rng.integers(1, 4)))
-        if category == "FEVER":
-            ae["max_temperature_c"] = fever_temp
-        plan.adverse_events.append(ae)
+        # Day 0-5: peri-procedural events and the records that show them.
+        events = [e for e in PERIPROCEDURAL if rng.random() < e[2]]
+        categories = {e[0] for e in events}
+        forms.append(FormEntry("D0", "catheterization", {
+            "access_site": "RADIAL" if rng.random() < 0.8 else "FEMORAL", "vessel": "LMCA", "timi_before": 3,
+            "timi_after": 2 if "NO_REFLOW" in categories else 3, "dose_cells_1e6": 10.0,
+            "infusion_completed": "Y", "infusion_duration_min": _round(rng.uniform(10, 25)),
+            "contrast_ml": _round(rng.uniform(60, 180))}))
+        fever_day = int(rng.integers(1, 3)) if "FEVER" in categories else None
+        fever_temp = _round(rng.uniform(38.1, 38.9), 1)
+        for k in range(6):
+            code = f"D{k}"
+            plan.visit_dates[code] = day0 + dt.timedelta(days=k)
+            forms.append(FormEntry(code, "vital_signs", _vitals(rng, fever_temp if k == fever_day else 36.7)))
+        for k in (1, 2):
+            rise = "TROPONIN_RISE" in categories and k == 1
+            forms.append(FormEntry(f"D{k}", "cardiac_enzymes", {
+                "troponin_i_ng_l": _round(url_tn * rng.uniform(3.5, 4.8) if rise else abs(rng.normal(18, 8)), 1),
+                "troponin_i_url_ng_l": url_tn,
+                "ckmb_ng_ml": _round(url_ck * rng.uniform(1.2, 1.8) if rise else abs(rng.normal(2.5, 1)), 1),
+                "ckmb_url_ng_ml": url_ck}))
+        forms.append(FormEntry("D5", "labs", {"ntprobnp_pg_ml": _round(b["ntprobnp"] * rng.uniform(0.8, 1.1)),
+                                              "creatinine_mg_dl": _round(b["creatinine"] * rng.uniform(0.95, 1.15), 2)}))
+        for category, term, _p, grade, rel_prod, rel_proc in events:
+            onset_day = fever_day if category == "FEVER" else (0 if category in ("NO_REFLOW", "CORONARY_INJURY", "ALLERGIC", "ACCESS_SITE") else int(rng.integers(0, 3)))
+            ae = _ae(term, category, day0 + dt.timedelta(days=onset_day), grade, rel_prod, rel_proc,
+                     serious=grade >= 3, duration=int(rng.integers(1, 4)))
+            if category == "FEVER":
+                ae["max_temperature_c"] = fever_temp
+            plan.adverse_events.append(ae)
 
     # Follow-up: latent response couples the endpoints across visits.
-    response = rng.normal(1.0, 0.6)
+    response = rng.normal(LVEF_RESPONSE_MEAN, LVEF_RESPONSE_SD)
     last_visit = "M6"
     if pattern == "death":
         last_visit = "M3"
@@ -338,6 +388,7 @@ def _plan_subject(protocol: Protocol, plan: SubjectPlan, rng: np.random.Generato
     for t, visit in enumerate(FOLLOW_UP):
         if FOLLOW_UP.index(last_visit) < t:
             break
+        effect = response * effect_scale[t]  # the arm's share of the treated patient's changes
         target = protocol.visit(visit).day
         jitter = int(rng.integers(-5, 6))
         if pattern == "late_m6" and visit == "M6":
@@ -346,11 +397,11 @@ def _plan_subject(protocol: Protocol, plan: SubjectPlan, rng: np.random.Generato
         if pattern == "missed_m3" and visit == "M3":
             continue
         plan.visit_dates[visit] = date
-        v_lvef = _clip(lvef + LVEF_CHANGE[t] * response + rng.normal(0, 3.0), 8, 60)
-        v_lvedv = _clip(lvedv + LVEDV_CHANGE[t] * response + rng.normal(0, 12), 90, 650)
-        v_lvedd = _clip(lvedd + LVEDD_CHANGE[t] * response + rng.normal(0, 1.5), 45, 100)
-        v_fs = _clip(fs + 0.01 * LVEF_CHANGE[t] * response / 2 + rng.normal(0, 0.01), 0.05, 0.35)
-        improve = rng.random() < NYHA_IMPROVE_P[t] * _clip(response, 0.2, 1.8)
+        v_lvef = _clip(lvef + LVEF_CHANGE[t] * effect + rng.normal(0, LVEF_NOISE_SD), *LVEF_RANGE)
+        v_lvedv = _clip(lvedv + LVEDV_CHANGE[t] * effect + rng.normal(0, 12), 90, 650)
+        v_lvedd = _clip(lvedd + LVEDD_CHANGE[t] * effect + rng.normal(0, 1.5), 45, 100)
+        v_fs = _clip(fs + 0.01 * LVEF_CHANGE[t] * effect / 2 + rng.normal(0, 0.01), 0.05, 0.35)
+        improve = rng.random() < NYHA_IMPROVE_P[t] * _clip(effect, 0.2, 1.8)
         worsen = not improve and rng.random() < 0.05
         v_nyha = int(_clip(nyha - (1 if improve else 0) + (1 if worsen else 0) - (1 if improve and nyha == 4 and rng.random() < 0.3 else 0), 1, 4))
         nyha = min(nyha, v_nyha) if t < 2 else v_nyha  # improvements tend to persist
@@ -359,20 +410,20 @@ def _plan_subject(protocol: Protocol, plan: SubjectPlan, rng: np.random.Generato
             FormEntry(visit, "nyha", {"nyha_class": v_nyha}),
             FormEntry(visit, "echo", _echo(v_lvef, v_lvedv, v_lvedd, v_fs, b["ivs"], b["lvpw"], rng)),
             FormEntry(visit, "labs", {
-                "ntprobnp_pg_ml": _round(_clip(b["ntprobnp"] * math.exp(NTPROBNP_LOG_CHANGE[t] * response + rng.normal(0, 0.3)), 30, 60000)),
+                "ntprobnp_pg_ml": _round(_clip(b["ntprobnp"] * math.exp(NTPROBNP_LOG_CHANGE[t] * effect + rng.normal(0, 0.3)), 30, 60000)),
                 "creatinine_mg_dl": _round(b["creatinine"] * rng.uniform(0.9, 1.1), 2)}),
         ]
         if pattern == "lost" and visit == "M1":
             forms.append(FormEntry(visit, "sixmwt", {"performed": "N", "not_done_reason": "UNABLE"}))
         else:
             forms.append(FormEntry(visit, "sixmwt", {"performed": "Y", "distance_m": _round(_clip(
-                b["sixmwd"] + SIXMWD_CHANGE[t] * response + rng.normal(0, 45), 40, 750))}))
-        kccq = _clip(b["kccq"] + KCCQ_CHANGE[t] * response + rng.normal(0, 9), 2, 100)
+                b["sixmwd"] + SIXMWD_CHANGE[t] * effect + rng.normal(0, 45), 40, 750))}))
+        kccq = _clip(b["kccq"] + KCCQ_CHANGE[t] * effect + rng.normal(0, 9), 2, 100)
         qol_gain = (kccq - b["kccq"]) / 100
         forms += [
             FormEntry(visit, "kccq", kccq_items(kccq, rng)),
             FormEntry(visit, "sf12", sf12v1_items(b["phys"] + qol_gain * 0.8, b["ment"] + qol_gain * 0.5, rng)),
-            FormEntry(visit, "mlhfq", mlhfq_items(_clip(b["mlhfq"] + MLHFQ_CHANGE[t] * response + rng.normal(0, 8), 0, 105), rng)),
+            FormEntry(visit, "mlhfq", mlhfq_items(_clip(b["mlhfq"] + MLHFQ_CHANGE[t] * effect + rng.normal(0, 8), 0, 105), rng)),
         ]
         if visit == "M6":
             gain = rng.uniform(0.5, 1.5) if thickening else rng.normal(0, 0.3)

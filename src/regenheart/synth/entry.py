@@ -43,7 +43,9 @@ def enter_subject(service: CaptureService, plan: SubjectPlan, stats: EntryStats,
     outcome = service.evaluate_eligibility(investigator, plan.code)
     if not outcome.eligible:
         return
-    service.enrol(investigator, plan.code, plan.enrolled_date)
+    arm = service.enrol(investigator, plan.code, plan.enrolled_date)
+    if plan.by_arm:  # randomized: continue with the plan of the arm the concealed list assigned
+        plan = plan.by_arm[arm]
     for entry in plan.forms:
         if entry.visit != "SCR":
             save(entry)
