@@ -19,8 +19,9 @@ from regenheart.derive.adam import derive_all
 from regenheart.protocol.loader import default_protocol_text
 from regenheart.protocol.models import Protocol
 from regenheart.stats.sap import run_sap
-from regenheart.store.audit import utc_now, verify_chain
+from regenheart.store.audit import utc_now
 from regenheart.store.db import DatabaseError, create_study_database, make_engine, read_meta
+from regenheart.store.reconcile import require_integrity
 from regenheart.store.snapshot import Snapshot, take_snapshot
 from regenheart.synth import enter_cohort, generate_cohort
 
@@ -71,10 +72,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
     from regenheart.report import build_report, write_report
     from regenheart.report.exports import write_adam, write_ctgov
 
-    chain = verify_chain(engine)
-    if not chain.ok:
-        raise DatabaseError(f"audit trail does not verify at record {chain.first_bad_seq}: {chain.problem}; "
-                            "refusing to report on data whose history is broken")
+    require_integrity(engine, protocol, "analysed")  # the chain verifies and every value matches its trail
     snap = take_snapshot(engine)
     synthetic = snap.meta.get("synthetic") == "true"
     data = derive_all(protocol, snap)
