@@ -3,8 +3,9 @@
 Walks ``ClinicalData/SubjectData/StudyEventData/FormData/ItemGroupData/ItemData`` (repeat keys
 included) and resolves each OID to a name with the metadata in the same file, in this order:
 REDCap's own attribute (``redcap:UniqueEventName``, ``redcap:FormName``), the definition's
-``Name``, the OID itself, and the OID without a common prefix (``SE.``, ``Event.``, ``F.``,
-``Form.``, ``IT.``). The first name the :class:`~regenheart.exchange.mapping.Mapping` resolves wins.
+``Name``, the OID itself, the OID without a common prefix (``SE.``, ``Event.``, ``F.``, ``Form.``,
+``IT.``), the OID's last dot-separated part, and each of these in lower case. The first name the
+:class:`~regenheart.exchange.mapping.Mapping` resolves wins.
 
 Conventions:
 
@@ -92,8 +93,11 @@ class _MetaData:
 
 
 def _candidates(oid: str, *names: str | None) -> list[str]:
+    """Names to try for a definition, best first: its own names, the OID, the OID without a prefix,
+    the OID's last dot-separated part (``IT.ECHO.LVEF_PCT`` -> ``LVEF_PCT``), then all of them in lower case."""
     result: list[str] = []
-    for name in (*names, oid, *(oid[len(p):] for p in _PREFIXES if oid.startswith(p))):
+    tried = [*names, oid, *(oid[len(p):] for p in _PREFIXES if oid.startswith(p)), oid.rsplit(".", 1)[-1]]
+    for name in (*tried, *(n.lower() for n in tried if n)):
         if name and name not in result:
             result.append(name)
     return result
