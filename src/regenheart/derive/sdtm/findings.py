@@ -1,0 +1,257 @@
+"""Findings domains (VS, LB, CV, FT, QS, RS, ... and IE) built from the protocol's annotations.
+
+A field annotated with ``testcd`` is one record per subject and visit in its domain; a form's derived
+scores listed under ``sdtm.scores`` are records with ``--DRVFL = Y``. Qualifiers (category, location,
+direction, method, specimen, time point, unit) come from the field and form annotations; a field
+annotated ``var`` fills that variable on every record of its form row (or, with ``of``, on one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from regenheart.derive.datasets import Dataset, ValueLevel
+from regenheart.derive.sdtm.common import (
+    Context,
+    assign_seq,
+    build_dataset,
+    code_map,
+    epoch,
+    format_result,
+    iso,
+    last_before_exposure,
+    study_day,
+    with_reference,
+)
+from regenheart.protocol.models import FieldDef, FormDef, SdtmField
+
+_QUALIFIERS = ("CAT", "SCAT", "LOC", "DIR", "METHOD", "SPEC", "TPT", "EVLINT")
+_KEYS = ("CAT", "LOC", "DIR", "METHOD", "TPT")
+ORDER = ["STUDYID", "DOMAIN", "USUBJID", "SEQ", "TESTCD", "TEST", "CAT", "SCAT", "ORRES", "ORRESU", "ORNRLO",
+         "ORNRHI", "STRESC", "STRESN", "STRESU", "STNRLO", "STNRHI", "NRIND", "STAT", "REASND", "LOC", "DIR",
+         "METHOD", "SPEC", "LOBXFL", "DRVFL", "VISITNUM", "VISIT", "VISITDY", "EPOCH", "DTC", "DY", "TPT", "EVLINT"]
+
+
+def _form_frame(ctx: Context, form_code: str) -> pd.DataFrame:
+    """One row per subject and visit of a form, with the visit date, item values and derived scores."""
+    frame = ctx.snap.wide(form_code)
+    scores = ctx.snap.scores(form_code)
+    if len(scores.columns) > 2:
+        frame = frame.merge(scores, on=["subject_code", "visit_code"], how="left", suffixes=("", "__score"))
+    visits = ctx.snap.visits[["subject_code", "visit_code", "visit_date"]]
+    return frame.merge(visits, on=["subject_code", "visit_code"], how="left")
+
+
+def _unit(field: FieldDef | None, ann: SdtmField) -> str | None:
+    if ann.unit is not None:
+        return ann.unit
+    return field.unit if field is not None else None
+
+
+def findings_records(ctx: Context) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, FormDef]]]]:
+    """Raw findings records per domain, with provenance columns (``_form``, ``_item``, ``_visit``)."""
+    protocol = ctx.protocol
+    parts: dict[str, list[pd.DataFrame]] = {}
+    forms_of: dict[str, list[tuple[str, FormDef]]] = {}
+    for form_code, form in protocol.forms.items():
+        if form.sdtm is None:
+            continue
+        tests = [(f, f.sdtm) for f in form.fields if f.sdtm is not None and f.sdtm.testcd]
+        scores = [(name, ann) for name, ann in form.sdtm.scores.items()]
+        if not tests and not scores:
+            continue
+        frame = _form_frame(ctx, form_code)
+        if frame.empty:
+            continue
+        row_vars = {f.sdtm.var: f for f in form.fields if f.sdtm is not None and f.sdtm.var and not f.sdtm.of}
+        of_vars = [(f.sdtm.of, f.sdtm.var, f) for f in form.fields if f.sdtm is not None and f.sdtm.var and f.sdtm.of]
+        not_done = pd.Series(False, index=frame.index)
+        if form.sdtm.performed and form.sdtm.performed in frame:
+            not_done = frame[form.sdtm.performed].astype(object).map(lambda v: str(v) == "N")
+        items = [(f, ann, False) for f, ann in tests] + [(None, ann, True) for _, ann in scores]
+        names = [f.name for f, _ in tests] + [name for name, _ in scores]
+        for (field, ann, derived), name in zip(items, names):
+            domain = ann.domain or form.sdtm.domain
+            forms_of.setdefault(domain, [])
+            if (form_code, form) not in forms_of[domain]:
+                forms_of[domain].append((form_code, form))
+            column = name if name in frame else f"{name}__score"
+            values = frame[column] if column in frame else pd.Series(None, index=frame.index, dtype=object)
+            rec = pd.DataFrame({"subject_code": frame["subject_code"], "_visit": frame["visit_code"],
+                                "_date": frame["visit_date"], "_form": form_code, "_item": name})
+            rec["DOMAIN"] = domain
+            rec["TESTCD"], rec["TEST"] = ann.testcd, ann.test
+            for q in _QUALIFIERS:
+                rec[q] = getattr(ann, q.lower(), None) or getattr(form.sdtm, q.lower(), None)
+            if derived:
+                num = pd.to_numeric(values, errors="coerce")
+                rec["ORRES"] = [None if np.isnan(x) else f"{x:.10g}" for x in num.to_numpy(dtype=float)]
+                rec["STRESN"] = num.to_numpy(dtype=float)
+                rec["DRVFL"] = "Y"
+            else:
+                rec["ORRES"] = format_result(values, field, protocol).to_numpy()
+                numeric = field.type in ("integer", "float") or (field.type == "code" and all(
+                    v == k for k, v in code_map(protocol, field).items()))
+                rec["STRESN"] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float) if numeric else np.nan
+                rec["DRVFL"] = None
+            unit = _unit(field, ann)
+            rec["ORRESU"] = np.where(pd.Series(rec["ORRES"]).notna(), unit, None) if unit else None
+            rec["STRESC"] = rec["ORRES"]
+            rec["STRESU"] = rec["ORRESU"]
+            for var, f in row_vars.items():
+                rec[var.removeprefix(domain)] = \
+                    format_result(frame[f.name], f, protocol).to_numpy() if f.name in frame else None
+            for target, var, f in of_vars:
+                if target == name and f.name in frame:
+                    rec[var[len(domain):]] = format_result(frame[f.name], f, protocol).to_numpy()
+            nd = not_done.to_numpy()
+            rec["STAT"] = np.where(nd, "NOT DONE", None)
+            if "REASND" in rec:
+                rec["REASND"] = np.where(nd, rec["REASND"], None)
+            rec = rec[pd.Series(rec["ORRES"]).notna().to_numpy() | nd]
+            parts.setdefault(domain, []).append(rec)
+    return {d: pd.concat(p, ignore_index=True) for d, p in parts.items()}, forms_of
+
+
+def finish_findings(ctx: Context, domain: str, raw: pd.DataFrame,
+                    forms: list[tuple[str, FormDef]]) -> tuple[Dataset, pd.DataFrame]:
+    """Identifiers, timing (VISITNUM, --DTC, --DY, EPOCH), --SEQ, --LOBXFL, reference ranges, metadata.
+
+    Returns the dataset and its trace: per record the subject, visit, form and item it came from, its
+    --SEQ and the standardized result variable holding the value (--STRESN, or --STRESC for text).
+    """
+    protocol = ctx.protocol
+    rec = with_reference(raw, ctx)
+    rec["STUDYID"] = ctx.studyid
+    rec["VISITNUM"] = rec["_visit"].map(ctx.visitnum)
+    rec["VISIT"] = rec["_visit"].map({v.code: v.label for v in protocol.visits})
+    rec["VISITDY"] = rec["_visit"].map({v.code: v.day + 1 if v.day >= 0 else v.day for v in protocol.visits})
+    rec["DTC"] = iso(rec["_date"])
+    rec["DY"] = study_day(rec["_date"], rec["RFSTDTC"])
+    rec["EPOCH"] = epoch(rec["_date"], rec["RFSTDTC"])
+    for col in ("ORNRLO", "ORNRHI"):
+        if col not in rec:
+            rec[col] = None
+    rec["STNRLO"] = pd.to_numeric(rec["ORNRLO"], errors="coerce")
+    rec["STNRHI"] = pd.to_numeric(rec["ORNRHI"], errors="coerce")
+    has_range = rec["STNRHI"].notna() | rec["STNRLO"].notna()
+    rec["NRIND"] = np.where(~has_range | rec["STRESN"].isna(), None,
+                            np.where(rec["STRESN"] > rec["STNRHI"], "HIGH",
+                                     np.where(rec["STRESN"] < rec["STNRLO"], "LOW", "NORMAL")))
+    rec = rec.rename(columns={"SEQ": "_seq"}) if "SEQ" in rec else rec
+    prefixed = {c: f"{domain}{c}" for c in ORDER if c not in ("STUDYID", "DOMAIN", "USUBJID", "VISITNUM", "VISIT",
+                                                              "VISITDY", "EPOCH")}
+    rec = rec.rename(columns=prefixed)
+    rec = assign_seq(rec, domain, ["VISITNUM", f"{domain}DTC", f"{domain}CAT", f"{domain}TESTCD", f"{domain}LOC",
+                                   f"{domain}DIR", f"{domain}METHOD", f"{domain}TPT"])
+    rec[f"{domain}LOBXFL"] = last_before_exposure(rec, domain, [f"{domain}{k}" for k in ("TESTCD", *_KEYS)])
+    order = [prefixed.get(c, c) for c in ORDER]
+    origins = _origins(domain, forms, rec)
+    vlm = _value_level(domain, forms, protocol)
+    methods = ["MT.SEQ", "MT.DY", "MT.EPOCH", "MT.LOBXFL", "MT.VISITDY", "MT.STRES"]
+    if rec[f"{domain}NRIND"].notna().any():
+        methods.append("MT.NRIND")
+    codelists = {}
+    tc = [f.sdtm.testcd_codelist for _, f in forms if f.sdtm.testcd_codelist]
+    tn = [f.sdtm.test_codelist for _, f in forms if f.sdtm.test_codelist]
+    sponsor = [code for code, f in forms if not f.sdtm.testcd_codelist]
+    codelists[f"{domain}TESTCD"] = tc[0] if tc and not sponsor else f"SPONSOR:{domain}TESTCD"
+    codelists[f"{domain}TEST"] = tn[0] if tn and not sponsor else f"SPONSOR:{domain}TEST"
+    comments = [f"{code}: {f.sdtm.comment}" for code, f in forms if f.sdtm.comment]
+    keys = ["STUDYID", "USUBJID", f"{domain}TESTCD", f"{domain}CAT", f"{domain}LOC", f"{domain}DIR",
+            f"{domain}METHOD", "VISITNUM", f"{domain}TPT"]
+    ds = build_dataset(domain, rec, order, keys=[k for k in keys if k in rec and rec[k].notna().any()],
+                       structure="One record per subject per test per visit (per location/method/time point)",
+                       origins=origins, codelists=codelists, value_level=vlm, methods=methods,
+                       comment="; ".join(comments) or None)
+    trace = pd.DataFrame({"subject_code": rec["subject_code"], "visit_code": rec["_visit"], "form": rec["_form"],
+                          "item": rec["_item"], "DOMAIN": domain, "SEQ": rec[f"{domain}SEQ"].to_numpy(),
+                          "SRCVAR": np.where(rec[f"{domain}STRESN"].notna(), f"{domain}STRESN", f"{domain}STRESC")})
+    return ds, trace
+
+
+def _origins(domain: str, forms: list[tuple[str, FormDef]], rec: pd.DataFrame) -> dict[str, tuple[str, str | None]]:
+    sources = ", ".join(code for code, _ in forms)
+    collected = {"ORRES", "ORRESU", "ORNRHI", "ORNRLO", "STAT", "REASND", "DTC"}
+    out = {f"{domain}{v}": ("Collected", sources) for v in collected}
+    out.update({f"{domain}{v}": ("Derived", "MT.STRES") for v in ("STRESC", "STRESN", "STRESU", "STNRLO", "STNRHI")})
+    out.update({f"{domain}{v}": ("Assigned", None) for v in ("TESTCD", "TEST", "CAT", "SCAT", "LOC", "DIR", "SPEC",
+                                                             "TPT", "EVLINT", "DRVFL")})
+    out[f"{domain}METHOD"] = ("Collected" if any(f.sdtm and f.sdtm.var == f"{domain}METHOD"
+                                                 for _, form in forms for f in form.fields) else "Assigned", None)
+    out[f"{domain}NRIND"] = ("Derived", "MT.NRIND")
+    out[f"{domain}LOBXFL"] = ("Derived", "MT.LOBXFL")
+    out[f"{domain}SEQ"], out[f"{domain}DY"] = ("Derived", "MT.SEQ"), ("Derived", "MT.DY")
+    out["EPOCH"], out["VISITDY"] = ("Derived", "MT.EPOCH"), ("Derived", "MT.VISITDY")
+    out["VISITNUM"], out["VISIT"] = ("Assigned", None), ("Assigned", None)
+    return out
+
+
+def _value_level(domain: str, forms: list[tuple[str, FormDef]], protocol) -> list[ValueLevel]:
+    """Per test code: the result's type and unit (value-level metadata of --ORRES and --STRESN)."""
+    seen: dict[str, ValueLevel] = {}
+    for code, form in forms:
+        for f in form.fields:
+            ann = f.sdtm
+            if ann is None or not ann.testcd or (ann.domain or form.sdtm.domain) != domain or ann.testcd in seen:
+                continue
+            typ = "integer" if f.type == "integer" else "float" if f.type == "float" else "text"
+            if f.type == "code" and all(k == v for k, v in code_map(protocol, f).items()):
+                typ = "integer" if all(str(c).lstrip("-").isdigit() for c in protocol.allowed_codes(f)) else "text"
+            seen[ann.testcd] = ValueLevel(variable=f"{domain}ORRES", where_variable=f"{domain}TESTCD",
+                                          where_value=ann.testcd, label=ann.test or ann.testcd, type=typ,
+                                          unit=_unit(f, ann), origin="Collected", source=f"{code}.{f.name}",
+                                          codelist=None if f.type != "code" else
+                                          (f"SPONSOR:{f.codelist}" if f.codelist else None))
+        for name, ann in form.sdtm.scores.items():
+            if (ann.domain or form.sdtm.domain) == domain and ann.testcd not in seen:
+                seen[ann.testcd] = ValueLevel(variable=f"{domain}STRESN", where_variable=f"{domain}TESTCD",
+                                              where_value=ann.testcd, label=ann.test or ann.testcd, type="float",
+                                              unit=ann.unit, origin="Derived", source=f"{code}.{name}")
+    return list(seen.values())
+
+
+def build_ie(ctx: Context) -> Dataset | None:
+    """IE: one record per criterion a screened subject did not meet (IEORRES N for inclusion, Y for exclusion)."""
+    protocol = ctx.protocol
+    if not protocol.eligibility:
+        return None
+    criteria = {c.id: c for c in protocol.eligibility}
+    subjects = ctx.snap.subjects[["subject_code", "eligibility_failed", "screening_date"]].explode("eligibility_failed")
+    subjects = subjects[subjects["eligibility_failed"].isin(criteria)].rename(columns={"eligibility_failed": "IETESTCD"})
+    visits = ctx.snap.visits
+    base = protocol.baseline_visit.code
+    scr = visits[visits["visit_code"] == base][["subject_code", "visit_date"]]
+    rec = with_reference(subjects.merge(scr, on="subject_code", how="left"), ctx)
+    rec["_date"] = rec["visit_date"].where(rec["visit_date"].notna(), rec["screening_date"])
+    rec["STUDYID"], rec["DOMAIN"] = ctx.studyid, "IE"
+    rec["IETEST"] = rec["IETESTCD"].map(lambda c: criteria[c].text[:200])
+    rec["IECAT"] = rec["IETESTCD"].map(lambda c: criteria[c].kind.upper())
+    rec["IEORRES"] = np.where(rec["IECAT"] == "INCLUSION", "N", "Y")
+    rec["IESTRESC"] = rec["IEORRES"]
+    rec["VISITNUM"], rec["VISIT"] = ctx.visitnum[base], protocol.baseline_visit.label
+    rec["IEDTC"] = iso(rec["_date"])
+    rec["IEDY"] = study_day(rec["_date"], rec["RFSTDTC"])
+    rec["EPOCH"] = epoch(rec["_date"], rec["RFSTDTC"])
+    rec = assign_seq(rec, "IE", ["IECAT", "IETESTCD"])
+    order = ["STUDYID", "DOMAIN", "USUBJID", "IESEQ", "IETESTCD", "IETEST", "IECAT", "IEORRES", "IESTRESC",
+             "VISITNUM", "VISIT", "EPOCH", "IEDTC", "IEDY"]
+    specific = {"IETESTCD": ("Inclusion/Exclusion Criterion Short Name", "text", "Topic", "Req"),
+                "IETEST": ("Inclusion/Exclusion Criterion", "text", "Synonym Qualifier", "Req"),
+                "IECAT": ("Inclusion/Exclusion Category", "text", "Grouping Qualifier", "Req"),
+                "IEORRES": ("I/E Criterion Original Result", "text", "Result Qualifier", "Req"),
+                "IESTRESC": ("I/E Criterion Result in Std Format", "text", "Result Qualifier", "Req")}
+    origins = {"IETESTCD": ("Protocol", "eligibility"), "IETEST": ("Protocol", "eligibility"),
+               "IECAT": ("Protocol", "eligibility"), "IEORRES": ("Derived", "MT.IE"),
+               "IESTRESC": ("Derived", "MT.IE"), "IEDTC": ("Collected", "visit date")}
+    ds = build_dataset("IE", rec, order, keys=["STUDYID", "USUBJID", "IETESTCD"], specific=specific,
+                       origins=origins, codelists={"IETESTCD": "SPONSOR:IETESTCD"},
+                       structure="One record per inclusion/exclusion criterion not met per subject",
+                       methods=["MT.SEQ", "MT.DY", "MT.EPOCH"], klass="FINDINGS",
+                       comment="Criteria not met, from the protocol's criteria rules evaluated on the screening data.")
+    from regenheart.derive.datasets import Method
+    ds.methods.append(Method("MT.IE", "Criterion not met", "The protocol's criterion rule evaluated on the "
+                                                           "merged screening forms: an inclusion criterion not met "
+                                                           "is IEORRES N, an exclusion criterion met is Y."))
+    return ds
