@@ -92,6 +92,10 @@ class UnitOfWork:
         self.session = session
         self.reason = reason
         self.discarded = False
+        self.subjects: dict[str, Subject] = {}  # strong references: the identity map's are weak
+        # False: calls run without a savepoint of their own, for a caller that rolls back the whole
+        # enclosing savepoint whenever a call is refused (saves two statements per call).
+        self.call_savepoints = True
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -106,6 +110,7 @@ class UnitOfWork:
     def release_memory(self) -> None:
         """Forget loaded objects (all flushed) so that a long import does not grow without bound."""
         self.session.flush()
+        self.subjects.clear()
         self.session.expunge_all()
 
 
@@ -130,7 +135,20 @@ class CaptureService:
 
     # ------------------------------------------------------------------ helpers
     _require = staticmethod(require)
-    _subject = staticmethod(find_subject)
+
+    def _subject(self, session: Session, actor: Actor, subject_code: str) -> Subject:
+        """The subject (see :func:`find_subject`); a unit of work keeps the subjects it saw (no repeated query)."""
+        work = getattr(self._local, "work", None)
+        if work is not None:
+            subject = work.subjects.get(subject_code)
+            if subject is not None and subject in session:  # not rolled back or released meanwhile
+                if not actor.sees_site(subject.site_code):
+                    raise NotFound(f"subject {subject_code} not found")
+                return subject
+        subject = find_subject(session, actor, subject_code)
+        if work is not None:
+            work.subjects[subject_code] = subject
+        return subject
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
@@ -150,6 +168,7 @@ class CaptureService:
         self._local.work = work
         try:
             with session.begin():
+                audit.lock_head(session)  # held to the end: later appends read the head without a query
                 yield work
                 if work.discarded:
                     session.rollback()
@@ -164,9 +183,11 @@ class CaptureService:
         if work is None:
             with self._sessions.begin() as session:
                 yield session
-        else:
+        elif work.call_savepoints:
             with work.session.begin_nested():
                 yield work.session
+        else:
+            yield work.session
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
@@ -319,13 +340,13 @@ class CaptureService:
             return arm_code  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ visits
-    def _visit_checks(self, session: Session, subject: Subject, visit_code: str, date: dt.date,
+    def _visit_checks(self, visits: list[Visit], subject: Subject, visit_code: str, date: dt.date,
                       raw: Any, violations: list[Violation], warnings: list[Violation]) -> None:
         order = self.protocol.visit_codes
         position = order.index(visit_code)
         if subject.consent_date and date < subject.consent_date:
             violations.append(Violation("visit_date", raw, "order", "must not be before informed consent"))
-        for other in session.scalars(select(Visit).where(Visit.subject_id == subject.id)).all():
+        for other in visits:
             if other.visit_code == visit_code:
                 continue
             other_pos = order.index(other.visit_code)
@@ -346,8 +367,8 @@ class CaptureService:
     def _ensure_visit(self, session: Session, actor: Actor, subject: Subject, visit_code: str,
                       visit_date: Any, reason: str | None, violations: list[Violation],
                       warnings: list[Violation]) -> Visit | None:
-        visit = session.scalars(select(Visit).where(Visit.subject_id == subject.id,
-                                                    Visit.visit_code == visit_code)).one_or_none()
+        visits = session.scalars(select(Visit).where(Visit.subject_id == subject.id)).all()
+        visit = next((v for v in visits if v.visit_code == visit_code), None)
         if visit_date is None:
             if visit is None:
                 violations.append(Violation("visit_date", None, "required",
@@ -356,7 +377,7 @@ class CaptureService:
         date = self._date("visit_date", visit_date, violations)
         if date is None or (visit is not None and visit.visit_date == date):
             return visit
-        self._visit_checks(session, subject, visit_code, date, visit_date, violations, warnings)
+        self._visit_checks(visits, subject, visit_code, date, visit_date, violations, warnings)
         if visit is not None and not reason:
             violations.append(Violation("reason", None, "reason_required",
                                         "a reason is required to change a saved visit date"))
@@ -512,11 +533,12 @@ class CaptureService:
         stored = {} if first_entry else {d.name: d for d in record.derived}
         subject_code = session.get(Subject, record.subject_id).subject_code  # type: ignore[union-attr]
         record_key = f"{subject_code}/{record.visit_code}/{record.form_code}"
+        new_rows = []
         for name, value in scores.items():
             value = None if value is None else float(value)
             old = stored.get(name)
             if old is None:
-                session.add(DerivedValue(record_id=record.id, name=name, value=value, scoring_version=version))
+                new_rows.append({"record_id": record.id, "name": name, "value": value, "scoring_version": version})
             elif old.value == value and old.scoring_version == version:
                 continue
             else:
@@ -525,6 +547,8 @@ class CaptureService:
                                        form_code=record.form_code, record_key=record_key, field=name,
                                        old_value=canonical(old.value if old else None), new_value=canonical(value),
                                        reason=f"derived from item responses ({version})"))
+        if new_rows:  # one multi-row INSERT, as for the items
+            session.execute(insert(DerivedValue), new_rows)
         return scores
 
     def _day0_is_randomization(self, subject: Subject) -> bool:

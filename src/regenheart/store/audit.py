@@ -67,6 +67,20 @@ class AuditEntry:
     reason: str | None = None
 
 
+_HEAD_LOCKED = "regenheart.audit_head_locked"
+
+
+def lock_head(session: Session) -> None:
+    """Lock the chain head for the rest of ``session``'s transaction (a batch of many appends).
+
+    Taken outside any savepoint, the lock survives savepoint rollbacks, so later :func:`append`
+    calls in the same transaction read the head from the session instead of locking it again.
+    Only for sessions that live for one transaction (the capture service's unit of work).
+    """
+    # Kept in session.info: the session's identity map holds unmodified objects only weakly.
+    session.info[_HEAD_LOCKED] = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+
+
 def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = None) -> list[dict[str, Any]]:
     """Append ``entries`` to the chain inside the caller's transaction (same commit as the data).
 
@@ -74,7 +88,12 @@ def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = Non
     """
     if not entries:
         return []
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+    head = session.info.get(_HEAD_LOCKED)
+    if head is not None:  # locked by lock_head for this transaction: no query (a reload after a rollback)
+        if head not in session:
+            head = session.info[_HEAD_LOCKED] = session.get(AuditHead, 1)
+    else:
+        head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     ts = ts_utc or utc_now()
     seq, prev = head.seq, head.hash
     rows = []
