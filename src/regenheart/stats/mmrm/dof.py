@@ -25,7 +25,7 @@ from scipy import stats
 
 from ._errors import MMRMWarning
 from .covariance import Structure
-from .likelihood import Likelihood, State, crossprod
+from .likelihood import Likelihood, State, crossprod, einsum
 
 METHODS = {
     "satterthwaite": "satterthwaite",
@@ -86,8 +86,8 @@ class Inference:
         self.hessian_phi = Hphi  # observed Hessian of -2 l w.r.t. phi
         self.A = 2.0 * _sym_inv(Hphi, "Hessian of the log-likelihood w.r.t. the covariance parameters")
         K = lik.K(st)
-        self.Q = np.einsum("kab,abpq->kpq", dS, K, optimize=True)
-        self.dC = np.einsum("pq,kqr,rs->kps", self.C, self.Q, self.C, optimize=True)
+        self.Q = einsum("kab,abpq->kpq", dS, K)
+        self.dC = einsum("pq,kqr,rs->kps", self.C, self.Q, self.C)
         self.vcov = self.C
         if method == "kenward-roger":
             self._kenward_roger()
@@ -103,11 +103,11 @@ class Inference:
         P = -self.Q
         # sum_ij W_ij Q_ij with Q_ij = X'W V_i W V_j W X: per pattern N_g = sum_ij W_ij V_i W_g V_j
         E = np.einsum("kl,lcd->kcd", Wkr, dS)
-        N = np.einsum("kab,gbc,kcd->gad", dS, st.W, E, optimize=True)
-        NU = np.einsum("nts,nsp->ntp", N[lik.pidx], st.U, optimize=True)
+        N = einsum("kab,gbc,kcd->gad", dS, st.W, E)
+        NU = einsum("nts,nsp->ntp", N[lik.pidx], st.U)
         Qbar = crossprod(st.U.reshape(-1, self.p), NU.reshape(-1, self.p))
-        PCP = np.einsum("kpq,kl,lqs->ps", P @ C, Wkr, P, optimize=True)
-        Rbar = np.einsum("kl,klab,abpq->pq", Wkr, d2S, lik.K(st), optimize=True)
+        PCP = einsum("kpq,kl,lqs->ps", P @ C, Wkr, P)
+        Rbar = einsum("kl,klab,abpq->pq", Wkr, d2S, lik.K(st))
         inner = Qbar - PCP - 0.25 * Rbar
         inner = 0.5 * (inner + inner.T)
         self.vcov = C + 2.0 * C @ inner @ C
@@ -118,10 +118,10 @@ class Inference:
         C, W, P = self.C, self.W_kr, self.P_kr
         q = L.shape[0]
         Theta = L.T @ np.linalg.solve(L @ C @ L.T, L)
-        F = np.einsum("pq,qr,krs,st->kpt", Theta, C, P, C, optimize=True)  # Theta C P_k C
+        F = einsum("pq,qr,krs,st->kpt", Theta, C, P, C)  # Theta C P_k C
         tr = np.einsum("kpp->k", F)
         A1 = float(tr @ W @ tr)
-        A2 = float(np.einsum("kl,kpq,lqp->", W, F, F, optimize=True))
+        A2 = float(einsum("kl,kpq,lqp->", W, F, F))
         if q == 1:
             return (2.0 / A1 if A1 > 0 else np.inf), 1.0
         B = (A1 + 6 * A2) / (2 * q)

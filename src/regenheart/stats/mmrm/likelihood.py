@@ -25,11 +25,33 @@ and there is no Python loop over subjects.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .design import Design
 
 LOG2PI = float(np.log(2 * np.pi))
+
+
+# Below this many multiply-adds a direct (unoptimized) contraction beats numpy's path search,
+# which otherwise costs more than the arithmetic for small models (a 60-subject, 3-visit fit).
+_DIRECT_EINSUM_MAX_OPS = 200_000
+
+
+def einsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
+    """``np.einsum(subscripts, *operands, optimize=True)``, contracting small tensors directly.
+
+    The value is the same up to floating-point summation order; only the route differs: the greedy
+    path search (``optimize=True``) pays off for large tensors (many visits or parameters) and is
+    skipped when the whole naive loop over all indices is smaller than ``_DIRECT_EINSUM_MAX_OPS``.
+    """
+    sizes: dict[str, int] = {}
+    for letters, op in zip(subscripts.split("->")[0].split(","), operands):
+        sizes.update(zip(letters, np.shape(op)))
+    if math.prod(sizes.values()) <= _DIRECT_EINSUM_MAX_OPS:
+        return np.einsum(subscripts, *operands)
+    return np.einsum(subscripts, *operands, optimize=True)
 
 
 def crossprod(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -195,13 +217,13 @@ class Likelihood:
         if "E" in st._cache:
             return st._cache["E"]
         n_g = self.counts.astype(float)
-        E = np.einsum("g,gbc,gda->abcd", n_g, st.W, st.W, optimize=True)
+        E = einsum("g,gbc,gda->abcd", n_g, st.W, st.W)
         if self.reml:
             Mg = self._group_stats(st)[1]
-            t2 = np.einsum("gbc,gda->abcd", st.W, Mg, optimize=True)
+            t2 = einsum("gbc,gda->abcd", st.W, Mg)
             E -= t2 + t2.transpose(2, 3, 0, 1)  # sum_g M_g[b,c] W_g[d,a] = t2[c,d,a,b]
             T, p = self.T, self.p
-            Z = np.einsum("pq,abqr->abpr", st.C, self.K(st), optimize=True)
+            Z = einsum("pq,abqr->abpr", st.C, self.K(st))
             Z2 = Z.reshape(T * T, p * p)
             Z2t = Z.transpose(0, 1, 3, 2).reshape(T * T, p * p)
             E += (Z2 @ Z2t.T).reshape(T, T, T, T)
@@ -217,10 +239,10 @@ class Likelihood:
         T, p = self.T, self.p
         E = self._trace_tensor(st)
         Rg = self._group_stats(st)[2]
-        Q = np.einsum("gbc,gad->abcd", st.W, Rg, optimize=True)
+        Q = einsum("gbc,gad->abcd", st.W, Rg)
         h = crossprod(st.rho, st.U.reshape(self.n_sub, T * p)).reshape(T, T, p)  # h[a, b] = sum_i rho_i[a] U_i[b]
         hC = h @ st.C
-        Q -= np.einsum("abp,dcp->abcd", hC, h, optimize=True)
+        Q -= einsum("abp,dcp->abcd", hC, h)
         return -E + Q + Q.transpose(2, 3, 0, 1)
 
     # ------------------------------------------------------------------ chain rule to parameters
