@@ -348,9 +348,10 @@ class _Reader:
         values = self._values(row, line, only_form)
         where = Origin(self.file, f"line {line}")
         enrolment = values.pop(ENROLMENT, {})
-        for key in ("screening_date", "consent_date", "enrolled_date", "arm_code"):
+        attributes = {"arm_code": "arm", "eligible": "stated_eligible"}
+        for key in ("screening_date", "consent_date", "eligible", "enrolled_date", "arm_code"):
             if key in enrolment:
-                setattr(subject, "arm" if key == "arm_code" else key, enrolment[key])
+                setattr(subject, attributes.get(key, key), enrolment[key])
         visit_date = values.pop(VISIT_FORM, {}).get("visit_date")
         dates = self.protocol.dates
         if dates is not None:

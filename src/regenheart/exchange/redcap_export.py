@@ -53,7 +53,7 @@ VISIT_FORM = "visit"
 AE_FORM = "adverse_events"
 DISPOSITION_FORM = "disposition"
 SCORES_SUFFIX = "_scores"
-ENROLMENT_FIELDS = ("screening_date", "consent_date", "enrolled_date", "arm_code")
+ENROLMENT_FIELDS = ("screening_date", "consent_date", "eligible", "enrolled_date", "arm_code")
 TEXT_MAX = 255  # longer (or unlimited) text becomes a 'notes' box
 FILES = {"dictionary": "data_dictionary.csv", "arms": "arms.csv", "events": "events.csv",
          "mapping": "instrument_event_mapping.csv", "repeating": "repeating_instruments.csv",
@@ -193,6 +193,8 @@ def redcap_layout(protocol: Protocol, score_names: dict[str, list[str]] | None =
              container=ENROLMENT, source="screening_date"),
         Item("consent_date", ENROLMENT, "text", "Informed consent date", validation="date_ymd", required=True,
              container=ENROLMENT, source="consent_date"),
+        Item("eligible", ENROLMENT, "radio", "Eligible (regenheart's evaluation of the criteria)",
+             choices=[("Y", "Yes"), ("N", "No")], annotation="@READONLY", container=ENROLMENT, source="eligible"),
         Item("enrolled_date", ENROLMENT, "text", "Enrolment date", validation="date_ymd",
              container=ENROLMENT, source="enrolled_date"),
         Item("arm_code", ENROLMENT, "radio" if len(arms) <= 4 else "dropdown", "Arm", choices=arms,
@@ -309,8 +311,13 @@ def dictionary_rows(layout: Layout) -> list[dict[str, str]]:
     return rows
 
 
+def _missing(value: Any) -> bool:
+    """None, or pandas' NaN/NaT for a missing value in a snapshot frame."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("NaT", "nan")
+
+
 def _cell(value: Any, decimals: int | None = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return ""
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -361,12 +368,15 @@ def record_rows(layout: Layout, snapshot: Snapshot, protocol: Protocol) -> tuple
         base = {RECORD_ID: code, "redcap_data_access_group": dag_for(subject["site_code"])}
         for visit in protocol.visits:
             date = visit_dates.get((code, visit.code))
-            if date is None and visit.code != first and not (visit.code == last and subject.get("disposition")):
+            has_disposition = not _missing(subject.get("disposition"))
+            if _missing(date) and visit.code != first and not (visit.code == last and has_disposition):
                 continue
             row = {**base, "redcap_event_name": layout.visit_event[visit.code]}
             if visit.code == first:
-                fill(row, layout.instrument(ENROLMENT), subject, subject.get("enrolled_date") is not None)
-            if date is not None:
+                eligible = subject.get("eligible")
+                facts = {**subject, "eligible": None if _missing(eligible) else ("Y" if eligible else "N")}
+                fill(row, layout.instrument(ENROLMENT), facts, not _missing(subject.get("enrolled_date")))
+            if not _missing(date):
                 fill(row, layout.instrument(VISIT_FORM), {"visit_date": date}, True)
             for form in visit.forms:
                 key = (code, visit.code, form)
@@ -375,7 +385,7 @@ def record_rows(layout: Layout, snapshot: Snapshot, protocol: Protocol) -> tuple
                     scores = f"{form}{SCORES_SUFFIX}"
                     if any(i.name == scores for i in layout.instruments):
                         fill(row, layout.instrument(scores), derived[key], True)
-            if visit.code == last and subject.get("disposition") and protocol.disposition is not None:
+            if visit.code == last and has_disposition and protocol.disposition is not None:
                 fill(row, layout.instrument(DISPOSITION_FORM), {
                     "status": subject["disposition"], "date": subject["disposition_date"],
                     "reason": subject["disposition_reason"]}, True)
