@@ -285,7 +285,7 @@ def _study_days(c: _Collector, ds: Dataset, dm: Dataset | None) -> None:
 
 
 def _cdisc_day(date, reference) -> float:
-    if date is None or reference is None:
+    if is_missing(date) or is_missing(reference):
         return np.nan
     delta = (date - reference).days
     return float(delta + 1 if delta >= 0 else delta)
