@@ -145,6 +145,37 @@ class ReasonRequest(_Body):
 
 
 # ---------------------------------------------------------------------------------------------- auth
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok, or unavailable when the database cannot serve")
+    database: str = Field(description="reachable or unreachable")
+    schema_revision: str | None = Field(description="Migration revision of the database")
+    head_revision: str = Field(description="Newest migration revision of this regenheart")
+    migrations_at_head: bool
+    version: str = Field(description="regenheart version")
+
+
+@router.get("/health", response_model=HealthResponse, tags=["operations"],
+            responses={503: {"model": HealthResponse, "description": "Database unreachable or not migrated"}})
+def health(request: Request) -> JSONResponse:
+    """For load balancers and monitoring (no authentication): database reachable, migrations at head."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from regenheart import __version__
+    from regenheart.store.db import current_revision, head_revision
+
+    head = head_revision()
+    try:
+        revision = current_revision(ctx_of(request).engine)
+        reachable = True
+    except SQLAlchemyError:
+        revision, reachable = None, False
+    ok = reachable and revision == head
+    body = HealthResponse(status="ok" if ok else "unavailable", database="reachable" if reachable else "unreachable",
+                          schema_revision=revision, head_revision=head, migrations_at_head=revision == head,
+                          version=__version__)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
 @router.post("/auth/token", response_model=TokenResponse, tags=["auth"],
              responses={401: {"description": "Wrong username/password or account locked"}})
 def issue_token(body: TokenRequest, request: Request) -> TokenResponse:
@@ -464,10 +495,3 @@ def access_log(request: Request, username: str | None = None, limit: int = 500,
 def roles(actor: Actor = Depends(api_actor)) -> dict[str, list[str]]:
     """Roles and the actions each may perform."""
     return {role: sorted(a for a, allowed in PERMISSIONS.items() if role in allowed) for role in ROLES}
-
-
-@router.get("/health", tags=["meta"], include_in_schema=True)
-def health() -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
