@@ -1,5 +1,5 @@
-"""ADaM exports as SAS transport v5 (read back with pyreadstat) and the ClinicalTrials.gov results
-section built from the SAP results (numbers identical to the results dictionary)."""
+"""ADaM exports as SAS transport v5 (read back with pyreadstat). The ClinicalTrials.gov results are
+tested in tests/exchange/test_ctgov*.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import datetime as dt
 import pyreadstat
 import pytest
 
-from regenheart.report.exports import ctgov_results, write_adam
-from regenheart.stats.sap import run_sap
+from regenheart.report.exports import write_adam
 
 from ..derive.test_adam import one_subject  # noqa: F401 - fixture
 
@@ -26,15 +25,3 @@ def test_xpt_round_trip(one_subject, tmp_path):  # noqa: F811
     assert lvef["ADT"] == dt.date(2025, 2, 25)
     adsl, _ = pyreadstat.read_xport(str(tmp_path / "adsl.xpt"))
     assert adsl.loc[0, "TRTSDT"] == dt.date(2025, 1, 24) and adsl.loc[0, "SAFFL"] == "Y"
-
-
-def test_ctgov_results_agree_with_sap(one_subject, protocol):  # noqa: F811
-    results = run_sap(protocol, one_subject, with_mmrm=False)
-    section = ctgov_results(protocol, results)["resultsSection"]
-    primary = section["outcomeMeasuresModule"]["outcomeMeasures"][0]
-    assert primary["type"] == "PRIMARY"
-    assert primary["classes"][0]["categories"][0]["measurements"][0]["value"] == str(results["primary"]["n_events"])
-    assert primary["analyses"][0]["ciUpperLimit"] == f"{results['primary']['upper']:.3f}"
-    flow = section["participantFlowModule"]["periods"][0]["milestones"]
-    assert flow[0] == {"type": "STARTED", "achievements": [{"groupId": "FG000", "numSubjects": "1"}]}
-    assert section["adverseEventsModule"]["eventGroups"][0]["seriousNumAtRisk"] == 1

@@ -34,7 +34,7 @@ class AnalysisRun:
     report_path: Path
     results_path: Path
     datasets: list[Path]
-    ctgov_path: Path
+    ctgov_path: Path | None
 
 
 def study_meta(protocol: Protocol, *, synthetic: bool, seed: int | None = None) -> dict[str, str]:
@@ -70,7 +70,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
     """Snapshot -> analysis datasets -> SAP -> report.html and results.json in ``out_dir``."""
     from regenheart import instruments
     from regenheart.report import build_report, write_report
-    from regenheart.report.exports import write_adam, write_ctgov
+    from regenheart.report.exports import write_adam
 
     require_integrity(engine, protocol, "analysed")  # the chain verifies and every value matches its trail
     snap = take_snapshot(engine)
@@ -90,6 +90,8 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
         **results,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    if protocol.registry is not None and protocol.registry.results is not None:
+        document["registry_preview"] = CTGOV_PREVIEW  # the study report links to it
     notes = {**instruments.METHODS_NOTES,
              **{f"derived values: {k}": v for k, v in instruments.derive.METHODS_NOTES.items()}}
     html = build_report(protocol, snap, data, document, methods_notes=notes, synthetic=synthetic)
@@ -98,8 +100,34 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
     results_path = out_dir / "results.json"
     results_path.write_text(json.dumps(document, indent=1, sort_keys=False, allow_nan=False), encoding="utf-8")
     datasets = write_adam(data, out_dir / "datasets")
-    ctgov_path = write_ctgov(protocol, document, out_dir / "ctgov_results.json")
+    ctgov_path = write_ctgov_files(protocol, document, data, out_dir)
     return AnalysisRun(document, report_path, results_path, datasets, ctgov_path)
+
+
+CTGOV_PREVIEW = "ctgov_preview.html"
+CTGOV_FILES = ("ctgov_results.json", "ctgov_results_draft.xml", CTGOV_PREVIEW)
+
+
+def write_ctgov_files(protocol: Protocol, document: dict[str, Any], data: Any, out_dir: Path) -> Path | None:
+    """ClinicalTrials.gov files of an analysis, all from one results record: ``ctgov_results.json`` (API v2
+    shape), ``ctgov_results_draft.xml`` (the PRS upload, always marked DRAFT here: the postable file comes
+    from ``regenheart ctgov results``) and ``ctgov_preview.html``. None when the protocol has no registry
+    facts (the analysis itself does not need them)."""
+    from regenheart.exchange.ctgov.api_json import write_results_json
+    from regenheart.exchange.ctgov.checks import check_results
+    from regenheart.exchange.ctgov.preview import write_preview
+    from regenheart.exchange.ctgov.prs_xml import write_results_xml
+    from regenheart.exchange.ctgov.results import CtgovError, build_results
+
+    if protocol.registry is None or protocol.registry.results is None:
+        return None
+    try:
+        record = build_results(protocol, document, data, draft=True)
+    except CtgovError:  # the registry section does not fit this study: the analysis stands without it
+        return None
+    write_results_xml(record, out_dir / "ctgov_results_draft.xml")
+    write_preview(record, check_results(record), out_dir / CTGOV_PREVIEW)
+    return write_results_json(record, out_dir / "ctgov_results.json")
 
 
 def prepare_demo_dir(out_dir: Path) -> Path:
@@ -116,7 +144,7 @@ def prepare_demo_dir(out_dir: Path) -> Path:
         if meta.get("synthetic") != "true":
             raise DatabaseError(f"{db_path} exists and is not a synthetic demo database; choose another --out")
         db_path.unlink()
-        for name in ("report.html", "results.json", "ctgov_results.json"):
+        for name in ("report.html", "results.json", *CTGOV_FILES):
             (out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(out_dir / "datasets", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
