@@ -52,7 +52,7 @@ def demo(tmp_path_factory):
 
 
 def test_record_counts_match_the_snapshot(demo):
-    protocol, snap, sdtm, _, _ = demo
+    _, snap, sdtm, _, _ = demo
     subjects = snap.subjects
     assert len(sdtm["DM"].records) == subjects["consent_date"].notna().sum()
     assert len(sdtm["SV"].records) == len(snap.visits)
