@@ -42,8 +42,20 @@ from sqlalchemy.orm import Session
 
 from regenheart import __version__
 from regenheart.protocol.models import FieldDef, Protocol
-from regenheart.store.audit import iter_records, verify_chain
-from regenheart.store.models import AdverseEvent, FormRecord, Signature, StudyMeta, Subject, User, Visit
+from regenheart.store.db import DatabaseError
+from regenheart.store.models import (
+    AdverseEvent,
+    AuditRecord,
+    DerivedValue,
+    FormRecord,
+    ItemValue,
+    Signature,
+    StudyMeta,
+    Subject,
+    User,
+    Visit,
+)
+from regenheart.store.reconcile import require_integrity
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -75,6 +87,7 @@ SUBJECT_ITEMS: dict[str, tuple[str, str, bool, str]] = {
 # Disposition is stored on the subject; capture's record_disposition maps the protocol's
 # disposition fields status/date/reason to these columns.
 DISPOSITION_COLUMNS = {"disposition": "status", "disposition_date": "date", "disposition_reason": "reason"}
+HISTORY_ENTITIES = ("subject", "visit", "item", "score", "adverse_event")
 DERIVED_NOTE = "Derived: computed by regenheart, exported for review and never imported as data"
 
 
@@ -195,9 +208,13 @@ def _collect_history(session: Session) -> dict[str, _History]:
     """Read the audit trail once (in sequence order) into per-subject, per-item histories."""
     history: dict[str, _History] = defaultdict(_History)
     ae_key = re.compile(r"^.*/AE(\d+)$")
-    for r in iter_records(session):
-        if r.subject_code is None or r.field is None:
-            continue
+    a = AuditRecord
+    rows = session.execute(
+        select(a.seq, a.ts_utc, a.username, a.role, a.action, a.entity, a.subject_code, a.visit_code, a.form_code,
+               a.record_key, a.field, a.new_value, a.reason)
+        .where(a.subject_code.is_not(None), a.field.is_not(None), a.entity.in_(HISTORY_ENTITIES))
+        .order_by(a.seq).execution_options(yield_per=5000))
+    for r in rows:
         change = _Change(_decode_canonical(r.new_value), r.seq, r.ts_utc, r.username, r.role, r.reason)
         h = history[r.subject_code]
         if r.entity == "subject":
@@ -458,7 +475,38 @@ def _fmt_for(decimals: int | None) -> Callable[[Any], Any]:
     return fmt
 
 
-def _write_subject(cd: etree._Element, w: _ClinicalWriter, session: Session, subject: Subject,
+@dataclass
+class _Stored:
+    """The current data of the whole database, read in bulk (a few queries, not one per form)."""
+
+    visits: dict[int, dict[str, Visit]]
+    records: dict[int, dict[tuple[str, str], FormRecord]]
+    items: dict[int, dict[str, Any]]
+    derived: dict[int, dict[str, float | None]]
+    aes: dict[int, list[AdverseEvent]]
+
+    @classmethod
+    def load(cls, session: Session) -> _Stored:
+        visits: dict[int, dict[str, Visit]] = defaultdict(dict)
+        for v in session.scalars(select(Visit)):
+            visits[v.subject_id][v.visit_code] = v
+        records: dict[int, dict[tuple[str, str], FormRecord]] = defaultdict(dict)
+        for r in session.scalars(select(FormRecord)):
+            records[r.subject_id][(r.visit_code, r.form_code)] = r
+        items: dict[int, dict[str, Any]] = defaultdict(dict)
+        for record_id, name, value in session.execute(select(ItemValue.record_id, ItemValue.field, ItemValue.value)):
+            items[record_id][name] = _decode_canonical(value)
+        derived: dict[int, dict[str, float | None]] = defaultdict(dict)
+        for record_id, name, value in session.execute(
+                select(DerivedValue.record_id, DerivedValue.name, DerivedValue.value)):
+            derived[record_id][name] = value
+        aes: dict[int, list[AdverseEvent]] = defaultdict(list)
+        for ae in session.scalars(select(AdverseEvent).order_by(AdverseEvent.subject_id, AdverseEvent.ae_seq)):
+            aes[ae.subject_id].append(ae)
+        return cls(visits, records, items, derived, aes)
+
+
+def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored, subject: Subject,
                    h: _History, signatures: dict[int, Signature], sigdefs: dict[str, str]) -> None:
     md, p = w.md, w.md.protocol
     site = subject.site_code
@@ -479,8 +527,7 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, session: Session, sub
         w.item_history(ig, item_oid("SUBJECT", name), h.subject_fields.get(column, []), site,
                        lambda v, c=column: _subject_value(c, v), f"subject {code}, {name}",
                        getattr(subject, column))
-    aes = session.scalars(select(AdverseEvent).where(AdverseEvent.subject_id == subject.id)
-                          .order_by(AdverseEvent.ae_seq)).all()
+    aes = stored_data.aes.get(subject.id, [])
     if aes:
         fd = _el(se, "FormData", {"FormOID": AE_FORM, "TransactionType": "Insert"})
         for ae in aes:
@@ -506,9 +553,8 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, session: Session, sub
                            f"subject {code}, disposition {f.name}", getattr(subject, column))
 
     # Visits in protocol order.
-    visits = {v.visit_code: v for v in session.scalars(select(Visit).where(Visit.subject_id == subject.id))}
-    records = {(r.visit_code, r.form_code): r
-               for r in session.scalars(select(FormRecord).where(FormRecord.subject_id == subject.id))}
+    visits = stored_data.visits.get(subject.id, {})
+    records = stored_data.records.get(subject.id, {})
     for visit in p.visits:
         if visit.code not in visits:
             continue
@@ -525,8 +571,8 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, session: Session, sub
             if record is None:
                 continue
             form = p.forms[form_code]
-            stored = {i.field: _decode_canonical(i.value) for i in record.items}
-            derived = {d.name: d.value for d in record.derived}
+            stored = stored_data.items.get(record.id, {})
+            derived = stored_data.derived.get(record.id, {})
             fd = _el(se, "FormData", {"FormOID": form_oid(form_code), "TransactionType": "Insert"})
             all_changes = [c for f in form.fields for c in h.items.get((visit.code, form_code, f.name), [])]
             if all_changes:
@@ -608,10 +654,11 @@ def build_odm(engine: Engine, protocol: Protocol, *, progress: Callable[[int, in
     Refuses (:class:`OdmExportError`) a database whose audit chain does not verify or whose stored
     values are not the last values of their audit history. ``progress(done, total)`` per subject.
     """
-    chain = verify_chain(engine)
-    if not chain.ok:
-        raise OdmExportError(f"the audit trail does not verify at record {chain.first_bad_seq}: {chain.problem}; "
-                             "refusing to export data whose history is broken")
+    try:
+        integrity = require_integrity(engine, protocol, purpose="exported")
+    except DatabaseError as exc:
+        raise OdmExportError(str(exc)) from None
+    chain = integrity.chain
     now = now or dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     study_oid = f"ST.{protocol.study.nct_id}"
@@ -643,9 +690,10 @@ def build_odm(engine: Engine, protocol: Protocol, *, progress: Callable[[int, in
         clinical = etree.Element(f"{{{ODM_NS}}}ClinicalData", {"StudyOID": study_oid, "MetaDataVersionOID": mdv_oid})
         writer = _ClinicalWriter(md, set())
         history = _collect_history(session)
+        stored = _Stored.load(session)
         subjects = session.scalars(select(Subject).order_by(Subject.subject_code)).all()
         for done, subject in enumerate(subjects, start=1):
-            _write_subject(clinical, writer, session, subject, history.get(subject.subject_code, _History()),
+            _write_subject(clinical, writer, stored, subject, history.get(subject.subject_code, _History()),
                            signatures, sigdefs)
             if progress:
                 progress(done, len(subjects))
