@@ -26,12 +26,12 @@ from regenheart.exchange.ctgov.results import SYNTHETIC_MARK, CtgovError, build_
 
 
 @pytest.fixture(scope="module")
-def synthetic_record(protocol, ctgov_study):
+def synthetic_record(protocol, ctgov_study):  # noqa: F811
     return build_results(protocol, ctgov_study.results, ctgov_study.data)
 
 
 @pytest.fixture(scope="module")
-def real_record(protocol, ctgov_study):
+def real_record(protocol, ctgov_study):  # noqa: F811
     return build_results(complete_protocol(protocol), clean_results(ctgov_study.results), real_data(ctgov_study.data))
 
 
@@ -69,7 +69,7 @@ def test_every_required_module_is_present(real_record):
     assert float(root.find("reportedEvents/frequencyReportingThreshold").text) <= 5
 
 
-def test_participant_flow_equals_the_sap_flow(real_record, ctgov_study):
+def test_participant_flow_equals_the_sap_flow(real_record, ctgov_study):  # noqa: F811
     flow = ctgov_study.results["flow"]
     root = _xml(real_record)
     period = root.find("participantFlow/periods/period")
@@ -85,7 +85,7 @@ def test_participant_flow_equals_the_sap_flow(real_record, ctgov_study):
     assert f"{flow['screened']} screened, {flow['screen_failed']} screen failures" in pre
 
 
-def test_baseline_numbers_equal_results_json(real_record, ctgov_study):
+def test_baseline_numbers_equal_results_json(real_record, ctgov_study):  # noqa: F811
     by_name = {row["variable"]: row for row in ctgov_study.results["baseline"]}
     root = _xml(real_record)
     measures = {(m.findtext("otherTitle") or m.findtext("title")): m
@@ -108,7 +108,7 @@ def test_baseline_numbers_equal_results_json(real_record, ctgov_study):
     assert int(group.findtext("subjectsAnalyzed")) == ctgov_study.results["flow"]["safety_population"]
 
 
-def test_primary_outcome_equals_results_and_a_hand_computed_clopper_pearson(real_record, ctgov_study):
+def test_primary_outcome_equals_results_and_a_hand_computed_clopper_pearson(real_record, ctgov_study):  # noqa: F811
     primary = ctgov_study.results["primary"]
     root = _xml(real_record)
     outcome = root.find("outcomeMeasures/outcomeMeasure")
@@ -135,7 +135,7 @@ def test_demo_sized_primary_ci_by_hand():
     assert (round(100 * s.lower, 2), round(100 * s.upper, 2)) == (0.82, 22.07)
 
 
-def test_secondary_outcomes_equal_the_sap_and_a_paired_t_by_hand(protocol, real_record, ctgov_study):
+def test_secondary_outcomes_equal_the_sap_and_a_paired_t_by_hand(protocol, real_record, ctgov_study):  # noqa: F811
     results = ctgov_study.results
     registered = [o for o in protocol.registry.outcomes if o.type == "SECONDARY"]
     secondary = [m for m in real_record.outcomes if m.outcome_type == "SECONDARY"]
@@ -169,7 +169,7 @@ def test_secondary_outcomes_equal_the_sap_and_a_paired_t_by_hand(protocol, real_
     assert t_test.p_value == ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def test_adverse_events_equal_results_json(real_record, ctgov_study):
+def test_adverse_events_equal_results_json(real_record, ctgov_study):  # noqa: F811
     ae = ctgov_study.results["adverse_events"]
     root = _xml(real_record)
     group = root.find("reportedEvents/interventionGroups/interventionGroup")
@@ -230,7 +230,7 @@ def test_json_twin_holds_the_same_numbers(real_record):
     assert len(doc["baselineCharacteristicsModule"]["measures"]) == len(real_record.baseline)
 
 
-def test_two_arm_study_gives_a_two_group_record(protocol, ctgov_study):
+def test_two_arm_study_gives_a_two_group_record(protocol, ctgov_study):  # noqa: F811
     # Protocol version 1.0 (randomized 1:1): the same subjects split between the arms alternately.
     two_arm = complete_protocol(protocol).model_copy(update={"active_protocol_version": "1.0"})
     adsl = ctgov_study.data.adsl.copy()
@@ -259,13 +259,13 @@ def test_two_arm_study_gives_a_two_group_record(protocol, ctgov_study):
     assert errors(check_results(record)) == []
 
 
-def test_a_protocol_without_registry_is_refused_clearly(protocol, ctgov_study):
+def test_a_protocol_without_registry_is_refused_clearly(protocol, ctgov_study):  # noqa: F811
     bare = protocol.model_copy(update={"registry": None})
     with pytest.raises(CtgovError, match="no 'registry' section"):
         build_results(bare, ctgov_study.results, ctgov_study.data)
 
 
-def test_unknown_outcome_source_is_named(protocol, ctgov_study):
+def test_unknown_outcome_source_is_named(protocol, ctgov_study):  # noqa: F811
     registry = protocol.registry
     bad = registry.outcomes[1].model_copy(update={"source": "NOPE"})
     broken = protocol.model_copy(update={"registry": registry.model_copy(update={"outcomes": [registry.outcomes[0], bad]})})

@@ -39,15 +39,16 @@ def _measure_rows(measure: Measure, columns: list[tuple[str, str]]) -> Markup:
     spec = f"{measure.param_type.replace('_', ' ').title()}"
     if measure.dispersion != "NA":
         spec += f" ({measure.dispersion.replace('_', ' ').title()})"
-    rows = [f'<tr><th class="rowhead" colspan="{len(columns) + 1}">{escape(measure.title)}'
-            f'<br><span class="muted">{escape(spec)}; Unit of measure: {escape(measure.unit)}</span></th></tr>']
+    head = (f'<tr><th class="rowhead" colspan="{len(columns) + 1}">{escape(measure.title)}'
+            f'<br><span class="muted">{escape(spec)}; Unit of measure: {escape(measure.unit)}</span></th></tr>')
+    rows = [head]
     for cls in measure.classes:
         if cls.title is not None:
             analyzed = "".join(f'<td class="num">{escape(str(cls.analyzed.get(k, "")))}</td>' for k, _ in columns) \
                 if cls.analyzed else "".join("<td></td>" for _ in columns)
             rows.append(f"<tr><th>{escape(cls.title)}{' (number analyzed)' if cls.analyzed else ''}</th>{analyzed}</tr>")
         for category in cls.categories:
-            label = category.title if category.title is not None else ("" if cls.title else "")
+            label = category.title if category.title is not None else ""
             cells = "".join(f'<td class="num">{escape(_cell(measure, category.values.get(k)))}</td>' for k, _ in columns)
             rows.append(f"<tr><td>&nbsp;&nbsp;{escape(label)}</td>{cells}</tr>")
     return Markup("\n".join(rows))
