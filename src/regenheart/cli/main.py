@@ -255,6 +255,10 @@ from regenheart.cli.web_commands import register as _register_web_commands
 
 _register_web_commands(app)
 
+from regenheart.cli.exchange_commands import register as _register_exchange_commands
+
+_register_exchange_commands(app)
+
 from regenheart.cli.ctgov_commands import register as _register_ctgov_commands
 
 _register_ctgov_commands(app)

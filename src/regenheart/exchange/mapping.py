@@ -19,6 +19,8 @@ Everything the mapping does is reported by the importer: a source name that maps
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,3 +226,123 @@ class Mapping:
             return dt.datetime.strptime(raw.strip(), self.spec.date_format).date().isoformat()
         except ValueError:
             return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# A first draft of a mapping file, matched by name and label.
+
+
+@dataclass(frozen=True)
+class SourceName:
+    """A source field as a reader lists it: its name, its label (if any) and its form (if known)."""
+
+    name: str
+    label: str | None = None
+    form: str | None = None
+
+
+def _norm(text: str | None) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", (text or "").lower()).strip()
+
+
+def _similarity(a: str | None, b: str | None) -> float:
+    a, b = _norm(a), _norm(b)
+    if not a or not b:
+        return 0.0
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _best(candidates: dict[str, list[str]], texts: list[str | None], threshold: float) -> tuple[str, float] | None:
+    """The candidate whose texts are most similar to any of ``texts`` (score >= threshold), if unique."""
+    scored = sorted(((max(_similarity(t, c) for t in texts for c in cands), target)
+                     for target, cands in candidates.items()), reverse=True)
+    if not scored or scored[0][0] < threshold:
+        return None
+    if len(scored) > 1 and scored[1][0] == scored[0][0]:
+        return None  # a tie: leave it to the data manager
+    return scored[0][1], scored[0][0]
+
+
+def draft_mapping(protocol: Protocol, fields: list[SourceName], events: list[SourceName] | None = None,
+                  forms: list[SourceName] | None = None, *, threshold: float = 0.75) -> str:
+    """YAML text of a first mapping file: source names matched to the protocol's by name, then by label.
+
+    Names equal to the protocol's need no entry and are listed as comments; matches by similarity
+    (difflib ratio on lower-cased words, ``threshold``) are written with their score for review; a
+    name that matches nothing is listed under a commented ``ignore`` block, so the data manager
+    decides. The text loads with :meth:`Mapping.load` as it is.
+    """
+    identity = Mapping.identity(protocol)
+    lines = ["# Draft mapping file written by regenheart (matched by name and label): REVIEW EVERY LINE.",
+             f"# Protocol: {protocol.study.acronym} {protocol.study.nct_id}, version {protocol.active_protocol_version}.",
+             ""]
+
+    def section(title: str, matched: dict[str, tuple[str, str]], same: list[str], unmatched: list[str]) -> None:
+        lines.append(f"{title}:" + ("" if matched else " {}"))
+        for source, (target, note) in matched.items():
+            lines.append(f"  {yaml.safe_dump(source).strip().removesuffix('...').strip()}: {target}  # {note}")
+        for name in same:
+            lines.append(f"  # {name}: same name as in the protocol")
+        for name in unmatched:
+            lines.append(f"  # {name}: NO MATCH - map it here, or list it under 'ignore'")
+
+    # events -> visits
+    visit_texts = {v.code: [v.code, v.label] for v in protocol.visits}
+    matched, same, unmatched = {}, [], []
+    for event in events or []:
+        if identity.visit(event.name):
+            same.append(event.name)
+            continue
+        best = _best(visit_texts, [event.name, event.label], threshold)
+        if best:
+            matched[event.name] = (best[0], f"by name/label, score {best[1]:.2f}")
+        else:
+            unmatched.append(event.name)
+    section("events", matched, same, unmatched)
+    # forms
+    form_texts = {code: [code, f.label] for code, f in protocol.forms.items()}
+    form_texts |= {"adverse_events": ["adverse_events", protocol.adverse_events.label],
+                   "disposition": ["disposition", protocol.disposition.label]}
+    form_of: dict[str, str] = {}
+    matched, same, unmatched = {}, [], []
+    for source_form in forms or []:
+        if identity.form(source_form.name):
+            same.append(source_form.name)
+            form_of[source_form.name] = source_form.name
+            continue
+        best = _best(form_texts, [source_form.name, source_form.label], threshold)
+        if best:
+            matched[source_form.name] = (best[0], f"by name/label, score {best[1]:.2f}")
+            form_of[source_form.name] = best[0]
+        else:
+            unmatched.append(source_form.name)
+    section("forms", matched, same, unmatched)
+    # fields
+    containers = {**protocol.forms, "adverse_events": protocol.adverse_events, "disposition": protocol.disposition}
+    field_texts = {f"{code}.{f.name}": [f.name, f.label] for code, c in containers.items() for f in c.fields}
+    matched, same, unmatched = {}, [], []
+    for source in fields:
+        target_form = form_of.get(source.form or "", source.form)
+        if identity.field(source.name, target_form if target_form in containers else None):
+            same.append(source.name)
+            continue
+        candidates = field_texts
+        if target_form in containers:
+            candidates = {k: v for k, v in field_texts.items() if k.startswith(f"{target_form}.")}
+        exact = [k for k in candidates if _norm(k.split(".", 1)[1]) == _norm(source.name)]
+        if len(exact) == 1:
+            matched[source.name] = (exact[0], "same name apart from case/punctuation")
+            continue
+        best = _best(candidates, [source.label, source.name], threshold)
+        if best:
+            matched[source.name] = (best[0], f"by label, score {best[1]:.2f}")
+        else:
+            unmatched.append(source.name)
+    section("fields", matched, same, unmatched)
+    lines += ["", "# recodes: {form.field: {source code: protocol code}}", "recodes: {}",
+              "# units: {form.field: {from: source unit, factor: multiply by}}", "units: {}",
+              "# date_format: \"%d/%m/%Y\"   # when source dates are not ISO 8601", "ignore: []"]
+    if unmatched:
+        lines += ["# ignore:   # source fields deliberately not imported"]
+        lines += [f"#   - {name}" for name in unmatched]
+    return "\n".join(lines) + "\n"
