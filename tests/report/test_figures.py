@@ -24,10 +24,10 @@ def test_svg_is_inline_and_deterministic(protocol, small_study):
 
 
 def test_png_is_deterministic(protocol, small_study):
-    fig = figures.lvef_trajectories(protocol, small_study.data.adeff, small_study.data.adsl, small_study.results)
+    fig = figures.trajectories(protocol, small_study.data.adeff, small_study.data.adsl, small_study.results, "LVEF")
     a = figures.to_png_base64(fig, dpi=60)
-    b = figures.to_png_base64(
-        figures.lvef_trajectories(protocol, small_study.data.adeff, small_study.data.adsl, small_study.results), dpi=60)
+    b = figures.to_png_base64(figures.trajectories(protocol, small_study.data.adeff, small_study.data.adsl,
+                                                   small_study.results, "LVEF"), dpi=60)
     assert a == b
     assert base64.b64decode(a).startswith(b"\x89PNG")
 
@@ -47,17 +47,25 @@ def test_mean_change_grid_has_a_panel_per_secondary_endpoint(protocol, small_stu
 
 def test_tipping_point_plot(small_study):
     results = small_study.results
-    tp = results["sensitivity_lvef_m6"].get("tipping_point")
-    fig = figures.tipping_point_plot(results)
+    sens = results["sensitivity"]["lvef_m6"]
+    tp = sens.get("tipping_point")
+    fig = figures.tipping_point_plot(sens, "LV ejection fraction", "%")
     if tp and tp.get("grid"):
         assert fig is not None
         if tp.get("found"):
             ax = fig.axes[0]
             vlines = [line for line in ax.lines if len(set(line.get_xdata())) == 1 and len(line.get_xdata()) == 2]
             assert any(abs(line.get_xdata()[0] - tp["tipping_delta"]) < 1e-9 for line in vlines)
-    without = copy.deepcopy(results)
-    without["sensitivity_lvef_m6"].pop("tipping_point", None)
+    without = copy.deepcopy(sens)
+    without.pop("tipping_point", None)
     assert figures.tipping_point_plot(without) is None
+
+
+def test_trajectories_refuse_a_parameter_outside_the_plan(protocol, small_study):
+    import pytest
+
+    with pytest.raises(ValueError, match="not an endpoint"):
+        figures.trajectories(protocol, small_study.data.adeff, small_study.data.adsl, small_study.results, "KCCQPL")
 
 
 def test_bad_figure_key_refused(protocol, small_study):

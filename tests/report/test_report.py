@@ -131,8 +131,8 @@ def test_every_section_anchor_and_toc_entry(report_html):
     assert positions == sorted(positions), "sections out of the required order"
     assert report_html.index('id="contents"') < positions[0]
     for sub in ("efficacy-secondary", "eff-nyha-shift", "efficacy-exploratory", "efficacy-supportive",
-                "eff-lvef", "eff-ntprobnp", "eff-ctivs", "kccq-domains", "mlhfq-dimensions", "echo-derived",
-                "fig-mean-change", "fig-lvef-trajectories", "fig-tipping-point", "primary-result"):
+                "eff-lvef", "eff-ntprobnp", "eff-ctivs", "supportive-kccq", "supportive-mlhfq", "supportive-echo",
+                "fig-mean-change", "fig-trajectories", "fig-tipping-sens-lvef-m6", "primary-result", "sens-lvef-m6"):
         assert sub in ids, sub
 
 
@@ -166,8 +166,9 @@ def test_flow_numbers(small_study, report_html):
     flow = small_study.results["flow"]
     assert f"Screened (consented): <span class=\"n\">n = {flow['screened']}</span>" in report_html
     assert f"Enrolled: <span class=\"n\">n = {flow['enrolled']}</span>" in report_html
-    assert f"infusion: <span class=\"n\">n = {flow['infused']}</span>" in report_html
-    for label, n in flow["assessed_lvef"].items():
+    assert f"(Safety population): <span class=\"n\">n = {flow['infused']}</span>" in report_html
+    assert "Follow-up assessed (LV ejection fraction within the visit window)" in report_html
+    for label, n in flow["assessed"].items():
         assert f"{label}<br><span class=\"n\">n = {n}</span>" in report_html
     for reason, n in flow["excluded_reasons"].items():
         assert f"<li>{reason.replace('<', '&lt;').replace('>', '&gt;')}: {n}</li>" in report_html
@@ -199,7 +200,7 @@ def test_ae_and_listings(small_study, report_html):
 
 
 def test_nyha_shift_and_sign_test(small_study, report_html):
-    for entry in small_study.results["nyha"].values():
+    for entry in small_study.results["shift_tables"]["NYHA"].values():
         assert f"Baseline \\ {entry['label']}" in report_html
         assert f.pvalue(entry["change"]["sign_test_p"]) in report_html
 
@@ -216,7 +217,7 @@ def test_methods_section(small_study, report_html):
 
 
 def test_sensitivity_section(small_study, report_html):
-    sens = small_study.results["sensitivity_lvef_m6"]
+    sens = small_study.results["sensitivity"]["lvef_m6"]
     section = report_html[report_html.index('id="sensitivity"'):report_html.index('id="deaths-saes"')]
     if sens.get("mar"):
         assert f.ci(sens["mar"]["lower"], sens["mar"]["upper"], 1) in section
@@ -229,7 +230,7 @@ def test_figures_embedded_inline(report_html):
     figures = report_html[report_html.index('id="figures"'):report_html.index('id="sensitivity"')]
     svgs = re.findall(r"<svg\b[^>]*>", figures)
     assert len(svgs) >= 3
-    for fig_id in ("fig-mean-change", "fig-lvef-trajectories", "fig-tipping-point"):
+    for fig_id in ("fig-mean-change", "fig-trajectories", "fig-tipping-sens-lvef-m6"):
         block = figures[figures.index(f'id="{fig_id}"'):]
         assert block.lstrip().split(">", 1)[1].lstrip().startswith("<svg")
     assert "<?xml" not in report_html and "<!DOCTYPE svg" not in report_html

@@ -74,16 +74,26 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
     """
     synthetic = bool(synthetic) or _has_synthetic_subjects(data)
     efficacy = ctx.efficacy_context(protocol, results)
-    sensitivity = ctx.sensitivity_context(results)
-    tipping = figures.tipping_point_plot(results)
-    figure_svgs = {
-        "mean_change": figures.to_svg(figures.mean_change_grid(protocol, results), "fig-mean-change",
-                                      "Mean change from baseline with 95% CI, secondary endpoints"),
-        "lvef_trajectories": figures.to_svg(figures.lvef_trajectories(protocol, data.adeff, data.adsl, results),
-                                            "fig-lvef", "Individual LVEF trajectories with the mean"),
-        "tipping_point": None if tipping is None else figures.to_svg(
-            tipping, "fig-tipping", "Tipping-point analysis of the month-6 LVEF change"),
-    }
+    sensitivity = ctx.sensitivity_context(protocol, results)
+    plan = protocol.analysis_plan
+    figure_svgs: dict[str, Any] = {"mean_change": None, "trajectories": None, "trajectories_label": None,
+                                   "tipping": {}}
+    if efficacy["secondary"]:
+        figure_svgs["mean_change"] = figures.to_svg(figures.mean_change_grid(protocol, results), "fig-mean-change",
+                                                    "Mean change from baseline with 95% CI, secondary endpoints")
+    headline = plan.headline or plan.flow.assessed_paramcd
+    if headline and plan.endpoint(headline) is not None and not data.adeff.empty:
+        label = protocol.parameter(headline).label
+        figure_svgs["trajectories"] = figures.to_svg(
+            figures.trajectories(protocol, data.adeff, data.adsl, results, headline), "fig-trajectories",
+            f"Individual {label} trajectories with the mean")
+        figure_svgs["trajectories_label"] = label
+    for entry in sensitivity:
+        fig = figures.tipping_point_plot((results.get("sensitivity") or {}).get(entry["key"]) or {},
+                                         entry["what"], entry["unit"])
+        if fig is not None:
+            figure_svgs["tipping"][entry["key"]] = figures.to_svg(fig, f"fig-tipping-{entry['anchor']}",
+                                                                  f"Tipping-point analysis: {entry['title']}")
     from regenheart import __version__
 
     template = _environment().get_template("report.html.j2")
@@ -104,6 +114,9 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
         figures=figure_svgs,
         sensitivity=sensitivity,
         listings=ctx.listings_context(protocol, results),
+        between=ctx.between_arms_context(protocol, results),
+        has_primary=bool(results.get("primary")),
+        has_adverse_events=bool(results.get("adverse_events")),
         methods=ctx.methods_context(protocol, results, methods_notes),
         version=__version__,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from regenheart.derive.adam import SUPPORTIVE_PARAMETERS
 from regenheart.protocol.models import Protocol
 from regenheart.report import formatting as f
 from regenheart.store.snapshot import Snapshot
@@ -30,16 +31,6 @@ SECTIONS: list[tuple[str, str]] = [
     ("sensitivity", "Missing-data sensitivity analysis"),
     ("deaths-saes", "Deaths and serious adverse events"),
     ("methods", "Methods"),
-]
-
-SUPPORTIVE_GROUPS: list[tuple[str, str, tuple[str, ...]]] = [
-    ("kccq-domains", "KCCQ domains", ("KCCQPL", "KCCQSS", "KCCQSF", "KCCQSB", "KCCQTS", "KCCQSE", "KCCQQL",
-                                      "KCCQSL")),
-    ("mlhfq-dimensions", "MLHFQ dimensions", ("MLHFQPHY", "MLHFQEMO")),
-    ("sixmwd-predicted", "Six-minute walk distance, % predicted", ("SIXMWDPP",)),
-    ("echo-derived", ("Echo-derived LV geometry (LV mass, LV mass index, relative wall thickness, "
-                      "fractional shortening)"), ("LVMASS", "LVMI", "RWT", "LVFS")),
-    ("renal", "Renal function (eGFR)", ("EGFR",)),
 ]
 
 DESIGN_TEXT = {"single_arm": "Single arm", "randomized": "Randomized"}
@@ -137,8 +128,22 @@ def flow_context(protocol: Protocol, results: dict[str, Any]) -> dict[str, Any]:
     reasons = [(text, f.integer(n)) for text, n in (flow.get("excluded_reasons") or {}).items()]
     discontinued = [(protocol.decode("disposition", code), f.integer(n))
                     for code, n in (flow.get("discontinued") or {}).items()]
-    assessed = [(label, f.integer(n)) for label, n in (flow.get("assessed_lvef") or {}).items()]
+    assessed = [(label, f.integer(n)) for label, n in (flow.get("assessed") or {}).items()]
+    paramcd = flow.get("assessed_paramcd")
+    assessed_label = paramcd or ""
+    if paramcd:
+        try:
+            assessed_label = protocol.parameter(paramcd).label
+        except KeyError:
+            pass
+    treated = protocol.analysis_plan.flow.population
+    try:
+        treated_label = protocol.analysis_plan.population(treated).label
+    except KeyError:
+        treated_label = treated
     return {
+        "assessed_label": assessed_label,
+        "treated_label": treated_label,
         "screened": f.integer(flow.get("screened")),
         "screen_failed": f.integer(flow.get("screen_failed")),
         "reasons": reasons,
@@ -292,7 +297,8 @@ def efficacy_block(protocol: Protocol, results: dict[str, Any], block: dict[str,
     d = f.decimals_for(paramcd)
     log_scale = any("gmr" in v for v in block["visits"])
     status, mmrm = _mmrm_lookup(results, paramcd)
-    show_mmrm = block.get("kind") == "secondary" and paramcd != "NYHA" or status in ("ok", "error")
+    planned = protocol.analysis_plan.endpoint(paramcd)
+    show_mmrm = (planned is not None and planned.analysis("mmrm") is not None) or status in ("ok", "error")
     lsm_by_visit: dict[str, dict[str, Any]] = {}
     cell_arms = {a.code for a in protocol.active_version.arms if a.receives_cells}
     for e in (mmrm or {}).get("lsmeans", []) if status == "ok" else []:
@@ -352,8 +358,8 @@ def efficacy_block(protocol: Protocol, results: dict[str, Any], block: dict[str,
     if excluded:
         notes.append("Subjects without a baseline/visit pair excluded: " + ", ".join(excluded) + ".")
     if log_scale:
-        notes.append("GMR: geometric mean ratio, follow-up / baseline (paired t on log values); "
-                     "the MMRM models the log ratio and is back-transformed.")
+        notes.append("GMR: geometric mean ratio, follow-up / baseline (paired t on log values)"
+                     + ("; the MMRM models the log ratio and is back-transformed." if show_mmrm else "."))
     mmrm_note, mmrm_error, mmrm_alert = None, None, False
     if show_mmrm:
         if status == "absent":
@@ -382,6 +388,7 @@ def efficacy_block(protocol: Protocol, results: dict[str, Any], block: dict[str,
     return {
         "anchor": f"eff-{paramcd.lower()}",
         "paramcd": paramcd,
+        "shift": shift_context(results, paramcd),
         "title": block["label"] if block["unit"] in ("class", "") else f"{block['label']} ({block['unit']})",
         "direction": "higher is better" if block.get("direction") == "higher_better" else "lower is better",
         "table": Table(columns, rows, notes=notes),
@@ -391,9 +398,10 @@ def efficacy_block(protocol: Protocol, results: dict[str, Any], block: dict[str,
     }
 
 
-def nyha_context(results: dict[str, Any]) -> list[dict[str, Any]]:
+def shift_context(results: dict[str, Any], paramcd: str) -> list[dict[str, Any]]:
+    """Shift tables and the improvement test of one ordinal endpoint, one entry per visit."""
     out = []
-    for code, entry in (results.get("nyha") or {}).items():
+    for code, entry in ((results.get("shift_tables") or {}).get(paramcd) or {}).items():
         shift = entry.get("shift") or {}
         counts = shift.get("counts") or []
         rows = []
@@ -414,8 +422,8 @@ def nyha_context(results: dict[str, Any]) -> list[dict[str, Any]]:
               f.integer(ch.get("n_worsened")),
               f.ci(lower, upper, f.PERCENT_DECIMALS), f.pvalue(ch.get("sign_test_p")), f.pvalue(ch.get("wilcoxon_p"))]],
             numeric_from=0,
-            notes=[(f"Improved = at least one class lower than baseline. Sign test: exact two-sided binomial test on "
-                    f"the {f.integer(ch.get('sign_test_n'))} subjects whose class changed. Improved CI: "
+            notes=[(f"Improved = at least one level better than baseline. Sign test: exact two-sided binomial test "
+                    f"on the {f.integer(ch.get('sign_test_n'))} subjects whose level changed. Improved CI: "
                     f"{ch.get('ci_method') or 'Clopper-Pearson exact'}. "
                     f"Wilcoxon: {ch.get('wilcoxon_method') or f.DASH}.")])
         out.append({
@@ -428,7 +436,7 @@ def nyha_context(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def responders_context(protocol: Protocol, results: dict[str, Any]) -> list[dict[str, Any]]:
-    """KCCQ responder analyses (improvement >= a published threshold), one table per parameter."""
+    """Responder analyses (improvement >= each sourced threshold of the plan), one table per parameter."""
     by_param: dict[str, list[dict[str, Any]]] = {}
     for r in results.get("responders") or []:
         by_param.setdefault(r["paramcd"], []).append(r)
@@ -437,13 +445,17 @@ def responders_context(protocol: Protocol, results: dict[str, Any]) -> list[dict
     for paramcd, rows in by_param.items():
         sources: list[str] = []
         body = []
+        try:
+            unit = protocol.parameter(paramcd).unit
+        except KeyError:
+            unit = ""
         for r in rows:
             if r.get("source") and r["source"] not in sources:
                 sources.append(r["source"])
             lower = None if r.get("lower") is None else 100 * r["lower"]
             upper = None if r.get("upper") is None else 100 * r["upper"]
             body.append([r.get("label") or r.get("visit"), (f"{str(r.get('level', '')).capitalize()} "
-                         f"(\u2265 {f.num(r.get('threshold'), 0)} points)"),
+                         f"(\u2265 {f.num(r.get('threshold'), 0)} {unit})"),
                          f"{f.integer(r.get('n_events'))}/{f.integer(r.get('n_total'))}", f.pct(r.get("percent")),
                          f.ci(lower, upper, f.PERCENT_DECIMALS)])
         notes = [("Responder: improvement from baseline of at least the threshold (observed cases). "
@@ -458,31 +470,63 @@ def efficacy_context(protocol: Protocol, results: dict[str, Any]) -> dict[str, A
     blocks = results.get("efficacy") or []
     secondary = [efficacy_block(protocol, results, b) for b in blocks if b.get("kind") == "secondary"]
     exploratory = [efficacy_block(protocol, results, b) for b in blocks if b.get("kind") == "exploratory"]
-    supportive_blocks = {b["paramcd"]: b for b in blocks if b.get("kind") == "supportive"}
+    # Supportive parameters are grouped by the form they are derived from (instrument domains,
+    # derived clinical values), in the order the analysis datasets define them.
+    form_of = {s.paramcd: s.form for s in SUPPORTIVE_PARAMETERS}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for b in blocks:
+        if b.get("kind") == "supportive":
+            groups.setdefault(form_of.get(b["paramcd"], "other"), []).append(efficacy_block(protocol, results, b))
     supportive = []
-    used: set[str] = set()
-    for anchor, title, codes in SUPPORTIVE_GROUPS:
-        members = [efficacy_block(protocol, results, supportive_blocks[c]) for c in codes if c in supportive_blocks]
-        used.update(c for c in codes if c in supportive_blocks)
-        if members:
-            supportive.append({"anchor": anchor, "title": title, "blocks": members})
-    rest = [efficacy_block(protocol, results, b) for code, b in supportive_blocks.items() if code not in used]
-    if rest:
-        supportive.append({"anchor": "other-supportive", "title": "Other supportive parameters", "blocks": rest})
+    for form, members in groups.items():
+        title = protocol.forms[form].label if form in protocol.forms else "Other supportive parameters"
+        supportive.append({"anchor": f"supportive-{form.replace('_', '-')}", "title": title, "blocks": members})
     efficacy_n = f.integer((results.get("flow") or {}).get("efficacy_population"))
     mmrm = results.get("mmrm")
+    planned_mmrm = any(e.analysis("mmrm") is not None for e in protocol.analysis_plan.endpoints)
     return {"secondary": secondary, "exploratory": exploratory, "supportive": supportive,
-            "nyha": nyha_context(results), "responders": responders_context(protocol, results),
+            "responders": responders_context(protocol, results),
+            "shift_params": [b for b in secondary + exploratory if b["shift"]],
             "efficacy_n": efficacy_n,
-            "mmrm_absent": not isinstance(mmrm, dict)}
+            "mmrm_absent": planned_mmrm and not isinstance(mmrm, dict),
+            "descriptive": descriptive_context(results)}
+
+
+def descriptive_context(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The default plan's by-visit statistics of form fields: one table per field."""
+    out = []
+    for var in results.get("descriptive") or []:
+        title = f"{var['label']} ({var['unit']})" if var.get("unit") else var["label"]
+        if var.get("kind") == "numeric":
+            rows = [[v["label"], f.integer(v.get("n")), f.mean_sd(v.get("mean"), v.get("sd"), f.DEFAULT_DECIMALS),
+                     f.median_iqr(v.get("median"), v.get("q1"), v.get("q3"), f.DEFAULT_DECIMALS),
+                     f.summary_range(v, f.DEFAULT_DECIMALS)] for v in var["visits"]]
+            table = Table(["Visit", "n", "Mean (SD)", "Median (Q1, Q3)", "Min, max"], rows)
+        else:
+            codes = [lvl["decode"] for lvl in (var["visits"][0]["levels"] if var["visits"] else [])]
+            rows = [[v["label"], f.integer(v.get("n"))] + [f.n_pct(lvl.get("n"), lvl.get("percent"))
+                                                          for lvl in v["levels"]] + [f.integer(v.get("n_missing"))]
+                    for v in var["visits"]]
+            table = Table(["Visit", "n"] + codes + ["Missing"], rows)
+        out.append({"anchor": f"desc-{var['form']}-{var['field']}".replace("_", "-"),
+                    "title": f"{title} [{var['form']}.{var['field']}]", "table": table})
+    return out
 
 
 # ------------------------------------------------------------------ sensitivity
-def sensitivity_context(results: dict[str, Any]) -> dict[str, Any]:
-    s = results.get("sensitivity_lvef_m6")
-    if not s:
-        return {"present": False}
-    d = f.decimals_for("LVEF")
+def sensitivity_context(protocol: Protocol, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per missing-data sensitivity analysis of the plan (results['sensitivity'])."""
+    return [_sensitivity_entry(protocol, key, s) for key, s in (results.get("sensitivity") or {}).items()]
+
+
+def _sensitivity_entry(protocol: Protocol, key: str, s: dict[str, Any]) -> dict[str, Any]:
+    paramcd = s.get("paramcd") or ""
+    try:
+        param = protocol.parameter(paramcd)
+        what, unit = param.label, param.unit
+    except KeyError:
+        what, unit = paramcd, ""
+    d = f.decimals_for(paramcd)
     cc = s.get("complete_case") or {}
     rows = [["Observed cases (complete case)", f.integer(cc.get("n")), f.num(cc.get("mean"), d),
              f.num(cc.get("se"), 2), f.ci(cc.get("lower"), cc.get("upper"), d), f.num(cc.get("df"), 1), f.DASH,
@@ -504,7 +548,7 @@ def sensitivity_context(results: dict[str, Any]) -> dict[str, Any]:
                          f.num(at.get("se"), 2), f.ci(at.get("lower"), at.get("upper"), d), f.num(at.get("df"), 1),
                          f.pvalue(tp.get("p_value_at_tipping")), f.num(at.get("fmi"), 3)])
     summary = Table(["Analysis", "n", "Mean change", "SE", "95% CI", "df", "p", "FMI"], rows,
-                    caption=f"Month-6 LVEF change from baseline (%), efficacy population. {s.get('visit', '')}.")
+                    caption=f"{what}: change from baseline ({unit}) at {s.get('visit', '')}.")
     grid_table = None
     if tp.get("grid"):
         seen: dict[float, dict[str, Any]] = {}
@@ -521,9 +565,11 @@ def sensitivity_context(results: dict[str, Any]) -> dict[str, Any]:
                            caption="Delta grid (one row per delta rounded to 0.1; the search refines near the "
                                    "tipping point). Highlighted: tipping point.")
     if tp.get("found"):
-        conclusion = (f"Under MAR the month-6 LVEF change is {'statistically significant' if tp.get('significant_under_mar') else 'not statistically significant'}"
+        significance = "statistically significant" if tp.get("significant_under_mar") else \
+            "not statistically significant"
+        conclusion = (f"Under MAR the {s.get('visit', '')} {what} change is {significance}"
                       f" at alpha = {tp.get('alpha')}. Shifting every imputed value by delta = "
-                      f"{f.num(tp.get('tipping_delta'), 2)} percentage points makes it reach the criterion "
+                      f"{f.num(tp.get('tipping_delta'), 2)} {unit} makes it reach the criterion "
                       f"\u201c{tp.get('criterion')}\u201d (pooled mean {f.num(tp.get('estimate_at_tipping'), d)}, "
                       f"p = {f.pvalue(tp.get('p_value_at_tipping'))}).")
     elif tp:
@@ -532,6 +578,11 @@ def sensitivity_context(results: dict[str, Any]) -> dict[str, Any]:
         conclusion = s.get("note") or "No tipping-point analysis in the results."
     return {
         "present": True,
+        "key": key,
+        "anchor": f"sens-{key.replace('_', '-')}",
+        "title": s.get("label") or f"{what} at {s.get('visit', '')}",
+        "what": what,
+        "unit": unit,
         "visit": s.get("visit"),
         "n": f.integer(s.get("n")), "n_missing": f.integer(s.get("n_missing")),
         "imputations": f.integer(s.get("imputations")), "seed": f.text(s.get("seed")),
@@ -543,26 +594,193 @@ def sensitivity_context(results: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ methods
 def methods_context(protocol: Protocol, results: dict[str, Any], methods_notes: dict[str, str] | None) -> dict[str, Any]:
+    """What the plan did, for the methods section: populations, windows, models, sensitivity settings."""
+    plan = protocol.analysis_plan
     mmrm = results.get("mmrm") if isinstance(results.get("mmrm"), dict) else None
+    planned_visits = {v for e in plan.endpoints for v in e.visits} | set(plan.supportive.visits if plan.supportive else [])
     windows = Table(["Visit", "Target day", "Window (days)"],
                     [[v.label, str(v.day), f"{v.window[0]} to {v.window[1]}"] for v in protocol.visits
-                     if v.baseline or v.code in protocol.endpoints.secondary.visits
-                     or v.code in protocol.endpoints.exploratory.visits],
+                     if v.baseline or v.code in planned_visits or (not planned_visits and plan.descriptive)],
                     numeric_from=1)
-    sens = results.get("sensitivity_lvef_m6") or {}
+    populations = [(p["label"], p["flag"], p["definition"], f.integer(p.get("n")))
+                   for p in (results.get("plan") or {}).get("populations", [])]
+
+    def labels(kind: str, **match: Any) -> list[str]:
+        out = []
+        for e in plan.endpoints:
+            a = e.analysis(kind)
+            if a is not None and all(getattr(a, k) == v for k, v in match.items()):
+                try:
+                    out.append(protocol.parameter(e.paramcd).label)
+                except KeyError:
+                    out.append(e.paramcd)
+        return out
+
+    sensitivity = []
+    for key, sens in (results.get("sensitivity") or {}).items():
+        sensitivity.append({"title": sens.get("label") or key, "visit": sens.get("visit"),
+                            "imputations": f.integer(sens.get("imputations")), "seed": f.text(sens.get("seed")),
+                            "model": sens.get("imputation_model")})
     notes = [(name, text) for name, text in (methods_notes or {}).items()]
     decimals = ", ".join(f"{code} {n}" for code, n in sorted(f.PARAMETER_DECIMALS.items()))
+    primary = results.get("primary") or {}
     return {
+        "plan_title": (results.get("plan") or {}).get("title") or plan.title,
+        "plan_source": (results.get("plan") or {}).get("source"),
+        "populations": populations,
+        "primary_label": primary.get("label"),
+        "has_primary": bool(primary),
+        "has_efficacy": bool(results.get("efficacy")),
+        "log_scale": labels("mmrm", scale="log"),
+        "gmr": labels("geometric_mean_ratio"),
+        "ordinal": labels("shift_table"),
         "mmrm_model": (mmrm or {}).get("model"),
         "mmrm_method": (mmrm or {}).get("method"),
         "mmrm_df": (mmrm or {}).get("df"),
         "mmrm_covariance": (mmrm or {}).get("covariance"),
         "windows": windows,
         "day0": protocol.study.day0_definition,
-        "mi_imputations": f.integer(sens.get("imputations")) if sens else f.DASH,
-        "mi_seed": f.text(sens.get("seed")) if sens else f.DASH,
-        "mi_model": sens.get("imputation_model") if sens else None,
+        "sensitivity": sensitivity,
+        "randomized": bool(results.get("between_arms")),
         "notes": notes,
         "decimals": decimals,
         "default_decimals": f.DEFAULT_DECIMALS,
     }
+
+
+# ------------------------------------------------------------------ between arms (randomized versions)
+def _shift_table(shift: dict[str, Any], label: str) -> Table:
+    counts = shift.get("counts") or []
+    rows = [[row] + [f.integer(c) for c in line] + [f.integer(sum(line))]
+            for row, line in zip(shift.get("rows", []), counts)]
+    col_totals = [sum(col) for col in zip(*counts)] if counts else []
+    rows.append(["Total"] + [f.integer(c) for c in col_totals] + [f.integer(sum(col_totals))])
+    return Table(["Baseline \\ " + label] + list(shift.get("columns", [])) + ["Total"], rows,
+                 row_classes=[""] * (len(rows) - 1) + ["total"])
+
+
+def between_arms_context(protocol: Protocol, results: dict[str, Any]) -> dict[str, Any] | None:
+    """Tables of the between-arm analyses (results['between_arms'] and the MMRM differences);
+    None for a single-arm analysis."""
+    between = results.get("between_arms")
+    if not isinstance(between, dict):
+        return None
+    arms = [a["code"] for a in between.get("arms", [])]
+    arm_label = {a["code"]: f"{a['label']} ({a['code']})" for a in between.get("arms", [])}
+    heads = [arm_label[a] for a in arms]
+    allocation = between.get("allocation") or {}
+    by_arm = allocation.get("by_arm") or {}
+    strata = Table([f"Stratum ({allocation.get('stratum_column') or 'not derived'})"] + heads + ["Total"],
+                   [[r["stratum"]] + [f.integer(r.get(a)) for a in arms] + [f.integer(r.get("total"))]
+                    for r in allocation.get("by_stratum", [])]
+                   + [["All strata"] + [f.integer(by_arm.get(a)) for a in arms] + [f.integer(allocation.get("total"))]],
+                   caption="Subjects allocated (randomized and enrolled) by arm and randomization stratum.")
+    flows = between.get("flow") or {}
+    flow_rows: list[list[str]] = [["Allocated"] + [f.integer(flows.get(a, {}).get("allocated")) for a in arms],
+                                  ["Received treatment"] + [f.integer(flows.get(a, {}).get("treated")) for a in arms],
+                                  ["Did not receive treatment"] + [f.integer(flows.get(a, {}).get("not_treated"))
+                                                                   for a in arms]]
+    reasons = sorted({r for a in arms for r in (flows.get(a, {}).get("discontinued") or {})})
+    flow_rows.append(["Discontinued the study"] + [f.integer(sum((flows.get(a, {}).get("discontinued") or {}).values()))
+                                                   for a in arms])
+    flow_rows += [[f"\u2003{protocol.decode('disposition', r)}"] + [f.integer((flows.get(a, {}).get("discontinued")
+                                                                              or {}).get(r, 0)) for a in arms]
+                  for r in reasons]
+    flow_rows.append(["Completed the study"] + [f.integer(flows.get(a, {}).get("completed")) for a in arms])
+    visits = list((flows.get(arms[0], {}) if arms else {}).get("assessed") or {})
+    flow_rows += [[f"Assessed at {v}"] + [f.integer((flows.get(a, {}).get("assessed") or {}).get(v)) for a in arms]
+                  for v in visits]
+    for p in (results.get("plan") or {}).get("populations", []):
+        flow_rows.append([f"Analysed: {p['label']}"] + [f.integer((flows.get(a, {}).get("populations") or {})
+                                                                  .get(p["name"])) for a in arms])
+    flow = Table(["Stage"] + heads, flow_rows, caption="CONSORT flow by arm.")
+
+    baseline = None
+    if between.get("baseline"):
+        rows, classes = [], []
+        per_arm = [between["baseline"].get(a) or [] for a in arms]
+        for items in zip(*per_arm):
+            first = items[0]
+            if first.get("type") == "categorical":
+                rows.append([first["variable"], "n"] + [f.integer(i.get("n")) for i in items])
+                classes.append("group-start")
+                for k, level in enumerate(first.get("levels", [])):
+                    rows.append(["", level["level"]] + [f.n_pct(i["levels"][k].get("n"), i["levels"][k].get("percent"))
+                                                        for i in items])
+                    classes.append("")
+            else:
+                d = _decimals_for_label(protocol, first["variable"])
+                label = first["variable"] + (f" ({first['unit']})" if first.get("unit") else "")
+                rows += [[label, "n"] + [f.integer(i.get("n")) for i in items],
+                         ["", "Mean (SD)"] + [f.mean_sd(i.get("mean"), i.get("sd"), d) for i in items],
+                         ["", "Median (Q1, Q3)"] + [f.median_iqr(i.get("median"), i.get("q1"), i.get("q3"), d)
+                                                   for i in items]]
+                classes += ["group-start", "", ""]
+        baseline = Table(["Characteristic", "Statistic"] + heads, rows, row_classes=classes, numeric_from=2,
+                         caption="Baseline characteristics by arm. Categorical: n (%).")
+
+    primary = None
+    if between.get("primary"):
+        bp = between["primary"]
+        arm_rows = [[arm_label[a], f"{f.integer(v.get('n_events'))}/{f.integer(v.get('n_total'))}",
+                     f.pct(v.get("percent")),
+                     f.ci(None if v.get("lower") is None else 100 * v["lower"],
+                          None if v.get("upper") is None else 100 * v["upper"], f.PERCENT_DECIMALS)]
+                    for a, v in (bp.get("by_arm") or {}).items()]
+        rd_rows = []
+        for r in bp.get("risk_differences", []):
+            pct = (lambda x: None if x is None else 100 * x)
+            rd_rows.append([r.get("contrast") or f"{r.get('arm')} - {r.get('reference')}",
+                            f.num(pct(r.get("estimate")), f.PERCENT_DECIMALS),
+                            f.ci(pct(r.get("newcombe_lower")), pct(r.get("newcombe_upper")), f.PERCENT_DECIMALS),
+                            f.ci(pct(r.get("exact_lower")), pct(r.get("exact_upper")), f.PERCENT_DECIMALS)])
+        methods = bp.get("methods") or {}
+        primary = {
+            "by_arm": Table(["Arm", "n/N", "%", "95% CI (%), Clopper-Pearson"], arm_rows,
+                            caption=f"{bp.get('label') or 'Primary endpoint'} by arm."),
+            "risk_difference": Table(["Contrast", "Risk difference (percentage points)", "95% CI, Newcombe",
+                                      "95% CI, exact unconditional"], rd_rows,
+                                     notes=[f"Newcombe: {methods.get('newcombe', '')}.",
+                                            f"Exact: {methods.get('exact', '')}."]),
+        }
+
+    diff_rows = []
+    mmrm = results.get("mmrm") if isinstance(results.get("mmrm"), dict) else {}
+    for paramcd, entry in (mmrm.get("results") or {}).items():
+        if "error" in entry:
+            diff_rows.append([entry.get("label") or paramcd, f.DASH, f"MMRM failed: {entry['error']}", f.DASH, f.DASH,
+                              f.DASH])
+            continue
+        d = f.decimals_for(paramcd)
+        log = bool(entry.get("log_scale"))
+        for e in entry.get("differences") or []:
+            estimate = f.estimate_ci(e.get("ratio"), e.get("ratio_lower"), e.get("ratio_upper"), f.RATIO_DECIMALS) \
+                if log else f.estimate_ci(e.get("estimate"), e.get("lower"), e.get("upper"), d)
+            diff_rows.append([(entry.get("label") or paramcd) + (" (ratio)" if log else ""), e.get("visit") or "",
+                              f"{e.get('contrast', '')}: {estimate}", f.num(e.get("std_error"), 2),
+                              f.num(e.get("df"), 1), f.pvalue(e.get("p_value"))])
+    differences = Table(["Endpoint", "Visit", "LS-mean difference (95% CI)", "SE", "df", "p"], diff_rows,
+                        caption=f"MMRM treatment differences: {mmrm.get('model', '')}; {mmrm.get('method', '')}, "
+                                f"{mmrm.get('df', '')} df, {mmrm.get('covariance', '')}.", numeric_from=3,
+                        notes=["Log-scale endpoints: ratio of geometric LS means (back-transformed difference)."])
+
+    ordinal = []
+    for paramcd, visits in (between.get("ordinal") or {}).items():
+        try:
+            title = protocol.parameter(paramcd).label
+        except KeyError:
+            title = paramcd
+        for code, v in visits.items():
+            tests = Table(["Contrast", "n (arm)", "n (reference)", "Mean change (arm)", "Mean change (reference)",
+                           "Mann-Whitney U", "p", "Method"],
+                          [[t.get("contrast", ""), f.integer(t.get("n_x")), f.integer(t.get("n_y")),
+                            f.num(t.get("mean_change"), 2), f.num(t.get("mean_change_reference"), 2),
+                            f.num(t.get("u_statistic"), 1), f.pvalue(t.get("p_value")), t.get("method") or f.DASH]
+                           for t in v.get("tests", [])], numeric_from=1)
+            ordinal.append({"anchor": f"arms-{paramcd.lower()}-{code.lower()}", "title": f"{title}, {v['label']}",
+                            "shifts": [(arm_label.get(a, a), _shift_table(s.get("shift") or {}, v["label"]))
+                                       for a, s in (v.get("shift_by_arm") or {}).items()],
+                            "tests": tests})
+    return {"arms": heads, "reference": arm_label.get(between.get("reference_arm"), ""), "strata": strata,
+            "flow": flow, "baseline": baseline, "primary": primary, "differences": differences, "ordinal": ordinal,
+            "ordinal_test": between.get("ordinal_test")}

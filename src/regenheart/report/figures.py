@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from regenheart.protocol.models import Protocol
 
-__all__ = ["lvef_trajectories", "mean_change_grid", "tipping_point_plot", "to_png_base64", "to_svg"]
+__all__ = ["mean_change_grid", "tipping_point_plot", "to_png_base64", "to_svg", "trajectories"]
 
 HASH_SALT = "regenheart-report"
 MEAN_COLOR = "#1f4e79"
@@ -120,8 +120,8 @@ def _series(block: dict[str, Any], gmr: bool = False) -> tuple[list[float], list
 # ------------------------------------------------------------------ figures
 def mean_change_grid(protocol: Protocol, results: dict[str, Any], columns: int = 5) -> Figure:
     """Small multiples: mean change from baseline (95% CI) at each visit, baseline at 0, for each
-    secondary endpoint (observed cases, efficacy population), plus the NT-proBNP geometric-mean
-    percent change (the log-scale analysis)."""
+    secondary endpoint (observed cases), plus the geometric-mean percent change of the endpoints
+    the plan also analyses on the log scale."""
     secondary = [b for b in results.get("efficacy", []) if b.get("kind") == "secondary"]
     panels: list[tuple[str, dict[str, Any]]] = [("mean", b) for b in secondary]
     panels += [("gmr", b) for b in secondary if any("gmr" in v for v in b["visits"])]
@@ -176,26 +176,33 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(lines)
 
 
-def lvef_trajectories(protocol: Protocol, adeff: pd.DataFrame, adsl: pd.DataFrame,
-                      results: dict[str, Any]) -> Figure:
-    """Individual LVEF values over visits (efficacy population) with the observed-case mean.
+def trajectories(protocol: Protocol, adeff: pd.DataFrame, adsl: pd.DataFrame, results: dict[str, Any],
+                 paramcd: str) -> Figure:
+    """Individual values of ``paramcd`` over its plan visits (its plan population) with the
+    observed-case mean.
 
     Records analysed at a visit (ANL01FL = Y) are joined by lines at their analysis visit; an
     out-of-window assessment is drawn at its own study month as a hollow marker and is not joined
-    (it is excluded from by-visit analyses). The mean line uses the numbers of the LVEF table."""
-    population = set(adsl.loc[adsl["EFFFL"] == "Y", "SUBJID"])
-    lvef = adeff[(adeff["PARAMCD"] == "LVEF") & adeff["SUBJID"].isin(population)]
-    analysed = lvef[lvef["ANL01FL"] == "Y"].sort_values(["SUBJID", "AVISITN"])
-    outside = lvef[(lvef["ANL01FL"] != "Y") & lvef["PDAY"].notna() & lvef["AVAL"].notna()]
-    block = next((b for b in results.get("efficacy", []) if b.get("paramcd") == "LVEF"), None)
-    visits = protocol.endpoints.secondary.visits
+    (it is excluded from by-visit analyses). The mean line uses the numbers of the efficacy table."""
+    plan = protocol.analysis_plan
+    endpoint = plan.endpoint(paramcd)
+    if endpoint is None:
+        raise ValueError(f"{paramcd} is not an endpoint of the analysis plan")
+    flag = plan.population(endpoint.population).flag
+    population = set(adsl.loc[adsl[flag] == "Y", "SUBJID"]) if flag in adsl.columns else set()
+    rows = adeff[(adeff["PARAMCD"] == paramcd) & adeff["SUBJID"].isin(population)]
+    analysed = rows[rows["ANL01FL"] == "Y"].sort_values(["SUBJID", "AVISITN"])
+    outside = rows[(rows["ANL01FL"] != "Y") & rows["PDAY"].notna() & rows["AVAL"].notna()]
+    block = next((b for b in results.get("efficacy", []) if b.get("paramcd") == paramcd), None)
+    visits = endpoint.visits
     months = [_visit_months(protocol, v) for v in visits]
+    param = protocol.parameter(paramcd)
     fig = _new_figure(7.2, 4.4)
     with matplotlib.rc_context(_RC):
         ax = fig.add_subplot()
-        for _, rows in analysed.groupby("SUBJID", sort=True):
-            x = rows["AVISITN"].to_numpy(float) / 30.0
-            ax.plot(x, rows["AVAL"].to_numpy(float), color=SUBJECT_COLOR, linewidth=0.7, alpha=0.85,
+        for _, subject in analysed.groupby("SUBJID", sort=True):
+            x = subject["AVISITN"].to_numpy(float) / 30.0
+            ax.plot(x, subject["AVAL"].to_numpy(float), color=SUBJECT_COLOR, linewidth=0.7, alpha=0.85,
                     marker="o", markersize=2, zorder=1)
         if not outside.empty:
             ax.scatter(outside["PDAY"].to_numpy(float) / 30.0, outside["AVAL"].to_numpy(float), s=22,
@@ -212,17 +219,17 @@ def lvef_trajectories(protocol: Protocol, adeff: pd.DataFrame, adsl: pd.DataFram
         ax.set_xticklabels(["Baseline"] + [protocol.visit(v).label for v in visits])
         ax.set_xlim(-0.4, max(months) + 0.6)
         ax.set_xlabel("Analysis visit (positioned at target study month)")
-        ax.set_ylabel("LVEF (%)")
+        ax.set_ylabel(f"{param.label} ({param.unit})")
         ax.grid(axis="y", color="#e5e5e5", linewidth=0.5)
         ax.set_axisbelow(True)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     return fig
 
 
-def tipping_point_plot(results: dict[str, Any]) -> Figure | None:
-    """Pooled month-6 LVEF mean change (95% CI) against the delta added to imputed values, with
-    the tipping delta marked. ``None`` when the results hold no tipping-point analysis."""
-    sens = results.get("sensitivity_lvef_m6") or {}
+def tipping_point_plot(sens: dict[str, Any], what: str = "", unit: str = "") -> Figure | None:
+    """Pooled mean change (95% CI) of one sensitivity analysis (an entry of results['sensitivity'])
+    against the delta added to imputed values, with the tipping delta marked. ``None`` when it
+    holds no tipping-point analysis. ``what``/``unit`` label the axes (the parameter)."""
     tipping = sens.get("tipping_point") or {}
     grid = [g for g in tipping.get("grid", []) if g.get("delta") is not None and g.get("estimate") is not None]
     if not grid:
@@ -248,8 +255,8 @@ def tipping_point_plot(results: dict[str, Any]) -> Figure | None:
             ax.annotate(f"tipping point\ndelta = {td:.2f}", (td, 1.0), xycoords=("data", "axes fraction"),
                         xytext=(4, -4), textcoords="offset points", ha="left", va="top", fontsize=7.5,
                         color=ALERT_COLOR)
-        ax.set_xlabel("Delta added to each imputed month-6 LVEF change (percentage points)")
-        ax.set_ylabel("Month-6 LVEF change (%)")
+        ax.set_xlabel(f"Delta added to each imputed {sens.get('visit', '')} {what} change ({unit})")
+        ax.set_ylabel(f"{sens.get('visit', '')} {what} change ({unit})")
         ax.grid(color="#e5e5e5", linewidth=0.5)
         ax.set_axisbelow(True)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)

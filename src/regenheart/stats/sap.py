@@ -493,9 +493,14 @@ def _lsmean_entry(r: pd.Series, log_scale: bool, arm_column: str | None) -> dict
     if arm_column is not None:
         entry["arm"] = str(r[arm_column])
     if log_scale:
-        entry.update({"ratio": math.exp(r["estimate"]), "ratio_lower": math.exp(r["lower"]),
-                      "ratio_upper": math.exp(r["upper"])})
+        entry.update({"ratio": _exp(r["estimate"]), "ratio_lower": _exp(r["lower"]), "ratio_upper": _exp(r["upper"])})
     return entry
+
+
+def _exp(value: float) -> float:
+    """exp() that gives inf (reported as not estimable) instead of overflowing, e.g. for the CI
+    limit of a degenerate fit with almost no degrees of freedom."""
+    return math.exp(value) if value < 709.0 else math.inf
 
 
 # ------------------------------------------------------------------ sensitivity
