@@ -456,3 +456,68 @@ def test_cli_export_odm(study, tmp_path, schema):
     bad_out = runner.invoke(app, ["export", "odm", "--db", str(study["folder"] / "study.db"),
                                   "--out", str(tmp_path / "nowhere" / "x.xml")])
     assert bad_out.exit_code == 2 and "does not exist" in " ".join(bad_out.output.split())
+
+
+def test_openclinica_style_repeating_adverse_event_form_with_a_mapping(tmp_path, protocol):
+    """OpenClinica 3 writes one FormData per AE (FormRepeatKey) in a common event, with its own OIDs and names."""
+    metadata = (
+        '<Study OID="S_RH"><GlobalVariables><StudyName>x</StudyName><StudyDescription>x</StudyDescription>'
+        '<ProtocolName>x</ProtocolName></GlobalVariables><MetaDataVersion OID="M" Name="v1">'
+        '<StudyEventDef OID="SE_AELOG" Name="AE log" Repeating="No" Type="Common"/>'
+        '<FormDef OID="F_AE_V10" Name="AE" Repeating="Yes"/>'
+        '<ItemGroupDef OID="IG_AE_UNGROUPED" Name="ungrouped" Repeating="No"/>'
+        '<ItemDef OID="I_AE_AETERM" Name="AETERM" DataType="text"/>'
+        '<ItemDef OID="I_AE_AESTDAT" Name="AESTDAT" DataType="date"/>'
+        '<ItemDef OID="I_AE_AEENDAT" Name="AEENDAT" DataType="date"/>'
+        '<ItemDef OID="I_AE_AETOXGR" Name="AETOXGR" DataType="integer"/>'
+        '</MetaDataVersion></Study>')
+
+    def ae(repeat: int, term: str, start: str, grade: str, end: str | None) -> str:
+        stop = f'<ItemData ItemOID="I_AE_AEENDAT" Value="{end}"/>' if end else \
+            '<ItemData ItemOID="I_AE_AEENDAT" IsNull="Yes"/>'
+        return (f'<FormData FormOID="F_AE_V10" FormRepeatKey="{repeat}"><ItemGroupData ItemGroupOID="IG_AE_UNGROUPED">'
+                f'<ItemData ItemOID="I_AE_AETERM" Value="{term}"/><ItemData ItemOID="I_AE_AESTDAT" Value="{start}"/>'
+                f'{stop}<ItemData ItemOID="I_AE_AETOXGR" Value="{grade}"/></ItemGroupData></FormData>')
+
+    body = ('<SubjectData SubjectKey="01-007"><SiteRef LocationOID="S_RH_01"/>'
+            '<StudyEventData StudyEventOID="SE_AELOG">'
+            + ae(1, "Headache", "03/04/2020", "1", "05/04/2020") + ae(2, "Fever", "04/04/2020", "2", None)
+            + '</StudyEventData></SubjectData>')
+    path = tmp_path / "oc.xml"
+    path.write_text(_odm(body, metadata))
+    mapping_file = tmp_path / "oc.yaml"
+    mapping_file.write_text("forms: {AE: adverse_events}\n"
+                            "fields: {AETERM: adverse_events.term, AESTDAT: adverse_events.onset_date,\n"
+                            "         AEENDAT: adverse_events.stop_date, AETOXGR: adverse_events.ctcae_grade}\n"
+                            "date_format: '%d/%m/%Y'\n")
+    data = read_odm(path, protocol, Mapping.load(mapping_file, protocol))
+    assert not data.problems and not data.unmapped
+    [entry] = data.subjects
+    assert entry.site.raw == "01"  # OpenClinica's site OID S_<study>_<site> ends with the protocol's site code
+    assert [(a.seq, {k: v.raw for k, v in a.values.items()}) for a in entry.adverse_events] == [
+        (1, {"term": "Headache", "onset_date": "2020-04-03", "stop_date": "2020-04-05", "ctcae_grade": "1"}),
+        (2, {"term": "Fever", "onset_date": "2020-04-04", "ctcae_grade": "2"}),
+    ]
+    assert entry.adverse_events[1].origin.location.startswith(
+        "SubjectData[@SubjectKey='01-007']/StudyEventData[@StudyEventOID='SE_AELOG']/FormData[@FormOID='F_AE_V10']"
+        "[@FormRepeatKey='2']/ItemGroupData")
+
+
+def test_source_names_for_a_draft_mapping(study, protocol):
+    from regenheart.exchange.mapping import Mapping as M
+    from regenheart.exchange.mapping import draft_mapping
+    from regenheart.exchange.odm import odm_source_names
+
+    fields, events, forms = odm_source_names(SHARED / "examples" / "redcap" / "redcapr-simple" / "project.xml")
+    by_name = {f.name: f for f in fields}
+    assert by_name["name_first"].form == "demographics" and by_name["height"].form == "health"
+    assert by_name["height"].label  # the question text is the label
+    assert {f.name for f in forms} == {"demographics", "health", "race_and_ethnicity"}
+    ours, our_events, our_forms = odm_source_names(study["path"])
+    assert [e.name for e in our_events][:len(protocol.visits)] == protocol.visit_codes
+    lvef = next(f for f in ours if f.name == "lvef_pct")
+    assert lvef.form == "echo" and lvef.label.startswith(protocol.forms["echo"].field("lvef_pct").label)
+    draft = study["folder"] / "draft.yaml"
+    draft.write_text(draft_mapping(protocol, fields, events, forms))
+    M.load(draft, protocol)  # the draft built from ODM names loads as a mapping file
+    assert odm_source_names(study["folder"] / "missing.xml") == ([], [], [])

@@ -16,7 +16,8 @@ Conventions:
 * A form named ``subject`` holds subject-level facts (``site``, ``screening_date``,
   ``consent_date``, ``enrolled_date``, ``arm``, ``eligible`` as the source's stated verdict); its
   other items are derived by the capture service and reported, not imported.
-* The site is the subject's ``SiteRef`` (a ``Location`` OID or name, or the OID without ``LOC.``),
+* The site is the subject's ``SiteRef`` (a ``Location`` OID or name, the OID without ``LOC.``, or the
+  OID's last ``_``/``.``/``-`` token, as in OpenClinica's ``S_STUDY_01``),
   else the item named by the mapping's ``subject.site``, else ``subject.default_site``.
 * REDCap writes forms of a classic (non-longitudinal) project directly under ``SubjectData``;
   their event is called ``event_1_arm_1``, REDCap's name of the single event of such a project.
@@ -32,6 +33,7 @@ access is made.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +176,9 @@ class _Reader:
 
     def site_code(self, location_oid: str) -> str:
         sites = {s.code: s for s in self.mapping.protocol.study.sites}
-        names = self.locations.get(location_oid, []) + _candidates(location_oid)
+        # OpenClinica names sites S_<STUDY>_<SITE>: the last token may be the protocol's site code.
+        names = self.locations.get(location_oid, []) + _candidates(location_oid) + \
+            [re.split(r"[._-]", location_oid)[-1]]
         for name in names:
             if name in sites:
                 return name
@@ -450,5 +454,49 @@ def read_odm(path: str | Path, protocol, mapping: Mapping | None = None) -> Sour
                                      f"not a CDISC ODM 1.3 file: the root element is {found}, expected "
                                      f"{{{ODM13_NS}}}ODM{hint}"))
         return data
-    _Reader(path, mapping, data).read(root)
+    try:
+        _Reader(path, mapping, data).read(root)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a structure this reader does not expect
+        data.subjects = []
+        data.problems.append(Refusal(Origin(str(path)), "odm", f"cannot read this ODM file's structure "
+                                                               f"({type(exc).__name__}: {exc}); nothing was taken"))
     return data
+
+
+def odm_source_names(path: str | Path) -> tuple[list[Any], list[Any], list[Any]]:
+    """(fields, events, forms) an ODM file's metadata defines, as ``mapping.SourceName``s for a draft mapping.
+
+    Fields carry their form and their question text as the label; REDCap's own names are preferred.
+    A file without metadata (or not readable) gives empty lists.
+    """
+    from regenheart.exchange.mapping import SourceName
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+    try:
+        root = etree.parse(str(path), parser).getroot()
+    except (OSError, etree.XMLSyntaxError):
+        return [], [], []
+
+    def text(element: etree._Element, child: str) -> str | None:
+        return element.findtext(f"{_q(child)}/{_q('TranslatedText')}") or None
+
+    fields: list[SourceName] = []
+    events: list[SourceName] = []
+    forms: list[SourceName] = []
+    for mdv in root.iterfind(f"{_q('Study')}/{_q('MetaDataVersion')}"):
+        item_defs = {d.get("OID"): d for d in mdv.iterfind(_q("ItemDef"))}
+        groups = {d.get("OID"): d for d in mdv.iterfind(_q("ItemGroupDef"))}
+        for d in mdv.iterfind(_q("StudyEventDef")):
+            events.append(SourceName(d.get(_rc("UniqueEventName")) or d.get("Name") or d.get("OID", ""),
+                                     text(d, "Description")))
+        for form in mdv.iterfind(_q("FormDef")):
+            form_name = form.get(_rc("FormName")) or form.get("Name") or form.get("OID", "")
+            forms.append(SourceName(form_name, text(form, "Description")))
+            for group_ref in form.iterfind(_q("ItemGroupRef")):
+                group = groups.get(group_ref.get("ItemGroupOID"))
+                for ref in group.iterfind(_q("ItemRef")) if group is not None else ():
+                    item = item_defs.get(ref.get("ItemOID"))
+                    if item is not None:
+                        fields.append(SourceName(item.get("Name") or item.get("OID", ""), text(item, "Question"),
+                                                 form_name))
+    return fields, events, forms
