@@ -1,0 +1,83 @@
+"""``regenheart ctgov``: synthetic data only as a marked draft, the registration record, the preview page,
+and clear one-line errors (exit 2) instead of tracebacks."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from lxml import etree
+from tests.exchange._ctgov_data import PRS_XSD, RRS_XSD, ctgov_study  # noqa: F401
+from typer.testing import CliRunner
+
+from regenheart.cli.main import app
+from regenheart.exchange.ctgov.prs_xml import validate
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def db(ctgov_study, tmp_path):  # noqa: F811
+    copy = tmp_path / "study.db"
+    shutil.copy(ctgov_study.db_path, copy)
+    return copy
+
+
+def test_results_from_synthetic_data_are_refused_without_draft(db, tmp_path):
+    out = tmp_path / "results.xml"
+    result = runner.invoke(app, ["ctgov", "results", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "SYNTHETIC" in result.output and "Nothing written" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_draft_results_from_synthetic_data_are_marked_and_valid(db, tmp_path):
+    out, twin = tmp_path / "results.xml", tmp_path / "results.json"
+    result = runner.invoke(app, ["ctgov", "results", "--db", str(db), "--out", str(out), "--draft",
+                                 "--json", str(twin)])
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC DRAFT" in result.output
+    tree = etree.parse(str(out))
+    assert validate(tree, RRS_XSD) == []
+    text = out.read_text(encoding="utf-8")
+    assert "SYNTHETIC DATA - DRAFT, NOT FOR POSTING" in text and "Do not upload" in text
+    assert '"synthetic": true' in twin.read_text(encoding="utf-8")
+
+
+def test_protocol_record_command(tmp_path):
+    out = tmp_path / "protocol.xml"
+    result = runner.invoke(app, ["ctgov", "protocol", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    schema = etree.XMLSchema(etree.parse(str(PRS_XSD)))
+    assert schema.validate(etree.parse(str(out)))
+
+
+def test_preview_page(db, tmp_path):
+    out = tmp_path / "preview.html"
+    result = runner.invoke(app, ["ctgov", "preview", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text(encoding="utf-8")
+    assert "SYNTHETIC DATA: NOT TRIAL RESULTS" in html
+    for heading in ("Participant Flow", "Baseline Characteristics", "Outcome Measures", "Adverse Events",
+                    "All-Cause Mortality", "Serious Adverse Events", "Other (Not Including Serious) Adverse Events",
+                    "Statistical Analysis 1", "PRS checks"):
+        assert heading in html, heading
+    assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
+    assert "<style>" in html
+
+
+def test_missing_database_is_one_clear_error(tmp_path):
+    result = runner.invoke(app, ["ctgov", "results", "--db", str(tmp_path / "nope.db"), "--out",
+                                 str(tmp_path / "r.xml")])
+    assert result.exit_code == 2
+    assert "error" in result.output and "Traceback" not in result.output
+
+
+def test_broken_protocol_file_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nstudy: [not, a, mapping\n", encoding="utf-8")
+    result = runner.invoke(app, ["ctgov", "protocol", "--out", str(tmp_path / "p.xml"), "--protocol", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "p.xml").exists()
