@@ -147,22 +147,7 @@ def _fit(design: Design, structure_name: str, method: str, df: str) -> MMRMResul
     lik = Likelihood(design, reml=reml)
     structure = make_structure(structure_name, lik.T)
     _check_visits(design, lik, structure, reml)
-    S0 = _moment_covariance(lik, design.visits)
-    # The optimizer works on y / s with s the residual SD, so its tolerances and step limits do not
-    # depend on the units of the response; the estimate is then mapped back to the data scale.
-    scale2 = float(np.mean(np.diag(S0)))
-    opt = _Optimizer(lik.with_response_scaled(np.sqrt(scale2)), structure)
-    theta_s, f_s, _, converged, n_iter, message = opt.run(structure.theta_start(S0 / scale2))
-    if not converged:
-        # deterministic fallback: L-BFGS from the best point, then Newton again to finish
-        retry = opt.run(opt.quasi_newton(theta_s))
-        if retry[3] or retry[1] < f_s:
-            theta_s, f_s, _, converged, it2, message = retry
-            n_iter += it2
-    theta = structure.rescale_theta(theta_s, scale2)
-    st = lik.evaluate(structure.sigma_of_theta(theta, 0)[0])
-    if st is None:  # pragma: no cover - rescaling a valid Sigma cannot fail
-        raise MMRMError("internal error: the fitted covariance matrix is not positive definite")
+    theta, st, converged, n_iter, message = estimate_covariance(lik, structure, design.visits)
     if not converged:
         warnings.warn(
             f"the optimizer did not converge ({message}, {n_iter} iterations); results are unreliable",
@@ -190,6 +175,28 @@ def _fit(design: Design, structure_name: str, method: str, df: str) -> MMRMResul
         n_iterations=n_iter,
         optimizer_message=message,
     )
+
+
+def estimate_covariance(lik: Likelihood, structure: Structure, visits: list | None = None):
+    """(RE)ML estimate of the covariance parameters: theta, the state at the optimum, converged,
+    iterations and the optimizer's message. Shared by ``fit_mmrm`` and the array fast path."""
+    S0 = _moment_covariance(lik, visits)
+    # The optimizer works on y / s with s the residual SD, so its tolerances and step limits do not
+    # depend on the units of the response; the estimate is then mapped back to the data scale.
+    scale2 = float(np.mean(np.diag(S0)))
+    opt = _Optimizer(lik.with_response_scaled(np.sqrt(scale2)), structure)
+    theta_s, f_s, _, converged, n_iter, message = opt.run(structure.theta_start(S0 / scale2))
+    if not converged:
+        # deterministic fallback: L-BFGS from the best point, then Newton again to finish
+        retry = opt.run(opt.quasi_newton(theta_s))
+        if retry[3] or retry[1] < f_s:
+            theta_s, f_s, _, converged, it2, message = retry
+            n_iter += it2
+    theta = structure.rescale_theta(theta_s, scale2)
+    st = lik.evaluate(structure.sigma_of_theta(theta, 0)[0])
+    if st is None:  # pragma: no cover - rescaling a valid Sigma cannot fail
+        raise MMRMError("internal error: the fitted covariance matrix is not positive definite")
+    return theta, st, converged, n_iter, message
 
 
 def _check_visits(design: Design, lik: Likelihood, structure: Structure, reml: bool) -> None:

@@ -1,0 +1,172 @@
+"""Design simulation: the array MMRM equals fit_mmrm; the randomized analysis keeps its type I error
+and CI coverage within Monte Carlo error; the single-arm estimate is biased by exactly the
+background improvement; the simulated power matches the analytic two-sample power; same seed, same
+simulation; impossible scenarios are refused; outputs are written and well formed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from lxml import etree
+from scipy import integrate, stats
+
+from regenheart.protocol import load_protocol
+from regenheart.stats.mmrm import fit_mmrm
+from regenheart.stats.mmrm.arrays import fit_contrast
+from regenheart.stats.simulate import (
+    SimulationError,
+    _design_arrays,
+    run_simulation,
+    simulate_lvef,
+    trial_designs,
+    write_outputs,
+)
+from regenheart.synth import model as synth_model
+from regenheart.synth.model import DEFAULT_LVEF_MODEL
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return load_protocol()
+
+
+def _frame(base, change, cell):
+    rows = []
+    for i in range(len(base)):
+        for k, visit in enumerate(("M1", "M3", "M6")):
+            if np.isfinite(change[i, k]):
+                rows.append({"USUBJID": f"S{i:03d}", "AVISIT": visit, "BASE": base[i], "CHG": change[i, k],
+                             "ARMCD": "MSC" if cell[i] else "CTRL"})
+    df = pd.DataFrame(rows)
+    df["AVISIT"] = pd.Categorical(df["AVISIT"], ["M1", "M3", "M6"])
+    df["ARMCD"] = pd.Categorical(df["ARMCD"], ["CTRL", "MSC"])
+    return df
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_array_fit_equals_the_sap_model_through_fit_mmrm(protocol, seed):
+    rng = np.random.default_rng(seed)
+    v1, v2 = trial_designs(protocol, ["v1", "v2"])
+    cell = np.arange(60) < 30
+    base, change = simulate_lvef(DEFAULT_LVEF_MODEL, cell, 0.2, rng)
+    X, l = _design_arrays(base, change, cell)
+    fast = fit_contrast(change, X, l)
+    assert v1.model == protocol.analysis_plan.between_arms.mmrm.formula  # the SAP's own model
+    ref = fit_mmrm(_frame(base, change, cell), v1.model, df=v1.df)
+    m6 = ref.pairwise("ARMCD", by="AVISIT").iloc[-1]
+    for name in ("estimate", "std_error", "df", "p_value", "lower", "upper"):
+        assert getattr(fast, name) == pytest.approx(m6[name], rel=1e-7, abs=1e-9), name
+    one = np.ones(30, bool)
+    base, change = simulate_lvef(DEFAULT_LVEF_MODEL, one, 0.2, rng)
+    X, l = _design_arrays(base, change, None)
+    fast = fit_contrast(change, X, l)
+    assert v2.model == protocol.analysis_plan.mmrm.formula
+    lsm = fit_mmrm(_frame(base, change, one).drop(columns="ARMCD"), v2.model, df=v2.df).lsmeans("AVISIT")
+    m6 = lsm.iloc[-1]
+    for name in ("estimate", "std_error", "df", "p_value", "lower", "upper"):
+        assert getattr(fast, name) == pytest.approx(m6[name], rel=1e-7, abs=1e-9), name
+
+
+def test_baseline_and_change_follow_the_stated_model():
+    """Against hand-derived moments: E[max(X, 12) | X < 35] for X ~ N(25, 6), and the mean change
+    background + cell effect (E[response] = 1), each within 4 Monte Carlo SEs."""
+    m = DEFAULT_LVEF_MODEL
+    rng = np.random.default_rng(5)
+    n = 200_000
+    cell = np.arange(n) < n // 2
+    base, change = simulate_lvef(m, cell, 0.0, rng)
+    dens = stats.norm(m.baseline_mean, m.baseline_sd)
+    upper = dens.cdf(m.inclusion_max)
+    expected = (m.baseline_min * dens.cdf(m.baseline_min)
+                + integrate.quad(lambda x: x * dens.pdf(x), m.baseline_min, m.inclusion_max)[0]) / upper
+    assert base.max() < m.inclusion_max and base.min() >= m.baseline_min
+    assert base.mean() == pytest.approx(expected, abs=4 * base.std() / math.sqrt(n))
+    for k in range(3):
+        for arm, mean in ((cell, m.background[k] + m.cell_effect[k]), (~cell, m.background[k])):
+            x = change[arm, k]
+            assert x.mean() == pytest.approx(mean, abs=4 * x.std() / math.sqrt(len(x)) + 0.02)  # clipping at 8
+    # the cohort's treated change is the model's background + cell effect (one source of numbers)
+    from regenheart.synth.cohort import LVEF_CHANGE
+    assert LVEF_CHANGE == (1.0, 4.0, 5.5) == m.treated_change
+    assert synth_model.BACKGROUND_SHARE[-1] == pytest.approx(2.0 / 5.5)
+
+
+def test_dropout_is_monotone_and_at_the_stated_rate():
+    rng = np.random.default_rng(9)
+    _, change = simulate_lvef(DEFAULT_LVEF_MODEL, np.ones(100_000, bool), 0.3, rng)
+    missing = np.isnan(change)
+    assert np.all(missing[:, 0] <= missing[:, 1]) and np.all(missing[:, 1] <= missing[:, 2])  # monotone
+    assert missing[:, 2].mean() == pytest.approx(0.3, abs=0.006)
+    assert missing[:, 0].mean() == pytest.approx(0.1, abs=0.004)  # a third of dropouts leave before M1
+
+
+@pytest.fixture(scope="module")
+def null_and_effect_runs(protocol):
+    """2,000 randomized trials without a cell effect and 1,000 with the model's, 600 single-arm trials."""
+    rct = run_simulation(protocol, ["v1"], n_sim=2000, cell_effects=[0.0], seed=11, workers=2)
+    rct_effect = run_simulation(protocol, ["v1"], n_sim=1000, cell_effects=[3.5], seed=12, workers=2)
+    single = run_simulation(protocol, ["v2"], n_sim=600, cell_effects=[0.0, 3.5], seed=13, workers=2)
+    return rct.rows[0], rct_effect.rows[0], single.rows
+
+
+def test_randomized_type_one_error_and_coverage_within_monte_carlo_error(null_and_effect_runs):
+    null, effect, _ = null_and_effect_runs
+    assert null.n_failed == 0 and effect.n_failed == 0
+    mcse = math.sqrt(0.05 * 0.95 / 2000)  # 0.0049
+    assert abs(null.power - 0.05) <= 3 * mcse
+    assert abs(null.bias) <= 3 * null.bias_mcse
+    assert abs(effect.coverage - 0.95) <= 3 * math.sqrt(0.95 * 0.05 / 1000)
+    assert abs(effect.bias) <= 3 * effect.bias_mcse
+    # simulated MMRM power against statsmodels' two-sample t-test power at the same effect and SD
+    # (the MMRM also uses M1/M3 of dropouts and KR df, hence the extra 0.03)
+    assert abs(effect.power - effect.analytic_power) <= 3 * effect.power_mcse + 0.03
+
+
+def test_single_arm_bias_is_the_background_improvement(null_and_effect_runs):
+    _, _, single = null_and_effect_runs
+    background = DEFAULT_LVEF_MODEL.background[-1]
+    for row in single:
+        assert row.n_failed == 0
+        assert abs(row.bias - background) <= 3 * row.bias_mcse + 0.02  # clipping at 8 points
+    null = next(r for r in single if r.cell_effect == 0.0)
+    assert null.power > 0.5  # it "finds" an effect of cells that do nothing
+    assert null.coverage < 0.5
+
+
+def test_same_seed_same_simulation_whatever_the_workers(protocol):
+    a = run_simulation(protocol, ["v1", "v2"], n_sim=30, cell_effects=[0, 2], seed=3, workers=1)
+    b = run_simulation(protocol, ["v1", "v2"], n_sim=30, cell_effects=[0, 2], seed=3, workers=2)
+    c = run_simulation(protocol, ["v1", "v2"], n_sim=30, cell_effects=[0, 2], seed=4, workers=1)
+    assert a.rows == b.rows
+    assert a.rows != c.rows
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"dropout": 1.0}, "--dropout 1.0"),
+    ({"dropout": -0.1}, "--dropout -0.1"),
+    ({"n_sim": -5}, "--n-sim -5"),
+    ({"n_sim": 0}, "--n-sim 0"),
+    ({"designs": ["v3"]}, "unknown design 'v3'"),
+    ({"cell_effects": [float("nan")]}, "must be finite"),
+    ({"workers": 0}, "--workers 0"),
+])
+def test_impossible_scenarios_are_refused(protocol, kwargs, needle):
+    with pytest.raises(SimulationError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        run_simulation(protocol, **{"n_sim": 5, **kwargs})
+
+
+def test_outputs_table_json_and_figure(protocol, tmp_path):
+    run = run_simulation(protocol, ["v1", "v2"], n_sim=20, cell_effects=[0, 3.5], seed=1)
+    paths = write_outputs(run, tmp_path)
+    assert [p.name for p in paths] == ["simulation.csv", "simulation.json", "simulation.png", "simulation.svg"]
+    table = pd.read_csv(paths[0])
+    assert len(table) == 4 and {"power", "power_mcse", "bias", "bias_mcse", "coverage", "coverage_mcse",
+                                "ci_width", "ci_width_mcse", "analytic_power"} <= set(table.columns)
+    doc = json.loads(paths[1].read_text())
+    assert doc["synthetic"] is True and "SYNTHETIC" in doc["note"] and len(doc["results"]) == 4
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert etree.parse(str(paths[3])).getroot().tag.endswith("svg")
