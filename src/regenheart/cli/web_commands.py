@@ -14,6 +14,8 @@ from pathlib import Path
 import typer
 
 PASSWORD_ENV = "REGENHEART_PASSWORD"
+APP_DB_ENV = "REGENHEART_DB"              # read by web.app.app_from_environment in each worker
+APP_PROTOCOL_ENV = "REGENHEART_PROTOCOL"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -61,6 +63,8 @@ def serve(
     proxy_headers: bool = typer.Option(False, "--proxy-headers",
                                        help="Trust X-Forwarded-Proto/For from a reverse proxy on this host "
                                             "(HTTPS terminated by the proxy: session cookies become Secure)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (PostgreSQL: one or two per core; "
+                                                     "SQLite has one writer at a time, so 1 is best)."),
 ) -> None:
     """Run the EDC web application (browser UI and REST API; OpenAPI at /openapi.json)."""
     import uvicorn
@@ -72,6 +76,8 @@ def serve(
         raise _fail(f"--port must be between 1 and 65535, not {port}")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise _fail("--ssl-certfile and --ssl-keyfile must be given together")
+    if not 1 <= workers <= 64:
+        raise _fail(f"--workers must be between 1 and 64, not {workers}")
     engine = _open(db)
     proto = _load_protocol(protocol)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,11 +89,22 @@ def serve(
     except Exception as exc:  # noqa: BLE001 - report, never a traceback
         raise _fail(f"cannot start the application: {exc}") from None
     scheme = "https" if ssl_certfile else "http"
-    typer.echo(f"RegenHeart EDC on {scheme}://{host}:{port}/  (API: {scheme}://{host}:{port}/openapi.json)")
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=proxy_headers,
-                forwarded_allow_ips="127.0.0.1" if proxy_headers else None,
-                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+    typer.echo(f"RegenHeart EDC on {scheme}://{host}:{port}/  (API: {scheme}://{host}:{port}/openapi.json)"
+               + (f", {workers} worker processes" if workers > 1 else ""))
+    options = {"host": host, "port": port, "log_level": "info", "proxy_headers": proxy_headers,
+                   "forwarded_allow_ips": "127.0.0.1" if proxy_headers else None,
+                   "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
+                   "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None}
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    # Each worker process builds its own application from the environment: sessions, tokens, CSRF
+    # and log-in lock-outs live in the database (signed with its secret), so any worker serves any request.
+    engine.dispose()
+    os.environ[APP_DB_ENV] = db
+    if protocol:
+        os.environ[APP_PROTOCOL_ENV] = str(protocol.resolve())
+    uvicorn.run("regenheart.web.app:app_from_environment", factory=True, workers=workers, **options)
 
 
 def _password(confirm: bool = True) -> str:

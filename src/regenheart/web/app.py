@@ -190,3 +190,14 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
     app.include_router(pages.router)
     _install_error_handlers(app)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """Application factory of one worker process of ``regenheart serve --workers N``.
+
+    Reads the database (``REGENHEART_DB``) and, when set, the protocol file (``REGENHEART_PROTOCOL``).
+    """
+    import os
+
+    protocol_file = os.environ.get("REGENHEART_PROTOCOL")
+    return create_app(os.environ["REGENHEART_DB"], load_protocol(protocol_file) if protocol_file else None)
