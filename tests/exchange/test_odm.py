@@ -514,6 +514,7 @@ def test_source_names_for_a_draft_mapping(study, protocol):
     assert by_name["height"].label  # the question text is the label
     assert {f.name for f in forms} == {"demographics", "health", "race_and_ethnicity"}
     ours, our_events, our_forms = odm_source_names(study["path"])
+    assert {"subject", "visit", "adverse_events", "disposition", "echo"} <= {f.name for f in our_forms}
     assert [e.name for e in our_events][:len(protocol.visits)] == protocol.visit_codes
     lvef = next(f for f in ours if f.name == "lvef_pct")
     assert lvef.form == "echo" and lvef.label.startswith(protocol.forms["echo"].field("lvef_pct").label)
@@ -521,3 +522,10 @@ def test_source_names_for_a_draft_mapping(study, protocol):
     draft.write_text(draft_mapping(protocol, fields, events, forms))
     M.load(draft, protocol)  # the draft built from ODM names loads as a mapping file
     assert odm_source_names(study["folder"] / "missing.xml") == ([], [], [])
+
+
+def test_export_with_a_protocol_that_lacks_stored_data_is_refused(study, protocol, tmp_path):
+    amended = protocol.model_copy(update={"visits": [v for v in protocol.visits if v.code != "M6"]})
+    with pytest.raises(OdmExportError, match="visit M6"):
+        write_odm(study["engine"], amended, tmp_path / "amended.xml")
+    assert not (tmp_path / "amended.xml").exists()

@@ -25,21 +25,38 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+PROTOCOL_META_KEY = "protocol_yaml"  # the protocol text a database may carry ('db init --protocol')
+
+
+def _stored_protocol(engine):
+    """The protocol stored in the study database, if it carries one."""
+    import yaml
+
+    from regenheart.protocol.loader import parse_protocol
+    from regenheart.store.db import read_meta
+
+    stored = read_meta(engine).get(PROTOCOL_META_KEY)
+    return parse_protocol(yaml.safe_load(stored), "protocol stored in the study database") if stored else None
+
+
 def export_odm(
     db: Annotated[Path, typer.Option("--db", help="Study database file (SQLite) or database URL.")],
     out: Annotated[Path, typer.Option("--out", help="ODM XML file to write.")],
     protocol: Annotated[Path | None, typer.Option("--protocol",
-                                                  help="Protocol YAML (default: embedded RegenHeart).")] = None,
+                                                  help="Protocol YAML (default: the database's, else "
+                                                       "the embedded RegenHeart protocol).")] = None,
 ) -> None:
     """Write the study as CDISC ODM 1.3.2: metadata, users, sites, every value with its audit history."""
+    import yaml
+
     from regenheart.exchange.odm import OdmExportError, write_odm
     from regenheart.protocol import ProtocolError, load_protocol
     from regenheart.store.db import DatabaseError, open_study_database
 
     try:
-        study = load_protocol(protocol)
         engine = open_study_database(db)
-    except (ProtocolError, DatabaseError, FileNotFoundError) as exc:
+        study = load_protocol(protocol) if protocol is not None else _stored_protocol(engine) or load_protocol()
+    except (ProtocolError, DatabaseError, FileNotFoundError, yaml.YAMLError) as exc:
         raise _fail(str(exc)) from None
     if not out.parent.exists():
         raise _fail(f"the folder of {out} does not exist")

@@ -506,6 +506,22 @@ class _Stored:
         return cls(visits, records, items, derived, aes)
 
 
+def _check_fits_protocol(p: Protocol, code: str, visits: dict[str, Visit],
+                         records: dict[tuple[str, str], FormRecord], stored: _Stored) -> None:
+    """Refuse data the protocol has no place for: nothing stored may be left out of the file silently."""
+    schedule = {v.code: set(v.forms) for v in p.visits}
+    problems = [f"visit {v}" for v in visits if v not in schedule]
+    for (visit, form), record in records.items():
+        if form not in schedule.get(visit, set()):
+            problems.append(f"form {form} at visit {visit}")
+            continue
+        extra = set(stored.items.get(record.id, {})) - set(p.forms[form].field_names)
+        problems += [f"field {form}.{name} at visit {visit}" for name in sorted(extra)]
+    if problems:
+        raise OdmExportError(f"subject {code}: the database holds {', '.join(problems)}, which the protocol does "
+                             "not define; export with the protocol the data were captured under (--protocol)")
+
+
 def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored, subject: Subject,
                    h: _History, signatures: dict[int, Signature], sigdefs: dict[str, str]) -> None:
     md, p = w.md, w.md.protocol
@@ -555,6 +571,7 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored,
     # Visits in protocol order.
     visits = stored_data.visits.get(subject.id, {})
     records = stored_data.records.get(subject.id, {})
+    _check_fits_protocol(p, code, visits, records, stored_data)
     for visit in p.visits:
         if visit.code not in visits:
             continue
