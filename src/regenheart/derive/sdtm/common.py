@@ -6,7 +6,7 @@ form or field means in SDTM is read from the protocol's ``sdtm`` annotations, ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -57,9 +57,40 @@ class Context:
     studyid: str
     ref: pd.DataFrame  # one row per subject: subject_code, USUBJID, RFSTDTC (Timestamp), RFXSTDTC (Timestamp)
 
+    items_by_form: dict[str, pd.DataFrame]
+    scores_by_form: dict[str, pd.DataFrame]
+    _wide_cache: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+
     @property
     def visitnum(self) -> dict[str, float]:
         return {v.code: float(i) for i, v in enumerate(self.protocol.visits, start=1)}
+
+    def visit_dates(self, subject_codes: pd.Series, visit_codes: pd.Series) -> pd.Series:
+        """The visit date of each (subject, visit) pair (None when the visit is not recorded)."""
+        dates = self.snap.visits.set_index(["subject_code", "visit_code"])["visit_date"]
+        dates = dates[~dates.index.duplicated()]
+        keys = pd.MultiIndex.from_arrays([subject_codes.to_numpy(), visit_codes.to_numpy()])
+        return pd.Series(dates.reindex(keys).to_numpy(), index=subject_codes.index, dtype=object)
+
+    def wide(self, form_code: str) -> pd.DataFrame:
+        """One row per subject and visit of a form, one column per field (as :meth:`Snapshot.wide`)."""
+        key = ("items", form_code)
+        if key not in self._wide_cache:
+            self._wide_cache[key] = _unstack(self.items_by_form.get(form_code), "field")
+        return self._wide_cache[key].copy()
+
+    def scores(self, form_code: str) -> pd.DataFrame:
+        """One row per subject and visit of a form, one column per derived score."""
+        return _unstack(self.scores_by_form.get(form_code), "name")
+
+
+def _unstack(rows: pd.DataFrame | None, column: str) -> pd.DataFrame:
+    if rows is None or rows.empty:
+        return pd.DataFrame(columns=["subject_code", "visit_code"])
+    rows = rows.drop_duplicates(["subject_code", "visit_code", column])
+    wide = rows.set_index(["subject_code", "visit_code", column])["value"].unstack(column)
+    wide.columns.name = None
+    return wide.reset_index()
 
 
 def studyid_of(protocol: Protocol) -> str:
@@ -78,12 +109,17 @@ def make_context(snap: Snapshot, protocol: Protocol) -> Context:
             for arm, inf, enr in zip(subjects["arm_code"], subjects["infusion_date"], subjects["enrolled_date"])]
     ref["RFSTDTC"] = pd.to_datetime(pd.Series(day0, dtype=object), errors="coerce")
     ref["RFXSTDTC"] = pd.to_datetime(subjects["infusion_date"], errors="coerce")
-    return Context(protocol, snap, studyid, ref)
+    items = {code: rows for code, rows in snap.items.groupby("form_code", sort=False)} if not snap.items.empty else {}
+    scores = {code: rows for code, rows in snap.derived.groupby("form_code", sort=False)} \
+        if not snap.derived.empty else {}
+    return Context(protocol, snap, studyid, ref, items, scores)
 
 
 def to_ts(values: pd.Series) -> pd.Series:
     """Dates (date objects, ISO strings or None) as pandas Timestamps (NaT when missing)."""
-    return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce")
+    if isinstance(values, pd.Series) and pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values
+    return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", format="ISO8601")
 
 
 def iso(values: pd.Series) -> pd.Series:
@@ -132,17 +168,6 @@ def last_before_exposure(frame: pd.DataFrame, domain: str, keys: list[str]) -> p
     return flag
 
 
-def code_value(protocol: Protocol, field: FieldDef, value: object) -> object:
-    """A collected code as its CDISC submission value (the code list's ``sdtm``), else the code itself."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if field.codelist:
-        for item in protocol.codelists.get(field.codelist, []):
-            if item.code == value or str(item.code) == str(value):
-                return item.sdtm if item.sdtm is not None else str(item.code)
-    return str(value)
-
-
 def code_map(protocol: Protocol, field: FieldDef) -> dict[str, str]:
     """Vectorisable mapping of a code field's stored values (as strings) to SDTM values."""
     if field.codelist:
@@ -152,17 +177,18 @@ def code_map(protocol: Protocol, field: FieldDef) -> dict[str, str]:
 
 def format_result(values: pd.Series, field: FieldDef, protocol: Protocol) -> pd.Series:
     """--ORRES text of collected values: numbers with the field's decimals, codes as submission values."""
-    if field.type == "code":
-        mapping = code_map(protocol, field)
-        return values.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else
-                          mapping.get(str(v), str(v)))
+    values = pd.Series(values, dtype=object)
+    missing = values.isna().to_numpy()
     if field.type in ("integer", "float"):
         num = pd.to_numeric(values, errors="coerce")
         decimals = 0 if field.type == "integer" else field.decimals
-        fmt = (lambda x: f"{x:.{decimals}f}") if decimals is not None else (lambda x: f"{x:g}")
-        return pd.Series([None if np.isnan(x) else fmt(x) for x in num.to_numpy(dtype=float)], index=values.index,
-                         dtype=object)
-    return values.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+        text = num.round(decimals).map(f"{{:.{decimals}f}}".format) if decimals is not None else num.map("{:g}".format)
+        return text.where(num.notna(), None).astype(object)
+    text = values.astype(str)
+    if field.type == "code":
+        mapping = code_map(protocol, field)
+        text = text.map(lambda v: mapping.get(v, v))
+    return pd.Series(np.where(missing, None, text), index=values.index, dtype=object)
 
 
 # ---- variable metadata ------------------------------------------------------------------------------
@@ -321,7 +347,11 @@ def build_dataset(domain: str, records: pd.DataFrame, order: list[str], *, keys:
         elif v.type == "float":
             frame[v.name] = pd.to_numeric(frame[v.name], errors="coerce").astype(float)
         else:
-            frame[v.name] = frame[v.name].astype(object).where(frame[v.name].notna(), None)
+            column = frame[v.name]
+            if column.dtype != object:
+                column = column.astype(object)
+            missing = column.isna()
+            frame[v.name] = column.where(~missing, None) if missing.any() else column
     used = {m for m in methods}
     return Dataset(name=name or domain, label=label or DOMAIN_LABELS.get(domain, domain), standard="SDTM",
                    structure=structure, klass=klass or DOMAIN_CLASS.get(domain, "FINDINGS"), keys=keys,

@@ -22,6 +22,7 @@ from regenheart.derive.sdtm.common import (
     iso,
     last_before_exposure,
     study_day,
+    to_ts,
     with_reference,
 )
 from regenheart.protocol.models import FieldDef, FormDef, SdtmField
@@ -35,12 +36,12 @@ ORDER = ["STUDYID", "DOMAIN", "USUBJID", "SEQ", "TESTCD", "TEST", "CAT", "SCAT",
 
 def _form_frame(ctx: Context, form_code: str) -> pd.DataFrame:
     """One row per subject and visit of a form, with the visit date, item values and derived scores."""
-    frame = ctx.snap.wide(form_code)
-    scores = ctx.snap.scores(form_code)
+    frame = ctx.wide(form_code)
+    scores = ctx.scores(form_code)
     if len(scores.columns) > 2:
         frame = frame.merge(scores, on=["subject_code", "visit_code"], how="left", suffixes=("", "__score"))
-    visits = ctx.snap.visits[["subject_code", "visit_code", "visit_date"]]
-    return frame.merge(visits, on=["subject_code", "visit_code"], how="left")
+    frame["visit_date"] = ctx.visit_dates(frame["subject_code"], frame["visit_code"])
+    return frame
 
 
 def _unit(field: FieldDef | None, ann: SdtmField) -> str | None:
@@ -50,68 +51,114 @@ def _unit(field: FieldDef | None, ann: SdtmField) -> str | None:
 
 
 def findings_records(ctx: Context) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, FormDef]]]]:
-    """Raw findings records per domain, with provenance columns (``_form``, ``_item``, ``_visit``)."""
+    """Raw findings records per domain, with provenance columns (``_form``, ``_item``, ``_visit``).
+
+    Vectorised per form: the form's rows are melted to one row per item, and every qualifier is mapped
+    from the item's annotation.
+    """
     protocol = ctx.protocol
     parts: dict[str, list[pd.DataFrame]] = {}
     forms_of: dict[str, list[tuple[str, FormDef]]] = {}
     for form_code, form in protocol.forms.items():
         if form.sdtm is None:
             continue
-        tests = [(f, f.sdtm) for f in form.fields if f.sdtm is not None and f.sdtm.testcd]
-        scores = [(name, ann) for name, ann in form.sdtm.scores.items()]
-        if not tests and not scores:
+        specs = [(f.name, f, f.sdtm) for f in form.fields if f.sdtm is not None and f.sdtm.testcd]
+        specs += [(name, None, ann) for name, ann in form.sdtm.scores.items()]
+        if not specs:
             continue
         frame = _form_frame(ctx, form_code)
-        if frame.empty:
+        present = [(n, f, a) for n, f, a in specs if n in frame or f"{n}__score" in frame]
+        if frame.empty or not present:
             continue
-        row_vars = {f.sdtm.var: f for f in form.fields if f.sdtm is not None and f.sdtm.var and not f.sdtm.of}
-        of_vars = [(f.sdtm.of, f.sdtm.var, f) for f in form.fields if f.sdtm is not None and f.sdtm.var and f.sdtm.of]
-        not_done = pd.Series(False, index=frame.index)
-        if form.sdtm.performed and form.sdtm.performed in frame:
-            not_done = frame[form.sdtm.performed].astype(object).map(lambda v: str(v) == "N")
-        items = [(f, ann, False) for f, ann in tests] + [(None, ann, True) for _, ann in scores]
-        names = [f.name for f, _ in tests] + [name for name, _ in scores]
-        for (field, ann, derived), name in zip(items, names):
+        for _, _, ann in present:
             domain = ann.domain or form.sdtm.domain
-            forms_of.setdefault(domain, [])
-            if (form_code, form) not in forms_of[domain]:
+            if (form_code, form) not in forms_of.setdefault(domain, []):
                 forms_of[domain].append((form_code, form))
-            column = name if name in frame else f"{name}__score"
-            values = frame[column] if column in frame else pd.Series(None, index=frame.index, dtype=object)
-            rec = pd.DataFrame({"subject_code": frame["subject_code"], "_visit": frame["visit_code"],
-                                "_date": frame["visit_date"], "_form": form_code, "_item": name})
-            rec["DOMAIN"] = domain
-            rec["TESTCD"], rec["TEST"] = ann.testcd, ann.test
-            for q in _QUALIFIERS:
-                rec[q] = getattr(ann, q.lower(), None) or getattr(form.sdtm, q.lower(), None)
-            if derived:
-                num = pd.to_numeric(values, errors="coerce")
-                rec["ORRES"] = [None if np.isnan(x) else f"{x:.10g}" for x in num.to_numpy(dtype=float)]
-                rec["STRESN"] = num.to_numpy(dtype=float)
-                rec["DRVFL"] = "Y"
-            else:
-                rec["ORRES"] = format_result(values, field, protocol).to_numpy()
-                numeric = field.type in ("integer", "float") or (field.type == "code" and all(
-                    v == k for k, v in code_map(protocol, field).items()))
-                rec["STRESN"] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float) if numeric else np.nan
-                rec["DRVFL"] = None
-            unit = _unit(field, ann)
-            rec["ORRESU"] = np.where(pd.Series(rec["ORRES"]).notna(), unit, None) if unit else None
-            rec["STRESC"] = rec["ORRES"]
-            rec["STRESU"] = rec["ORRESU"]
-            for var, f in row_vars.items():
-                rec[var.removeprefix(domain)] = \
-                    format_result(frame[f.name], f, protocol).to_numpy() if f.name in frame else None
-            for target, var, f in of_vars:
-                if target == name and f.name in frame:
-                    rec[var[len(domain):]] = format_result(frame[f.name], f, protocol).to_numpy()
-            nd = not_done.to_numpy()
-            rec["STAT"] = np.where(nd, "NOT DONE", None)
-            if "REASND" in rec:
-                rec["REASND"] = np.where(nd, rec["REASND"], None)
-            rec = rec[pd.Series(rec["ORRES"]).notna().to_numpy() | nd]
-            parts.setdefault(domain, []).append(rec)
+        frame = frame.rename(columns={f"{n}__score": n for n, f, _ in present if f is None and f"{n}__score" in frame})
+        row_vars = [f for f in form.fields if f.sdtm is not None and f.sdtm.var and not f.sdtm.of and f.name in frame]
+        of_vars = [f for f in form.fields if f.sdtm is not None and f.sdtm.var and f.sdtm.of and f.name in frame]
+        ids = ["subject_code", "visit_code", "visit_date"]
+        extra = {}
+        for f in row_vars + of_vars:
+            extra[f"_v_{f.name}"] = format_result(frame[f.name].astype(object), f, protocol)
+        if form.sdtm.performed and form.sdtm.performed in frame:
+            extra["_not_done"] = frame[form.sdtm.performed].astype(object).astype(str).eq("N")
+        else:
+            extra["_not_done"] = pd.Series(False, index=frame.index)
+        base = pd.concat([frame[ids], pd.DataFrame(extra, index=frame.index)], axis=1)
+        values = frame[[n for n, _, _ in present]].astype(object)
+        long = pd.concat([base] * len(present), ignore_index=True)
+        long["_item"] = np.repeat([n for n, _, _ in present], len(frame))
+        long["_value"] = np.concatenate([values[n].to_numpy(dtype=object) for n, _, _ in present])
+        by_item = {n: (f, a) for n, f, a in present}
+        rec = pd.DataFrame({"subject_code": long["subject_code"], "_visit": long["visit_code"],
+                            "_date": long["visit_date"], "_form": form_code, "_item": long["_item"]})
+        item = long["_item"]
+        item_names = list(by_item)
+        item_codes = np.repeat(np.arange(len(present)), len(frame))
+
+        def attr(get, item_names=item_names, item_codes=item_codes, by_item=by_item, index=long.index):
+            table = np.array([get(*by_item[n]) for n in item_names] + [None], dtype=object)[:-1]
+            return pd.Series(table[item_codes], index=index, dtype=object)
+
+        fs = form.sdtm
+        rec["DOMAIN"] = attr(lambda f, a, fs=fs: a.domain or fs.domain)
+        rec["TESTCD"] = attr(lambda f, a: a.testcd)
+        rec["TEST"] = attr(lambda f, a: a.test)
+        for q in _QUALIFIERS:
+            rec[q] = attr(lambda f, a, q=q, fs=fs: getattr(a, q.lower(), None) or getattr(fs, q.lower(), None))
+        orres = pd.Series(None, index=long.index, dtype=object)
+        stresn = pd.Series(np.nan, index=long.index, dtype=float)
+        # Items formatted alike are formatted together (one pandas call per group, not per item).
+        groups: dict[tuple, list[str]] = {}
+        for n, (f, _) in by_item.items():
+            groups.setdefault(_format_key(protocol, f), []).append(n)
+        for key, names in groups.items():
+            sel = item.isin(names).to_numpy()
+            vals = long.loc[sel, "_value"]
+            if key[0] == "derived":
+                num = pd.to_numeric(vals, errors="coerce")
+                orres[sel] = num.map("{:.10g}".format).where(num.notna(), None).to_numpy()
+                stresn[sel] = num.to_numpy(dtype=float)
+                continue
+            field = by_item[names[0]][0]
+            orres[sel] = format_result(vals, field, protocol).to_numpy()
+            if key[0] in ("number", "identity"):
+                stresn[sel] = pd.to_numeric(vals, errors="coerce").to_numpy(dtype=float)
+        rec["ORRES"], rec["STRESN"] = orres, stresn
+        rec["DRVFL"] = attr(lambda f, a: "Y" if f is None else None)
+        unit = attr(lambda f, a: _unit(f, a))
+        rec["ORRESU"] = unit.where(orres.notna(), None)
+        rec["STRESC"], rec["STRESU"] = rec["ORRES"], rec["ORRESU"]
+        for f in row_vars:
+            rec[f.sdtm.var[2:] if f.sdtm.var[:2] == (f.sdtm.domain or form.sdtm.domain) else f.sdtm.var] = \
+                long[f"_v_{f.name}"]
+        for f in of_vars:
+            column = f.sdtm.var[2:]
+            current = rec[column] if column in rec else pd.Series(None, index=rec.index, dtype=object)
+            rec[column] = current.where(item != f.sdtm.of, long[f"_v_{f.name}"])
+        nd = long["_not_done"].to_numpy(dtype=bool)
+        rec["STAT"] = np.where(nd, "NOT DONE", None)
+        if "REASND" in rec:
+            rec["REASND"] = rec["REASND"].where(nd, None)
+        rec = rec[orres.notna().to_numpy() | nd]
+        for domain, part in rec.groupby("DOMAIN", sort=False):
+            parts.setdefault(domain, []).append(part)
     return {d: pd.concat(p, ignore_index=True) for d, p in parts.items()}, forms_of
+
+
+def _format_key(protocol, field: FieldDef | None) -> tuple:
+    """Items with equal keys format their results the same way."""
+    if field is None:
+        return ("derived",)
+    if field.type in ("integer", "float"):
+        return ("number", field.type, field.decimals)
+    if field.type == "code":
+        mapping = code_map(protocol, field)
+        if all(k == v for k, v in mapping.items()):
+            return ("identity",)
+        return ("code", field.codelist or tuple(field.codes or ()))
+    return ("text",)
 
 
 def finish_findings(ctx: Context, domain: str, raw: pd.DataFrame,
@@ -123,6 +170,7 @@ def finish_findings(ctx: Context, domain: str, raw: pd.DataFrame,
     """
     protocol = ctx.protocol
     rec = with_reference(raw, ctx)
+    rec["_date"] = to_ts(rec["_date"])
     rec["STUDYID"] = ctx.studyid
     rec["VISITNUM"] = rec["_visit"].map(ctx.visitnum)
     rec["VISIT"] = rec["_visit"].map({v.code: v.label for v in protocol.visits})

@@ -59,7 +59,7 @@ def form_records(ctx: Context) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
         supps = [f for f in annotated if f.sdtm.qnam]
         if not terms and not singles and not supps:
             continue
-        frame = ctx.snap.wide(form_code)
+        frame = ctx.wide(form_code)
         if frame.empty:
             continue
         frame = frame.merge(visits, on=["subject_code", "visit_code"], how="left")

@@ -40,7 +40,7 @@ def _dm_fields(ctx: Context) -> pd.DataFrame:
                   (f.sdtm.domain or (form.sdtm.domain if form.sdtm else None) or f.sdtm.var[:2]) == "DM"]
         if not fields:
             continue
-        wide = ctx.snap.wide(code)
+        wide = ctx.wide(code)
         if wide.empty:
             continue
         wide = wide.sort_values("visit_code", key=lambda v: v.map({c: i for i, c in enumerate(ctx.protocol.visit_codes)}))
