@@ -25,7 +25,15 @@ import pandas as pd
 
 from regenheart.derive.datasets import Dataset
 from regenheart.exchange.cdisc.ct import TerminologySet
-from regenheart.exchange.cdisc.metadata import as_date, as_text, is_missing, numeric
+from regenheart.exchange.cdisc.metadata import (
+    as_text,
+    external_dictionary,
+    is_missing,
+    iso_dates,
+    missing_mask,
+    numeric,
+    text_series,
+)
 from regenheart.exchange.cdisc.xpt import MAX_CHAR_BYTES, MAX_LABEL, MAX_NAME, SAS_NAME
 
 Severity = Literal["Error", "Warning", "Notice"]
@@ -39,6 +47,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "RH0010": ("Error", "Value not in a non-extensible CDISC codelist"),
     "RH0011": ("Warning", "Value not in an extensible CDISC codelist (sponsor extension)"),
     "RH0012": ("Error", "Codelist reference not found in CDISC CT and not a sponsor codelist"),
+    "RH0013": ("Error", "Value not in the form of its external dictionary"),
     "RH0020": ("Error", "--SEQ not unique within USUBJID"),
     "RH0021": ("Error", "DOMAIN value differs from the dataset name"),
     "RH0030": ("Error", "--DTC value is not ISO 8601"),
@@ -87,8 +96,14 @@ ADAM_CLASS_REQUIRED = {
     "BASIC DATA STRUCTURE": ["STUDYID", "USUBJID", "PARAMCD", "PARAM"],
     "OCCURRENCE DATA STRUCTURE": ["STUDYID", "USUBJID"],
 }
+ARM_VARIABLES = ("ARMCD", "ARM", "ACTARMCD", "ACTARM")
+# --TEST becomes a label when transposed (at most 40); IETEST/TIETEST hold criterion text (SDTMIG: up to 200).
+TEST_LABEL_EXEMPT = ("IE", "TI")
 ADAM_NEVER_NULL = ("STUDYID", "USUBJID", "PARAMCD", "PARAM")
 ADAM_CLASS_EXPECTED = {"SUBJECT LEVEL ANALYSIS DATASET": ["RACE", "TRT01P"], "BASIC DATA STRUCTURE": ["AVISIT"]}
+
+# Forms of external dictionary codes that can be checked without the (licensed or large) dictionary itself.
+EXTERNAL_FORMS = {"ISO 3166-1 alpha-3": re.compile(r"^[A-Z]{3}$"), "ISO 3166-1 alpha-2": re.compile(r"^[A-Z]{2}$")}
 
 # ISO 8601 date/datetime, complete or reduced precision (YYYY, YYYY-MM, YYYY-MM-DD, THH, THH:MM, THH:MM:SS[.f]).
 ISO_8601 = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])"
@@ -153,7 +168,7 @@ def _prefix(ds: Dataset) -> str:
 
 
 def _text(ds: Dataset, name: str) -> pd.Series:
-    return ds.records[name].map(as_text)
+    return text_series(ds.records[name])
 
 
 # ---------------------------------------------------------------------------------------------- rules
@@ -184,7 +199,10 @@ def _structure(c: _Collector, ds: Dataset) -> None:
         if name not in columns:
             c.add("RH0001", ds.name, name, "", f"required variable {name} is missing from {ds.name}")
         elif name in not_null:
-            missing = ds.records[name].map(is_missing).to_numpy()
+            missing = missing_mask(ds.records[name])
+            if name in ARM_VARIABLES and "ARMNRS" in columns:  # SDTMIG 3.4: arm is null when ARMNRS says why
+                missing &= missing_mask(ds.records["ARMNRS"])
+            missing = missing.to_numpy()
             c.add_rows("RH0003", ds, name, missing, lambda i, n=name: f"required variable {n} has no value")
     for name in sorted(expected - required):
         if name not in columns:
@@ -202,6 +220,15 @@ def _terminology(c: _Collector, ds: Dataset, ct: TerminologySet) -> None:
         if name not in ds.records.columns:
             continue
         found = ct.find(ref)
+        external = external_dictionary(ref)
+        if found is None and external:
+            pattern = EXTERNAL_FORMS.get(ref)
+            if pattern is not None:
+                values = _text(ds, name)
+                bad = (values != "") & ~values.str.match(pattern)
+                c.add_rows("RH0013", ds, name, bad.to_numpy(),
+                           lambda i, v=values, r=ref: f"{v.iloc[i]!r} is not a {r} code")
+            continue
         if found is None:
             if not ref.startswith("SPONSOR:"):
                 c.add("RH0012", ds.name, name, "", f"codelist {ref!r} is not in CDISC CT {ct.sdtm.version} "
@@ -239,8 +266,8 @@ def _dates(c: _Collector, ds: Dataset) -> None:
     prefix = _prefix(ds) if ds.standard == "SDTM" else ""
     start, end = f"{prefix}STDTC", f"{prefix}ENDTC"
     if ds.standard == "SDTM" and start in ds.records.columns and end in ds.records.columns:
-        s = ds.records[start].map(as_date)
-        e = ds.records[end].map(as_date)
+        s = iso_dates(ds.records[start])
+        e = iso_dates(ds.records[end])
         both = s.notna() & e.notna()
         before = np.zeros(len(ds.records), dtype=bool)
         before[both.to_numpy()] = [b < a for a, b in zip(s[both], e[both])]
@@ -262,7 +289,7 @@ def _study_days(c: _Collector, ds: Dataset, dm: Dataset | None) -> None:
     if ds.standard != "SDTM" or dm is None or "RFSTDTC" not in dm.records.columns or \
             "USUBJID" not in ds.records.columns:
         return
-    reference = dict(zip(_text(dm, "USUBJID"), dm.records["RFSTDTC"].map(as_date), strict=True))
+    reference = dict(zip(_text(dm, "USUBJID"), iso_dates(dm.records["RFSTDTC"]), strict=True))
     prefix = _prefix(ds)
     pairs = [(f"{prefix}DY", f"{prefix}DTC"), (f"{prefix}STDY", f"{prefix}STDTC"), (f"{prefix}ENDY", f"{prefix}ENDTC")]
     ref_dates = _text(ds, "USUBJID").map(reference)
@@ -274,7 +301,7 @@ def _study_days(c: _Collector, ds: Dataset, dm: Dataset | None) -> None:
         c.add_rows("RH0051", ds, dy_name, zero, lambda i, n=dy_name: f"{n} is 0")
         if dtc_name not in ds.records.columns:
             continue
-        dates = ds.records[dtc_name].map(lambda v: as_date(v) if len(as_text(v)) >= 10 else None)
+        dates = iso_dates(ds.records[dtc_name])
         expected = [_cdisc_day(d, r) for d, r in zip(dates, ref_dates, strict=True)]
         exp = pd.Series(expected, dtype=float, index=ds.records.index)
         bad = (exp.notna() & (dy.isna() | (dy != exp))) | (exp.isna() & dy.notna() & ref_dates.notna()
@@ -390,13 +417,16 @@ def _transport_limits(c: _Collector, ds: Dataset) -> None:
         col = ds.records[name]
         if col.dtype != object and not pd.api.types.is_string_dtype(col):
             continue
-        values = col.map(as_text)
-        sizes = values.map(lambda s: len(s.encode("utf-8")))
-        c.add_rows("RH0082", ds, str(name), (sizes > MAX_CHAR_BYTES).to_numpy(),
-                   lambda i, s=sizes: f"value of {s.iloc[i]} bytes (at most {MAX_CHAR_BYTES})")
-        non_ascii = (sizes != values.str.len()).to_numpy()
-        c.add_rows("RH0083", ds, str(name), non_ascii,
-                   lambda i, v=values: f"{v.iloc[i][:40]!r} has non-ASCII characters")
+        values = text_series(col).tolist()
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+        if "".join(values).isascii():
+            sizes = lengths
+        else:
+            sizes = np.fromiter((len(v.encode("utf-8")) for v in values), dtype=np.int64, count=len(values))
+            c.add_rows("RH0083", ds, str(name), sizes != lengths,
+                       lambda i, v=values: f"{v[i][:40]!r} has non-ASCII characters")
+        c.add_rows("RH0082", ds, str(name), sizes > MAX_CHAR_BYTES,
+                   lambda i, s=sizes: f"value of {s[i]} bytes (at most {MAX_CHAR_BYTES})")
     code_vars = [f"{_prefix(ds)}TESTCD"] if ds.standard == "SDTM" else ["PARAMCD"]
     for name in code_vars:
         if name in ds.records.columns:
@@ -405,7 +435,7 @@ def _transport_limits(c: _Collector, ds: Dataset) -> None:
             c.add_rows("RH0084", ds, name, bad.to_numpy(), lambda i, v=values: f"{v.iloc[i]!r} cannot become a "
                                                                                "SAS variable name")
     test = f"{_prefix(ds)}TEST"
-    if ds.standard == "SDTM" and test in ds.records.columns:
+    if ds.standard == "SDTM" and test in ds.records.columns and ds.name not in TEST_LABEL_EXEMPT:
         values = _text(ds, test)
         c.add_rows("RH0085", ds, test, (values.str.len() > MAX_LABEL).to_numpy(),
                    lambda i, v=values: f"{v.iloc[i]!r} has {len(v.iloc[i])} characters")

@@ -20,14 +20,13 @@ from regenheart.exchange.cdisc.metadata import (
     SubmissionError,
     as_date,
     as_datetime,
-    as_text,
     defined_length,
     display_format,
-    is_missing,
     item_group_oid,
     item_oid,
     kind,
     numeric,
+    text_series,
 )
 
 DATASET_JSON_VERSION = "1.1.0"
@@ -61,9 +60,9 @@ def _column(dataset: Dataset, variable: Variable) -> dict[str, Any]:
 def _values(dataset: Dataset, variable: Variable) -> list[Any]:
     values = dataset.records[variable.name]
     k = kind(dataset, variable)
-    if k == "text":
+    if k in ("text", "isodate"):
         # Character variables: '' and missing are the same to SAS; Dataset-JSON keeps missing as null.
-        return [None if is_missing(v) else as_text(v) for v in values]
+        return [v or None for v in text_series(values).tolist()]
     if k == "integer":
         return [None if math.isnan(x) else int(x) for x in numeric(values)]
     if k == "float":
@@ -72,7 +71,7 @@ def _values(dataset: Dataset, variable: Variable) -> list[Any]:
         return [None if (d := as_date(v)) is None else d.isoformat() for v in values]
     if k == "sasdatetime":
         return [None if (t := as_datetime(v)) is None else t.isoformat(timespec="seconds") for v in values]
-    return [None if is_missing(v) else as_text(v) for v in values]
+    raise AssertionError(k)  # every storage kind is handled above
 
 
 def dataset_json(dataset: Dataset, *, created_utc: str, study_oid: str | None = None,

@@ -26,19 +26,20 @@ from regenheart.derive.datasets import Dataset, Method, ValueLevel, Variable
 from regenheart.exchange.cdisc.ct import TerminologySet
 from regenheart.exchange.cdisc.metadata import (
     SubmissionError,
-    as_text,
     column,
     defined_length,
     display_format,
+    external_dictionary,
     integer_length,
-    is_missing,
     item_group_oid,
     item_oid,
     kind,
+    missing_mask,
     oid_part,
     significant_digits,
     text_column,
     text_length,
+    text_series,
     value_level_oid,
     value_list_oid,
     where_clause_oid,
@@ -118,12 +119,16 @@ class _DefineBuilder:
         self.comments: dict[str, str] = {}
         self.methods: dict[str, Method] = {}
         self.used_ct: set[str] = set()
+        self.where_text: dict[tuple[str, str], pd.Series] = {}
 
     # ------------------------------------------------------------------ helpers
     def codelist_oid(self, ref: str) -> str:
         found = self.ct.find(ref)
         if found:
             return f"CL.{oid_part(found[1].short_name)}"
+        external = external_dictionary(ref)
+        if external:
+            return f"CL.{oid_part(external[0])}"
         return f"CL.{oid_part(ref.removeprefix('SPONSOR:'))}"
 
     def note_codes(self, ref: str, dataset: Dataset, variable: Variable | ValueLevel, values: pd.Series) -> None:
@@ -189,7 +194,7 @@ class _DefineBuilder:
                         raise SubmissionError(f"dataset {dataset.name}: value-level metadata of {vl.variable} is "
                                               f"conditioned on {vl.where_variable}, which is not a variable")
                     rows = self.rows_of(dataset, vl)
-                    mandatory = "Yes" if len(rows) and not rows.map(is_missing).any() else "No"
+                    mandatory = "Yes" if len(rows) and not missing_mask(rows).any() else "No"
                     ref = etree.SubElement(vl_def, _o("ItemRef"), ItemOID=value_level_oid(dataset.name, vl),
                                            OrderNumber=str(order), Mandatory=mandatory)
                     method = self.method_oid(dataset, vl)
@@ -209,10 +214,11 @@ class _DefineBuilder:
                 mdv.append(clause)
         return entries
 
-    @staticmethod
-    def rows_of(dataset: Dataset, vl: ValueLevel) -> pd.Series:
-        where = column(dataset, vl.where_variable).map(as_text)
-        return column(dataset, vl.variable)[where == vl.where_value]
+    def rows_of(self, dataset: Dataset, vl: ValueLevel) -> pd.Series:
+        key = (dataset.name, vl.where_variable)
+        if key not in self.where_text:
+            self.where_text[key] = text_series(column(dataset, vl.where_variable))
+        return column(dataset, vl.variable)[self.where_text[key] == vl.where_value]
 
     def item_group(self, mdv: etree._Element, dataset: Dataset) -> None:
         subject_level = set(dataset.keys) <= {"STUDYID", "USUBJID"}
@@ -242,7 +248,7 @@ class _DefineBuilder:
                 ref.set("MethodOID", method)
             if variable.role and self.standard == "SDTM":
                 ref.set("Role", variable.role)
-            if not mandatory and (len(values) == 0 or values.map(is_missing).all()):
+            if not mandatory and (len(values) == 0 or missing_mask(values).all()):
                 ref.set(_d("HasNoData"), "Yes")
         etree.SubElement(group, _d("Class"), Name=dataset.klass)
         href = self.files.get(dataset.name, f"{dataset.name.lower()}.xpt")
@@ -303,6 +309,11 @@ class _DefineBuilder:
             entry = self.codes[ref]
             found = self.ct.find(ref)
             oid = self.codelist_oid(ref)
+            external = external_dictionary(ref)
+            if found is None and external:
+                cl = etree.SubElement(mdv, _o("CodeList"), OID=oid, Name=external[1], DataType=entry.data_type)
+                etree.SubElement(cl, _o("ExternalCodeList"), Dictionary=external[0], Version=external[1])
+                continue
             if found is None:
                 if not ref.startswith("SPONSOR:"):
                     raise SubmissionError(f"codelist {ref!r} is neither in CDISC CT ({self.ct.sdtm.version}) nor a "

@@ -28,6 +28,23 @@ class SubmissionError(ValueError):
     """Data or metadata that cannot be written in a submission format; the message names what and where."""
 
 
+# Dictionaries Define-XML names in ExternalCodeList (CDISC "External Code List Dictionary", C66788).
+EXTERNAL_DICTIONARIES = ("ISO 3166", "ISO 8601", "ISO 21090", "MedDRA", "WHODD", "WHODrug", "LOINC", "SNOMED",
+                         "UNII", "CTCAE", "ICD-O", "ICD", "MED-RT", "COSTART", "WHOART", "D-U-N-S NUMBER")
+
+
+def external_dictionary(ref: str) -> tuple[str, str] | None:
+    """(dictionary, version) when a codelist reference names an external dictionary, e.g.
+    ``ISO 3166-1 alpha-3`` -> ("ISO 3166", "ISO 3166-1 alpha-3") or ``EXTERNAL:MedDRA:27.1``."""
+    if ref.startswith("EXTERNAL:"):
+        _, dictionary, version = (ref.split(":", 2) + [""])[:3]
+        return dictionary, version or "unspecified"
+    for dictionary in EXTERNAL_DICTIONARIES:
+        if ref == dictionary or ref.startswith((dictionary + " ", dictionary + "-")):
+            return dictionary, ref
+    return None
+
+
 def item_group_oid(dataset: str) -> str:
     """Define-XML ItemGroupDef OID and Dataset-JSON itemGroupOID of a dataset, e.g. ``IG.DM``."""
     return f"IG.{dataset}"
@@ -142,13 +159,39 @@ def sas_datetime(value: Any) -> float:
     return math.nan if t is None else (t - SAS_EPOCH_DATETIME).total_seconds()
 
 
+def missing_mask(values: pd.Series) -> pd.Series:
+    """True where a value is missing (None, NaN, NaT, NA or an empty string)."""
+    return values.isna() | (values.astype(object) == "")
+
+
 def numeric(values: pd.Series) -> pd.Series:
-    """A column as float64 (missing as NaN); booleans become 1/0."""
-    return pd.to_numeric(values.map(lambda v: math.nan if is_missing(v) else v), errors="coerce").astype(float)
+    """A column as float64 (missing and non-numbers as NaN); booleans become 1/0."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype(float)
+    cleaned = values.astype(object).where(~missing_mask(values), math.nan)
+    return pd.to_numeric(cleaned.map(lambda v: float(v) if isinstance(v, bool) else v), errors="coerce").astype(float)
+
+
+def iso_dates(values: pd.Series) -> pd.Series:
+    """Complete dates (YYYY-MM-DD...) of a column as ``datetime.date``; partial or missing values as None."""
+    text = text_series(values)
+    head = text.str.slice(0, 10).where(text.str.len() >= 10)
+    parsed = pd.to_datetime(head, format="%Y-%m-%d", errors="coerce")
+    return pd.Series([None if pd.isna(t) else t.date() for t in parsed], index=values.index, dtype=object)
+
+
+def text_series(values: pd.Series) -> pd.Series:
+    """A column as text ('' when missing), vectorised when every value already is text."""
+    if pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
+        return values.fillna("")
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.astype(object).fillna("")
+    return values.map(as_text).astype(object)
 
 
 def text_column(values: pd.Series) -> list[str]:
-    return [as_text(v) for v in values]
+    """:func:`text_series` as a list."""
+    return text_series(values).tolist()
 
 
 def text_length(values: Iterable[str]) -> int:

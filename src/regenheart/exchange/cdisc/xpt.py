@@ -70,7 +70,8 @@ def xpt_frame(dataset: Dataset) -> tuple[pd.DataFrame, dict[str, str]]:
         values = dataset.records[variable.name]
         k = kind(dataset, variable)
         if k in ("text", "isodate"):
-            out[variable.name] = text_column(values)
+            # numpy object arrays: pyreadstat reads them much faster than pandas string arrays
+            out[variable.name] = pd.Series(text_column(values), dtype=object, index=range(len(values)))
         elif k == "sasdate":
             out[variable.name] = [sas_date(v) for v in values]
         elif k == "sasdatetime":
