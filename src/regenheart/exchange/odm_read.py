@@ -15,14 +15,16 @@ Conventions:
 * A ``visit_date`` item (any form of an event) is the date of that visit.
 * A form named ``subject`` holds subject-level facts (``site``, ``screening_date``,
   ``consent_date``, ``enrolled_date``, ``arm``, ``eligible`` as the source's stated verdict); its
-  other items are derived by the capture service and reported, not imported.
+  derived items (status, infusion date, failed criteria) are recomputed by the capture service. A
+  subject marked ``synthetic`` = ``Y`` is reported, since the importing database labels its own data.
 * The site is the subject's ``SiteRef`` (a ``Location`` OID or name, the OID without ``LOC.``, or the
   OID's last ``_``/``.``/``-`` token, as in OpenClinica's ``S_STUDY_01``),
   else the item named by the mapping's ``subject.site``, else ``subject.default_site``.
 * REDCap writes forms of a classic (non-longitudinal) project directly under ``SubjectData``;
   their event is called ``event_1_arm_1``, REDCap's name of the single event of such a project.
-* Items defined with ``Origin="Derived"`` (scores) or REDCap ``calc`` fields that the mapping does
-  not name are reported as derived and never imported: the capture service recomputes scores.
+* Items defined with ``Origin="Derived"`` (regenheart's scores) that the mapping does not name are
+  skipped: they are derived data, recomputed by the capture service, never imported. REDCap
+  ``calc`` fields the mapping does not name are reported as unmapped (with a note), like any other.
 
 Nothing raises on a bad file: unreadable or malformed XML and a wrong root become a
 :class:`Refusal` in ``problems``; names that map to nothing become :class:`Unmapped` entries
@@ -60,7 +62,8 @@ CLASSIC_REDCAP_EVENT = "event_1_arm_1"
 SUBJECT_FORM = "subject"
 SUBJECT_FIELDS = ("site", "screening_date", "consent_date", "enrolled_date", "arm", "eligible")
 VISIT_DATE = "visit_date"
-SUBJECT_NOTES = {"synthetic": "not imported: the target database's own synthetic flag labels its data"}
+SYNTHETIC_NOTE = ("the source marks its subjects as SYNTHETIC demonstration data; the importing database labels "
+                  "its own data, so import synthetic data only into a database created as synthetic")
 _PREFIXES = ("SE.", "SE_", "Event.", "F.", "F_", "Form.", "IT.", "I_", "IG.", "LOC.")
 
 
@@ -81,7 +84,8 @@ class _Def:
     """A definition's candidate names (best first) and flags."""
 
     names: list[str]
-    derived: bool = False
+    derived: bool = False  # ODM Origin="Derived": computed data, never imported
+    calc: bool = False  # a REDCap calculated field
     repeating: bool = False
 
 
@@ -122,9 +126,9 @@ def _read_metadata(mdv: etree._Element) -> _MetaData:
         md.groups[oid] = _Def(_candidates(oid, d.get("Name")), repeating=d.get("Repeating") == "Yes")
     for d in mdv.iterfind(_q("ItemDef")):
         oid = d.get("OID", "")
-        derived = (d.get("Origin") or "").strip().lower().startswith("derived") or \
-            d.get(_rc("FieldType")) == "calc"
-        md.items[oid] = _Def(_candidates(oid, d.get("Name"), d.get(_rc("Variable"))), derived=derived)
+        derived = (d.get("Origin") or "").strip().lower().startswith("derived")
+        md.items[oid] = _Def(_candidates(oid, d.get("Name"), d.get(_rc("Variable"))), derived=derived,
+                             calc=d.get(_rc("FieldType")) == "calc")
     return md
 
 
@@ -352,17 +356,22 @@ class _Reader:
                         self.unmapped(f"form '{form_oid}' ({form_name})", self.origin(f_path, fd))
                         continue
                     name = next((n for n in names if n in SUBJECT_FIELDS), None)
-                    if name is None:
-                        self.unmapped(f"ItemOID '{oid}' ({names[0]}) on form '{form_name}'", origin,
-                                      _DERIVED_NOTE if d is not None and d.derived
-                                      else SUBJECT_NOTES.get(names[0]))
+                    if name is None and d is not None and d.derived:
+                        continue
+                    if name is None and names[0] == "synthetic":
+                        if raw == "Y":
+                            self.unmapped(f"ItemOID '{oid}' (synthetic) on form '{form_name}'", origin,
+                                          SYNTHETIC_NOTE)
+                    elif name is None:
+                        self.unmapped(f"ItemOID '{oid}' ({names[0]}) on form '{form_name}'", origin)
                     elif raw not in (None, ""):
                         out[name] = SourceValue(raw, origin)
                     continue
                 target, item_name = self._first(names, lambda n, fn=form_name: self.mapping.field(n, fn))
                 if target is None or target[0] != form:
-                    note = _DERIVED_NOTE if d is not None and d.derived else None
-                    self.unmapped(f"ItemOID '{oid}' ({item_name}) on form '{form_name}'", origin, note)
+                    if d is None or not d.derived:
+                        self.unmapped(f"ItemOID '{oid}' ({item_name}) on form '{form_name}'", origin,
+                                      _CALC_NOTE if d is not None and d.calc else None)
                     continue
                 if raw is None:
                     out.pop(target[1], None)
@@ -400,8 +409,9 @@ class _Reader:
                     continue
                 target, item_name = self._first(names, lambda n: self.mapping.field(n, "adverse_events"))
                 if target is None or target[0] != "adverse_events":
-                    self.unmapped(f"ItemOID '{oid}' ({item_name}) on the adverse-event form", origin,
-                                  _DERIVED_NOTE if d is not None and d.derived else None)
+                    if d is None or not d.derived:
+                        self.unmapped(f"ItemOID '{oid}' ({item_name}) on the adverse-event form", origin,
+                                      _CALC_NOTE if d is not None and d.calc else None)
                     continue
                 if raw is not None:
                     values[target[1]] = SourceValue(self.mapping.convert("adverse_events", target[1], raw), origin)
@@ -419,7 +429,7 @@ class _Reader:
                 entry.adverse_events.append(ae)
 
 
-_DERIVED_NOTE = "derived value: recomputed by the capture service, never imported as data"
+_CALC_NOTE = "REDCap calculated field: maps to no protocol field (name it in the mapping to import it)"
 
 
 def read_odm(path: str | Path, protocol, mapping: Mapping | None = None) -> SourceData:
