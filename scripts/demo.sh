@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .
+bash scripts/pdf-libs.sh   # Pango for the study report PDF (WeasyPrint)
 exec .venv/bin/regenheart demo --out regenheart-demo "$@"
