@@ -25,7 +25,7 @@ from regenheart.cli.pipeline import study_meta
 from regenheart.exchange.importer import import_source
 from regenheart.exchange.mapping import Mapping
 from regenheart.exchange.odm import ODM_NS, OdmExportError, read_odm, write_odm
-from regenheart.store.db import create_study_database
+from regenheart.store.db import create_study_database, open_study_database
 from regenheart.store.models import AuditRecord, Subject
 from regenheart.store.snapshot import take_snapshot
 from regenheart.synth import enter_cohort, generate_cohort
@@ -530,3 +530,25 @@ def test_export_with_a_protocol_that_lacks_stored_data_is_refused(study, protoco
     with pytest.raises(OdmExportError, match="visit M6"):
         write_odm(study["engine"], amended, tmp_path / "amended.xml")
     assert not (tmp_path / "amended.xml").exists()
+
+
+def test_cli_export_then_import_format_odm(study, tmp_path, protocol):
+    """The two commands end to end: 'export odm' and 'import --format odm' into a new database, twice."""
+    from regenheart.store.audit import head_hash
+
+    runner = CliRunner()
+    out = tmp_path / "study.xml"
+    assert runner.invoke(app, ["export", "odm", "--db", str(study["folder"] / "study.db"),
+                               "--out", str(out)]).exit_code == 0
+    target = tmp_path / "target.db"
+    create_study_database(target, study_meta(protocol, synthetic=True), durable=False).dispose()
+    first = runner.invoke(app, ["import", str(out), "--db", str(target), "--format", "odm"])
+    assert "Traceback" not in first.output and first.exit_code in (0, 1), first.output
+    engine = open_study_database(target)
+    snapshot = take_snapshot(engine)
+    assert len(snapshot.subjects) == len(study["cohort"].subjects)
+    assert len(snapshot.items) == len(take_snapshot(study["engine"]).items)
+    before = head_hash(engine)
+    second = runner.invoke(app, ["import", str(out), "--db", str(target), "--format", "odm"])
+    assert "Traceback" not in second.output and second.exit_code in (0, 1), second.output
+    assert head_hash(engine) == before  # nothing written the second time
