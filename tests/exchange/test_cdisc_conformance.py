@@ -169,3 +169,19 @@ def test_csv_and_summary(tmp_path):
 def test_every_rule_has_a_severity_and_description(rule):
     severity, description = RULES[rule]
     assert severity in ("Error", "Warning", "Notice") and description
+
+
+def test_external_dictionary_codes_checked_by_form_and_arm_null_with_armnrs():
+    dm = data.dm()
+    dm.variables[-1] = Variable("COUNTRY", "Country", "text", core="Req", codelist="ISO 3166-1 alpha-3")
+    dm.records.loc[2, "COUNTRY"] = "Poland"
+    dm.records["ARMNRS"] = ["", "", "SCREEN FAILURE"]
+    dm.variables.append(Variable("ARMNRS", "Reason Arm and/or Actual Arm is Null", "text", core="Exp"))
+    dm.records.loc[2, ["ARMCD", "ARM", "ACTARMCD", "ACTARM"]] = None
+    found = _check({**data.sdtm(), "DM": dm})
+    [bad] = _hits(found, "RH0013")
+    assert bad.record.startswith("TEST01-003") and "'Poland' is not a ISO 3166-1 alpha-3 code" in bad.message
+    assert not _hits(found, "RH0003")  # arm variables may be null when ARMNRS says why (SDTMIG 3.4)
+    dm.records.loc[2, "ARMNRS"] = ""
+    assert {h.variable for h in _hits(_check({**data.sdtm(), "DM": dm}), "RH0003")} == {
+        "ARMCD", "ARM", "ACTARMCD", "ACTARM"}

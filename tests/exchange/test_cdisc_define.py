@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 from lxml import etree
+from tests.conftest import SHARED
+from tests.exchange import _cdisc_data as data
 
 from regenheart.derive.datasets import Variable
 from regenheart.exchange.cdisc.ct import default_terminology
 from regenheart.exchange.cdisc.define import DEF_NS, ODM_NS, XLINK_NS, build_define, write_define
 from regenheart.exchange.cdisc.define_html import define_html, write_define_html
 from regenheart.exchange.cdisc.metadata import SubmissionError
-from tests.conftest import SHARED
-from tests.exchange import _cdisc_data as data
 
 XSD = etree.XMLSchema(etree.parse(str(SHARED / "schemas" / "define-xml-2.1" / "cdisc-define-2.1" / "define2-1-0.xsd")))
 NS = {"odm": ODM_NS, "def": DEF_NS, "xlink": XLINK_NS}
@@ -150,3 +150,14 @@ def test_define_html_for_a_reviewer(tmp_path):
         assert text in html, text
     written = write_define_html(tree, tmp_path / "define.html")
     assert (tmp_path / "define.xsl").exists() and written.read_text(encoding="utf-8").startswith("<!DOCTYPE html")
+
+
+def test_external_dictionary_codelist():
+    dm = data.dm()
+    dm.variables[-1] = Variable("COUNTRY", "Country", "text", role="Record Qualifier", core="Req",
+                                codelist="ISO 3166-1 alpha-3", origin="Assigned")
+    tree = _define(datasets={"DM": dm})
+    ext = _one(tree, "//odm:CodeList[@OID='CL.ISO_3166']/odm:ExternalCodeList")
+    assert (ext.get("Dictionary"), ext.get("Version")) == ("ISO 3166", "ISO 3166-1 alpha-3")
+    assert _one(tree, "//odm:ItemDef[@OID='IT.DM.COUNTRY']/odm:CodeListRef").get("CodeListOID") == "CL.ISO_3166"
+    assert XSD.validate(tree), [e.message for e in XSD.error_log]
