@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import cpu_model  # noqa: I001 - benchmarks/ sibling module
+from _machine import cpu_model
 
 from regenheart.capture.service import CaptureService
 from regenheart.cli.pipeline import analyze, study_meta
