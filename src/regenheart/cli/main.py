@@ -115,18 +115,25 @@ def _fmt_p(p: float | None) -> str:
 
 
 def _print_summary(r: dict[str, Any]) -> None:
-    p = r["primary"]
-    console.print(f"Primary endpoint ({p['label']}): {p['n_events']}/{p['n_total']} "
-                  f"({_fmt(p['percent'])}%), exact 95% CI {_fmt(100 * p['lower'])}% to {_fmt(100 * p['upper'])}%")
-    lvef = next(b for b in r["efficacy"] if b["paramcd"] == "LVEF")
-    last = lvef["visits"][-1]
-    line = (f"LVEF change at {last['label']}: {_fmt(last['mean_change'])} points "
-            f"(95% CI {_fmt(last['lower'])} to {_fmt(last['upper'])}, n={last['n']}, paired t {_fmt_p(last['p_value_t'])})")
-    mmrm = r.get("mmrm", {}).get("results", {}).get("LVEF", {})
-    if mmrm.get("lsmeans"):
-        m = mmrm["lsmeans"][-1]
-        line += f"; MMRM LS mean {_fmt(m['estimate'])} (95% CI {_fmt(m['lower'])} to {_fmt(m['upper'])})"
-    console.print(line)
+    """The primary endpoint and the plan's headline endpoint at its last visit (when the plan has them)."""
+    p = r.get("primary")
+    if p:
+        console.print(f"Primary endpoint ({p['label']}): {p['n_events']}/{p['n_total']} "
+                      f"({_fmt(p['percent'])}%), exact 95% CI {_fmt(100 * p['lower'])}% to {_fmt(100 * p['upper'])}%")
+    headline = (r.get("plan") or {}).get("headline")
+    block = next((b for b in r.get("efficacy") or [] if b["paramcd"] == headline), None)
+    if block is not None and block["visits"]:
+        last = block["visits"][-1]
+        line = (f"{headline} change at {last['label']}: {_fmt(last['mean_change'])} {block.get('unit') or ''} "
+                f"(95% CI {_fmt(last['lower'])} to {_fmt(last['upper'])}, n={last['n']}, "
+                f"paired t {_fmt_p(last['p_value_t'])})")
+        mmrm = r.get("mmrm", {}).get("results", {}).get(headline, {})
+        if mmrm.get("lsmeans"):
+            m = mmrm["lsmeans"][-1]
+            line += f"; MMRM LS mean {_fmt(m['estimate'])} (95% CI {_fmt(m['lower'])} to {_fmt(m['upper'])})"
+        console.print(line)
+    if not p and block is None:
+        console.print(f"Analysis plan: {(r.get('plan') or {}).get('title', 'default')}")
     if r.get("synthetic"):
         console.print("[yellow]All numbers come from SYNTHETIC data and are not RegenHeart results.[/]")
 

@@ -76,7 +76,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
     snap = take_snapshot(engine)
     synthetic = snap.meta.get("synthetic") == "true"
     data = derive_all(protocol, snap)
-    results = run_sap(protocol, data)
+    results = run_sap(protocol, data, items=snap.items)
     version = protocol.active_version
     document = {
         "synthetic": synthetic,
