@@ -143,6 +143,9 @@ def test_metadata_states_the_protocol(doc, protocol):
     text = m1.findtext("odm:Description/odm:TranslatedText", namespaces=NS)
     visit = protocol.visit("M1")
     assert f"Target study day {visit.day}" in text and f"window days {visit.window[0]} to {visit.window[1]}" in text
+    aliases = {a.get("Context"): a.get("Name") for a in m1.findall("odm:Alias", NS)}
+    assert aliases == {"regenheart:target-study-day": str(visit.day),
+                       "regenheart:window-study-days": f"{visit.window[0]}..{visit.window[1]}"}
     assert [f.get("FormOID") for f in m1.findall("odm:FormRef", NS)] == \
         ["F.VISIT"] + [f"F.{f.upper()}" for f in visit.forms]
     lvef = mdv.find("odm:ItemDef[@OID='IT.ECHO.LVEF_PCT']", NS)

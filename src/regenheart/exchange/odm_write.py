@@ -5,7 +5,9 @@ The file is valid against the official ``ODM1-3-2.xsd`` (the tests check it with
 * ``Study``: ``GlobalVariables``; ``BasicDefinitions`` with one ``MeasurementUnit`` per unit the
   protocol uses; one ``MetaDataVersion`` (the active protocol version) with ``Protocol`` (the visit
   schedule in order), a ``StudyEventDef`` per visit (target day and window stated in its
-  ``Description``: ODM 1.3.2 has no window element, and its schema allows no foreign attributes),
+  ``Description`` and as ``Alias`` elements with contexts ``regenheart:target-study-day`` and
+  ``regenheart:window-study-days``: ODM 1.3.2 has no window element, and its schema allows no
+  foreign attributes),
   one common event ``SE.SUBJECT`` for what is not tied to a visit (subject-level facts, the
   adverse-event log with a repeating item group, the disposition), a ``FormDef``/``ItemGroupDef``
   per form, an ``ItemDef`` per field (data type, length, significant digits, question, unit,
@@ -370,6 +372,9 @@ def _write_metadata(study: etree._Element, md: _Metadata, mdv_oid: str) -> None:
         _el(sed, "FormRef", {"FormOID": VISIT_FORM, "OrderNumber": 1, "Mandatory": "Yes"})
         for order, form in enumerate(visit.forms, start=2):
             _el(sed, "FormRef", {"FormOID": form_oid(form), "OrderNumber": order, "Mandatory": "Yes"})
+        # Machine-readable timing: ODM 1.3.2 allows no foreign attributes, but Alias (Context, Name) is open.
+        _el(sed, "Alias", {"Context": "regenheart:target-study-day", "Name": visit.day})
+        _el(sed, "Alias", {"Context": "regenheart:window-study-days", "Name": f"{visit.window[0]}..{visit.window[1]}"})
     sed = _el(mdv, "StudyEventDef", {"OID": SUBJECT_EVENT, "Name": "subject", "Repeating": "No", "Type": "Common"})
     _translated(sed, "Description", "Not tied to a visit: subject-level facts (site, screening, consent, "
                                     "eligibility, enrolment, arm, infusion), adverse events, disposition.")
