@@ -26,7 +26,8 @@ def plan_to_source(plan: CohortPlan, name: str = "plan.json") -> SourceData:
                              screening_date=sv(subject.screening_date, "screening_date"),
                              consent_date=sv(subject.consent_date, "consent_date"),
                              enrolled_date=sv(subject.enrolled_date, "enrolled_date") if subject.enrolled_date else None,
-                             stated_eligible=sv("Y" if subject.enrol else "N", "eligible"))
+                             stated_eligible=sv("Y" if subject.enrol else "N", "eligible"),
+                             synthetic=sv("Y", "synthetic"))
         corrected = {(c.visit, c.form): c.data for c in subject.corrections}
         for i, form in enumerate(subject.forms):
             form_origin = Origin(f"{form.form}.csv", f"row {row * 100 + i}")

@@ -100,8 +100,15 @@ class UnitOfWork:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Calls inside are kept together: an exception rolls back all of them (and propagates)."""
-        with self.session.begin_nested():
-            yield
+        try:
+            with self.session.begin_nested():
+                yield
+        except BaseException:
+            # Rows inserted in the savepoint can linger in the identity map, and their ids are reused
+            # by the next inserts: start the session afresh (everything kept is flushed already).
+            self.subjects.clear()
+            self.session.expunge_all()
+            raise
 
     def discard(self) -> None:
         """Roll the whole unit back when it ends (a dry run, or an all-or-nothing import that failed)."""
@@ -184,7 +191,7 @@ class CaptureService:
             with self._sessions.begin() as session:
                 yield session
         elif work.call_savepoints:
-            with work.session.begin_nested():
+            with work.savepoint():
                 yield work.session
         else:
             yield work.session

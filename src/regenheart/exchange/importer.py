@@ -19,6 +19,7 @@ locked or signed forms are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -114,11 +115,33 @@ def import_reason(source: SourceData) -> str:
 # What is stored for a subject (read in the import's transaction, so earlier writes are visible).
 
 
+@dataclass(frozen=True)
+class _StoredSubject:
+    """The subject row as it was before this import touched it (plain values, not a live ORM object)."""
+
+    site_code: str
+    status: str
+    screening_date: dt.date
+    consent_date: dt.date | None
+    eligible: bool | None
+    enrolled_date: dt.date | None
+    arm_code: str | None
+    disposition: str | None
+    disposition_date: dt.date | None
+    disposition_reason: str | None
+
+
+@dataclass(frozen=True)
+class _StoredForm:
+    locked: bool
+    signed: bool
+
+
 @dataclass
 class _Stored:
-    subject: Subject | None = None
+    subject: _StoredSubject | None = None
     visits: dict[str, dt.date] = field(default_factory=dict)
-    forms: dict[tuple[str, str], FormRecord] = field(default_factory=dict)
+    forms: dict[tuple[str, str], _StoredForm] = field(default_factory=dict)
     items: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     adverse_events: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -127,13 +150,14 @@ def _load_stored(session: Session, code: str) -> _Stored:
     subject = session.scalars(select(Subject).where(Subject.subject_code == code)).one_or_none()
     if subject is None:
         return _Stored()
-    stored = _Stored(subject)
+    stored = _Stored(_StoredSubject(**{f.name: getattr(subject, f.name)
+                                       for f in dataclasses.fields(_StoredSubject)}))
     stored.visits = {v.visit_code: v.visit_date for v in session.scalars(
         select(Visit).where(Visit.subject_id == subject.id))}
     records = session.scalars(select(FormRecord).where(FormRecord.subject_id == subject.id)).all()
     by_id = {r.id: r for r in records}
     for record in records:
-        stored.forms[(record.visit_code, record.form_code)] = record
+        stored.forms[(record.visit_code, record.form_code)] = _StoredForm(record.locked, record.signed)
         stored.items[(record.visit_code, record.form_code)] = {}
     if by_id:
         for item in session.scalars(select(ItemValue).where(ItemValue.record_id.in_(list(by_id)))):
@@ -232,7 +256,8 @@ class _SubjectImport:
         if not self._screen():
             return
         visit_order = {code: i for i, code in enumerate(self.protocol.visit_codes)}
-        forms = sorted(entry.forms, key=lambda f: visit_order.get(f.visit, len(visit_order)))
+        placed = [f for f in entry.forms if self._placed(f)]  # every unknown visit or form is listed first
+        forms = sorted(placed, key=lambda f: visit_order[f.visit])
         baseline = self.protocol.baseline_visit.code
         for form in forms:
             if form.visit == baseline:
@@ -270,8 +295,10 @@ class _SubjectImport:
                             "screening row for it (site, screening date, consent date)")
                 return False
             values = {name: source for name, (source, _) in facts.items() if source is not None}
+            synthetic = entry.synthetic is not None and str(entry.synthetic.raw).strip().upper() in ("Y", "TRUE", "1")
             ok = self._attempt(lambda: self.service.screen_subject(
-                self.actor, entry.code, site, facts["screening_date"][1], facts["consent_date"][1]) or True,
+                self.actor, entry.code, site, facts["screening_date"][1], facts["consent_date"][1],
+                synthetic=synthetic) or True,
                 entry.origin, values)
             if ok:
                 self.values.written += 3
@@ -289,21 +316,22 @@ class _SubjectImport:
                             "registered subject cannot be changed by an import", field_name=name, value=source.raw)
         return not self.refusals
 
-    def _form(self, form: FormEntry) -> None:
-        protocol = self.protocol
-        try:
-            visit_def = protocol.visit(form.visit)
-        except KeyError:
+    def _placed(self, form: FormEntry) -> bool:
+        """Whether the form's visit is a protocol visit that collects the form; else a refusal."""
+        if form.visit not in self.protocol.visit_codes:
             self.refuse(form.origin, "unknown_visit", f"visit {form.visit} is not in the protocol",
                         visit=form.visit, form=form.form)
-            self.forms.refused += 1
-            return
-        definition = protocol.forms.get(form.form)
-        if definition is None or form.form not in visit_def.forms:
+        elif form.form not in self.protocol.forms or form.form not in self.protocol.visit(form.visit).forms:
             self.refuse(form.origin, "unknown_form", f"form {form.form} is not collected at visit {form.visit}",
                         visit=form.visit, form=form.form)
-            self.forms.refused += 1
-            return
+        else:
+            return True
+        self.forms.refused += 1
+        return False
+
+    def _form(self, form: FormEntry) -> None:
+        protocol = self.protocol
+        definition = protocol.forms[form.form]
         key = (form.visit, form.form)
         record = self.stored.forms.get(key)
         stored_items = self.stored.items.get(key, {})

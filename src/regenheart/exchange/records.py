@@ -76,6 +76,7 @@ class SubjectEntry:
     enrolled_date: SourceValue | None = None
     arm: SourceValue | None = None
     stated_eligible: SourceValue | None = None
+    synthetic: SourceValue | None = None  # Y: synthetic (generated) data, kept labelled as such in the copy
     forms: list[FormEntry] = field(default_factory=list)
     adverse_events: list[AdverseEventEntry] = field(default_factory=list)
     disposition: dict[str, SourceValue] | None = None

@@ -51,7 +51,8 @@ DISPOSITION = "disposition"
 DICTIONARY = "dictionary"
 README = "README"
 LISTS = "_lists"
-SUBJECT_COLUMNS = ("subject", "site", "screening_date", "consent_date", "eligible", "enrolled_date", "arm")
+SUBJECT_COLUMNS = ("subject", "site", "screening_date", "consent_date", "eligible", "enrolled_date", "arm",
+                   "synthetic")
 FORM_LEAD = ("subject", "visit", "visit_date")
 AE_LEAD = ("subject", "ae_seq")
 DICTIONARY_COLUMNS = ("table", "column", "label", "type", "unit", "range_min", "range_max", "decimals", "required",
@@ -110,7 +111,8 @@ def dictionary_rows(protocol: Protocol) -> list[dict[str, Any]]:
             ("consent_date", "Informed consent date", "date", True, ""),
             ("eligible", "Eligibility outcome as stated by the site", "code", False, "Y=Eligible; N=Not eligible"),
             ("enrolled_date", "Enrolment date (eligible subjects)", "date", False, ""),
-            ("arm", "Arm (randomized designs)", "code", False, arms)):
+            ("arm", "Arm (randomized designs)", "code", False, arms),
+            ("synthetic", "Synthetic (generated) data, not a real patient", "code", False, "Y=Yes; N=No")):
         lead(SUBJECTS, column, label, type_, required, codes)
 
     def fields(table: str, defs: Iterable[FieldDef]) -> None:
@@ -299,7 +301,7 @@ def _write_workbook(protocol: Protocol, tables: list[Table], rows: dict[str, lis
             elif column == "site" and table.kind == "subjects":
                 validation = DataValidation(type="list",
                                             formula1=list_range("sites", [s.code for s in protocol.study.sites]))
-            elif column == "eligible" and table.kind == "subjects":
+            elif column in ("eligible", "synthetic") and table.kind == "subjects":
                 validation = DataValidation(type="list", formula1=list_range("eligible", ["Y", "N"]))
             elif column == "arm" and table.kind == "subjects":
                 validation = DataValidation(type="list", formula1=list_range(
@@ -339,7 +341,8 @@ def filled_rows(snapshot: Any, protocol: Protocol) -> dict[str, list[dict[str, A
         rows[SUBJECTS].append({
             "subject": s["subject_code"], "site": s["site_code"], "screening_date": s["screening_date"],
             "consent_date": s["consent_date"], "eligible": None if eligible is None else ("Y" if eligible else "N"),
-            "enrolled_date": s.get("enrolled_date"), "arm": s.get("arm_code") if s.get("enrolled_date") else None})
+            "enrolled_date": s.get("enrolled_date"), "arm": s.get("arm_code") if s.get("enrolled_date") else None,
+            "synthetic": "Y" if s.get("synthetic") else None})
         if s.get("disposition"):
             rows[DISPOSITION].append({"subject": s["subject_code"], "status": s["disposition"],
                                       "date": s["disposition_date"], "reason": s.get("disposition_reason")})
@@ -587,6 +590,7 @@ class _Builder:
             entry.stated_eligible = lead.get("eligible")
             entry.enrolled_date = self.date(lead.get("enrolled_date"))
             entry.arm = lead.get("arm")
+            entry.synthetic = lead.get("synthetic")
 
     def form_table(self, table: _RawTable, form: str) -> None:
         positions = self.columns(table, FORM_LEAD, table.name, FORM_LEAD)
