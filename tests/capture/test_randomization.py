@@ -397,3 +397,33 @@ def test_web_api_never_exposes_the_list_and_refuses_a_typed_arm(tmp_path, rct_pr
         assert refused.status_code == 422 and "cannot be entered" in refused.text
         taken = client.post("/api/subjects/01-002/enrolment", headers=coord, json={"enrolled_date": "2025-01-16"})
         assert taken.status_code == 200 and taken.json()["arm"] in ("MSC", "CTRL")
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_generate_twice_and_export(tmp_path, rct_protocol):
+    from typer.testing import CliRunner
+
+    from regenheart.cli.main import app
+
+    db = tmp_path / "study.db"
+    create_study_database(db, {"study": "x", "protocol_version": "1.0"}).dispose()
+    runner = CliRunner()
+    first = runner.invoke(app, ["randomization", "generate", "--db", str(db), "--seed", "17"])
+    assert first.exit_code == 0, first.output
+    assert "2 strata" in first.output and "concealed" in first.output
+    second = runner.invoke(app, ["randomization", "generate", "--db", str(db), "--seed", "18"])
+    assert second.exit_code == 2 and "already has an allocation list" in second.output
+    assert "Traceback" not in second.output
+    out = tmp_path / "list.csv"
+    exported = runner.invoke(app, ["randomization", "export", "--db", str(db), "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    rows = out.read_text().splitlines()
+    expected = rz.plan_allocation(rct_protocol.protocol_version("1.0").randomization,
+                                  rz.all_strata(rct_protocol, rct_protocol.protocol_version("1.0").randomization), 17)
+    assert len(rows) == len(expected) + 1  # the list of seed 17 survived the refused second generation
+    again = runner.invoke(app, ["randomization", "export", "--db", str(db), "--out", str(out)])
+    assert again.exit_code == 2 and "exists" in again.output
+    single = tmp_path / "single.db"
+    create_study_database(single, {"study": "x", "protocol_version": "2.0"}).dispose()
+    refused = runner.invoke(app, ["randomization", "generate", "--db", str(single)])
+    assert refused.exit_code == 2 and "no randomization scheme" in refused.output

@@ -170,3 +170,39 @@ def test_outputs_table_json_and_figure(protocol, tmp_path):
     assert doc["synthetic"] is True and "SYNTHETIC" in doc["note"] and len(doc["results"]) == 4
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert etree.parse(str(paths[3])).getroot().tag.endswith("svg")
+
+
+# ------------------------------------------------------------------ command line
+@pytest.mark.parametrize("args,needle", [
+    (["--dropout", "1"], "--dropout 1.0"),
+    (["--n-sim", "-3"], "--n-sim -3"),
+    (["--designs", "v1,v9"], "unknown design 'v9'"),
+    (["--cell-effect", "two"], "--cell-effect 'two'"),
+])
+def test_cli_refuses_impossible_scenarios_and_writes_nothing(tmp_path, args, needle):
+    from typer.testing import CliRunner
+
+    from regenheart.cli.main import app
+
+    out = tmp_path / "sim"
+    result = CliRunner().invoke(app, ["simulate", "--out", str(out), "--n-sim", "5", *args])
+    assert result.exit_code == 2
+    assert needle in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_cli_simulate_writes_the_table_json_and_figure(tmp_path):
+    from typer.testing import CliRunner
+
+    from regenheart.cli.main import app
+
+    out = tmp_path / "sim"
+    result = CliRunner().invoke(app, ["simulate", "--out", str(out), "--n-sim", "10", "--cell-effect", "0,3.5",
+                                      "--workers", "1", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["simulation.csv", "simulation.json", "simulation.png",
+                                                      "simulation.svg"]
+    again = run_simulation(load_protocol(), ["v1", "v2"], n_sim=10, cell_effects=[0, 3.5], seed=5)
+    assert json.loads((out / "simulation.json").read_text())["results"] == json.loads(
+        json.dumps([r.__dict__ for r in again.rows]))

@@ -76,12 +76,15 @@ def version() -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder for study.db, report.html, results.json.")] = Path("regenheart-demo"),
     seed: Annotated[int, typer.Option(help="Seed of the synthetic cohort (same seed, same trial).")] = 20200301,
+    protocol_version: Annotated[str | None, typer.Option(
+        "--protocol-version", help="Protocol version to run (default: the active one, 2.0 single arm); 1.0 runs "
+                                   "the registered randomized design with a concealed allocation list.")] = None,
 ) -> None:
     """Run the whole synthetic RegenHeart trial: new database, cohort entered through capture, analysis, report."""
-    from regenheart.cli.pipeline import run_demo
+    from regenheart.cli.pipeline import run_demo, with_active_version
     from regenheart.protocol import load_protocol
 
-    protocol = load_protocol()
+    protocol = with_active_version(load_protocol(), protocol_version)
     console.print(f"[bold]{protocol.study.acronym}[/] ({protocol.study.nct_id}), protocol version "
                   f"{protocol.active_protocol_version}: [yellow]SYNTHETIC demonstration cohort[/], seed {seed}")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -261,6 +264,10 @@ def analyze(db: DbOption,
 from regenheart.cli.web_commands import register as _register_web_commands
 
 _register_web_commands(app)
+
+from regenheart.cli.design_commands import register as _register_design_commands
+
+_register_design_commands(app)
 
 from regenheart.cli.exchange_commands import register as _register_exchange_commands
 

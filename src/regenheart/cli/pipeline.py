@@ -66,8 +66,52 @@ def _snapshot_summary(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
-    """Snapshot -> analysis datasets -> SAP -> report.html and results.json in ``out_dir``."""
+def with_active_version(protocol: Protocol, version: str | None) -> Protocol:
+    """``protocol`` with ``version`` as its active protocol version (None: unchanged).
+
+    Raises :class:`ProtocolError` naming the versions the protocol has.
+    """
+    if version is None or version == protocol.active_protocol_version:
+        return protocol
+    versions = [v.version for v in protocol.protocol_versions]
+    if version not in versions:
+        from regenheart.protocol.loader import ProtocolError, ProtocolIssue
+
+        raise ProtocolError("--protocol-version", [ProtocolIssue("protocol_versions", f"no version '{version}'; "
+                                                                 f"the protocol has {', '.join(versions)}")])
+    return protocol.model_copy(update={"active_protocol_version": version})
+
+
+# The demo's design-cost simulation (report appendix): small, so the demo stays quick; the figures
+# are Monte Carlo estimates with their standard errors. 'regenheart simulate' runs the full study.
+DEMO_DESIGN_SIMS = 200
+DEMO_DESIGN_EFFECTS = (0.0, 2.0, 3.5)
+
+
+def simulate_design_cost(protocol: Protocol, seed: int, n_sim: int = DEMO_DESIGN_SIMS) -> dict[str, Any] | None:
+    """The report's "What the change of design cost" block, or None when the protocol has no
+    randomized and single-arm versions to compare."""
+    from regenheart.stats.simulate import SimulationError, design_cost_summary, run_simulation
+
+    designs = [f"v{v.version.split('.')[0]}" for v in protocol.protocol_versions if v.version.endswith(".0")]
+    kinds = {v.design for v in protocol.protocol_versions}
+    if kinds != {"randomized", "single_arm"}:
+        return None
+    try:
+        run = run_simulation(protocol, designs, n_sim=n_sim, cell_effects=DEMO_DESIGN_EFFECTS, seed=seed, workers=2)
+    except SimulationError:  # the plan's model is not one the simulation implements: no appendix
+        return None
+    return design_cost_summary(run)
+
+
+def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
+            design_cost: dict[str, Any] | None = None) -> AnalysisRun:
+    """Snapshot -> analysis datasets -> SAP -> report.html and results.json in ``out_dir``.
+
+    The database's recorded protocol version (study meta) is the one analysed. ``design_cost``
+    (a design simulation summary) becomes ``results.json``'s ``design_cost`` and a report appendix.
+    """
+    protocol = with_active_version(protocol, _recorded_version(engine, protocol))
     from regenheart import instruments
     from regenheart.report import build_report, write_report
     from regenheart.report.exports import write_adam
@@ -89,6 +133,8 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
                              for name in sorted({f.instrument for f in protocol.forms.values() if f.instrument})},
         **results,
     }
+    if design_cost is not None:
+        document["design_cost"] = design_cost
     out_dir.mkdir(parents=True, exist_ok=True)
     if protocol.registry is not None and protocol.registry.results is not None:
         document["registry_preview"] = CTGOV_PREVIEW  # the study report links to it
@@ -102,6 +148,12 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path) -> AnalysisRun:
     datasets = write_adam(data, out_dir / "datasets")
     ctgov_path = write_ctgov_files(protocol, document, data, out_dir)
     return AnalysisRun(document, report_path, results_path, datasets, ctgov_path)
+
+
+def _recorded_version(engine: Engine, protocol: Protocol) -> str | None:
+    """The protocol version the database was created under, if the protocol has it."""
+    recorded = read_meta(engine).get("protocol_version")
+    return recorded if recorded in [v.version for v in protocol.protocol_versions] else None
 
 
 CTGOV_PREVIEW = "ctgov_preview.html"
@@ -156,7 +208,16 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     """Create a new database, generate and enter the synthetic cohort, analyse it, write the report."""
     db_path = prepare_demo_dir(out_dir)
     engine = create_study_database(db_path, study_meta(protocol, synthetic=True, seed=seed))
-    cohort = generate_cohort(protocol, seed=seed)
+    version = protocol.active_version
+    if version.randomization is None:
+        cohort = generate_cohort(protocol, seed=seed)
+    else:  # the registered randomized design: a concealed list first, then the planned enrolment
+        from regenheart.capture.randomization import generate_list
+        from regenheart.synth.entry import SYNTH_STATISTICIAN
+
+        generate_list(engine, protocol, SYNTH_STATISTICIAN, seed=seed)
+        cohort = generate_cohort(protocol, seed=seed, n_enrolled=version.planned_enrollment,
+                                 n_screen_failures=max(1, version.planned_enrollment // 6))
     service = CaptureService(engine, protocol)
     done = 0
 
@@ -167,7 +228,7 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
             progress(code, done, len(cohort.subjects))
 
     stats = enter_cohort(service, cohort, progress=tick)
-    run = analyze(engine, protocol, out_dir)
+    run = analyze(engine, protocol, out_dir, design_cost=simulate_design_cost(protocol, seed))
     engine.dispose()
     return run, {"subjects": stats.subjects, "forms": stats.forms, "adverse_events": stats.adverse_events,
                  "corrections": stats.corrections, "database": str(db_path)}

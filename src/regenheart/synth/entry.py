@@ -12,6 +12,8 @@ from regenheart.synth.cohort import CohortPlan, SubjectPlan
 # Synthetic site staff. Every record the generator enters is attributed to one of them.
 SYNTH_COORDINATOR = Actor("synth.coordinator", "coordinator", "01")
 SYNTH_INVESTIGATOR = Actor("synth.investigator", "investigator", "01")
+# Generates the concealed allocation list of a randomized synthetic trial (no site: unblinded role).
+SYNTH_STATISTICIAN = Actor("synth.statistician", "statistician")
 
 
 @dataclass
