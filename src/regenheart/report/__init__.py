@@ -102,6 +102,7 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
         banner=SYNTHETIC_BANNER,
         css=_css(),
         sections=SECTIONS,
+        design_cost=results.get("design_cost"),  # design simulation summary: the appendix on the change of design
         study={**ctx.study_context(protocol), "acronym": protocol.study.acronym, "nct_id": protocol.study.nct_id,
                "official_title": " ".join(protocol.study.official_title.split())},
         active_version=protocol.active_protocol_version,
