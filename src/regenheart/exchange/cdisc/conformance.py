@@ -349,7 +349,6 @@ def _traceability(c: _Collector, ds: Dataset, sdtm: Mapping[str, Dataset]) -> No
         src_dom, src_var = _text(ds, "SRCDOM"), _text(ds, "SRCVAR")
         src_seq = numeric(r["SRCSEQ"])
         subjects = _text(ds, "USUBJID")
-        value_col = "AVAL" if "AVAL" in r.columns else None
         for i in np.flatnonzero((src_dom != "").to_numpy()):
             dom, var, seq = src_dom.iloc[i], src_var.iloc[i], src_seq.iloc[i]
             target = sdtm.get(dom)
@@ -360,14 +359,12 @@ def _traceability(c: _Collector, ds: Dataset, sdtm: Mapping[str, Dataset]) -> No
                       f"{dom}.{var} with {dom}SEQ {_num(seq)} for this subject does not exist")
                 continue
             source_value = target.records[var].iloc[row]
-            mine = r["AVALC"].iloc[i] if value_col is None and "AVALC" in r.columns else \
-                (r[value_col].iloc[i] if value_col else None)
-            if value_col and "AVALC" in r.columns and is_missing(r[value_col].iloc[i]):
-                mine = r["AVALC"].iloc[i]
-            if not _same_value(mine, source_value):
-                c.add("RH0071", ds.name, value_col or "AVALC", _record(ds, int(i)),
-                      f"{as_text(mine)!r} differs from {dom}.{var} = {as_text(source_value)!r} "
-                      f"({dom}SEQ {_num(seq)})")
+            # The traced value is AVAL (numeric results) or AVALC (character results, e.g. --STRESC).
+            candidates = [r[col].iloc[i] for col in ("AVAL", "AVALC") if col in r.columns]
+            if candidates and not any(_same_value(v, source_value) for v in candidates):
+                shown = " / ".join(repr(as_text(v)) for v in candidates)
+                c.add("RH0071", ds.name, "AVAL", _record(ds, int(i)),
+                      f"{shown} differs from {dom}.{var} = {as_text(source_value)!r} ({dom}SEQ {_num(seq)})")
     # Any ADaM dataset carrying an SDTM --SEQ (e.g. AESEQ in ADAE) must point at an existing SDTM record.
     for dom, target in sdtm.items():
         seq_name = f"{dom}SEQ"

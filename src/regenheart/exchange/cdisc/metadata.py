@@ -194,9 +194,17 @@ def text_column(values: pd.Series) -> list[str]:
     return text_series(values).tolist()
 
 
+def byte_lengths(values: Iterable[str]) -> list[int]:
+    """UTF-8 length of each text (characters when all are ASCII, the common case, without encoding)."""
+    values = list(values)
+    if "".join(values).isascii():
+        return list(map(len, values))
+    return [len(v.encode("utf-8")) for v in values]
+
+
 def text_length(values: Iterable[str]) -> int:
     """Length of a character variable sized to the data: longest value in UTF-8 bytes (at least 1)."""
-    return max([len(v.encode("utf-8")) for v in values] + [1])
+    return max(byte_lengths(values) + [1])
 
 
 def significant_digits(values: pd.Series) -> int:

@@ -19,6 +19,7 @@ import pyreadstat
 from regenheart.derive.datasets import Dataset
 from regenheart.exchange.cdisc.metadata import (
     SubmissionError,
+    byte_lengths,
     display_format,
     kind,
     numeric,
@@ -51,9 +52,10 @@ def xpt_problems(dataset: Dataset) -> list[tuple[str | None, int | None, str]]:
             problems.append((variable.name, None, (f"label {variable.label!r} has {len(variable.label)} characters "
                                                   f"(at most {MAX_LABEL})")))
         if kind(dataset, variable) in ("text", "isodate") and variable.name in dataset.records.columns:
-            for row, value in enumerate(text_column(dataset.records[variable.name])):
-                size = len(value.encode("utf-8"))
+            values = text_column(dataset.records[variable.name])
+            for row, size in enumerate(byte_lengths(values)):
                 if size > MAX_CHAR_BYTES:
+                    value = values[row]
                     problems.append((variable.name, row, (f"value of {size} bytes (at most {MAX_CHAR_BYTES}): "
                                                          f"{value[:40]!r}...")))
     return problems
