@@ -361,3 +361,71 @@ def test_drafting_a_longitudinal_project_gives_visits_windows_and_soft_ranges(tm
     layout = redcap_layout(protocol)  # the drafted checkbox exports as one REDCap checkbox again
     race = next(i for inst in layout.instruments for i in inst.items if i.name == "race")
     assert race.kind == "checkbox" and race.choices[1] == ("2", "Asian")
+
+
+def test_records_alone_read_like_the_folder_forms_from_the_column_order(exported):
+    """Without a dictionary the form of a column is read from the flat export's order (<form>_complete ends it)."""
+    protocol = load_protocol()
+    mapping = Mapping.identity(protocol)
+
+    def values(source):
+        return {(s.code, f.visit, f.form, n): v.raw for s in source.subjects for f in s.forms for n, v in f.values.items()}
+
+    alone = read_redcap_records(exported / "records.csv", protocol, mapping)
+    folder = read_redcap_records(exported, protocol, mapping)
+    assert not alone.problems and values(alone) == values(folder) and len(values(alone)) > 500
+    assert [len(s.adverse_events) for s in alone.subjects] == [len(s.adverse_events) for s in folder.subjects]
+
+
+def test_a_bad_value_is_refused_with_its_row_and_column(tmp_path):
+    importer = pytest.importorskip("regenheart.exchange.importer")
+    folder = EXAMPLES / "redcapr-checkboxes-1"
+    protocol = parse_protocol(__import__("yaml").safe_load(draft_protocol(read_dictionary(folder / "dictionary.csv"))),
+                              "draft")
+    data = (folder / "data.csv").read_text(encoding="utf-8").splitlines()
+    cells = data[1].split(",")
+    cells[2] = "7"  # check_one___1 of record 1: a checkbox is 0 or 1
+    (tmp_path / "data.csv").write_text("\n".join([data[0], ",".join(cells), *data[2:]]) + "\n", encoding="utf-8")
+    source = read_redcap_records(tmp_path / "data.csv", protocol, Mapping.identity(protocol),
+                                 dictionary=folder / "dictionary.csv")
+    engine = create_study_database(tmp_path / "s.db", {"study": "draft"})
+    report = importer.import_source(CaptureService(engine, protocol), IMPORTER, source)
+    (refusal,) = [r for r in report.refusals if r.field == "check_one___1"]
+    assert (refusal.origin.location, refusal.origin.column, refusal.value, refusal.rule) == \
+        ("line 2", "check_one___1", "7", "codelist")
+    assert refusal.subject == "1"
+    # the subject with the bad value is not written; the others are
+    assert report.subjects.refused == 1 and report.subjects.written == len(data) - 2
+
+
+def test_events_and_sites_map_through_the_mapping_file(exported, tmp_path):
+    """A project whose events and DAGs are named its own way: the mapping file's events and subject sections."""
+    protocol = load_protocol()
+    text = (exported / "records.csv").read_text(encoding="utf-8")
+    (tmp_path / "records.csv").write_text(text.replace("scr_arm_1", "baseline_arm_1").replace("site_01", ""),
+                                          encoding="utf-8")
+    plain = read_redcap_records(tmp_path / "records.csv", protocol, Mapping.identity(protocol))
+    assert "event 'baseline_arm_1'" in {u.what for u in plain.unmapped}
+    spec = tmp_path / "mapping.yaml"
+    spec.write_text("events: {baseline_arm_1: SCR}\nsubject: {default_site: '01'}\n", encoding="utf-8")
+    mapped = read_redcap_records(tmp_path / "records.csv", protocol, Mapping.load(spec, protocol))
+    assert not any(u.what.startswith("event") for u in mapped.unmapped)
+    assert all(s.site.raw == "01" for s in mapped.subjects)
+    assert any(f.visit == "SCR" for f in mapped.subjects[0].forms)
+
+
+def test_a_repeating_instrument_that_is_not_the_ae_log_keeps_instance_one(tmp_path):
+    """Capture holds one record per form and visit: instance 1 is the form, later instances are refused."""
+    fields = read_dictionary(EXAMPLES / "redcapr-checkboxes-1" / "dictionary.csv")
+    import yaml
+
+    protocol = parse_protocol(yaml.safe_load(draft_protocol(fields)), "draft")
+    (tmp_path / "data.csv").write_text(
+        "record_id,redcap_repeat_instrument,redcap_repeat_instance,desired_result,form_2_complete\n"
+        "1,form_2,1,first,2\n1,form_2,2,second,2\n", encoding="utf-8")
+    source = read_redcap_records(tmp_path / "data.csv", protocol, Mapping.identity(protocol),
+                                 dictionary=EXAMPLES / "redcapr-checkboxes-1" / "dictionary.csv")
+    (subject,) = source.subjects
+    assert [f.values["desired_result"].raw for f in subject.forms] == ["first"]
+    (problem,) = source.problems
+    assert (problem.rule, problem.origin.location, problem.value) == ("repeat_instance", "line 3", "2")

@@ -94,11 +94,18 @@ class _Resolver:
         self.protocol = protocol
         self.mapping = mapping
         self.layout = redcap_layout(protocol)
-        self.containers = dict(protocol.forms)
+        # The log forms, unless a visit form has the same name (a project drafted from REDCap): forms win.
+        self.containers = {}
         if protocol.adverse_events is not None:
             self.containers[AE_FORM] = protocol.adverse_events
         if protocol.disposition is not None:
             self.containers[DISPOSITION_FORM] = protocol.disposition
+        self.containers.update(protocol.forms)
+        # regenheart's export instruments that are not protocol forms (enrolment facts, visit dates, logs)
+        self.pseudo = {name for name in (ENROLMENT, VISIT_FORM, AE_FORM, DISPOSITION_FORM) if name not in protocol.forms}
+
+    def is_ae_log(self, source_form: str) -> bool:
+        return self.protocol.adverse_events is not None and AE_FORM in self.pseudo and self.form(source_form) == AE_FORM
 
     def form(self, source_form: str | None) -> str | None:
         if source_form is None:
@@ -112,16 +119,16 @@ class _Resolver:
         if explicit is not None:
             form, _, name = explicit.partition(".")
             return (form, name) if form in self.containers and name in self.containers[form].field_names else None
-        if column in self.layout.columns:
+        form = self.form(source_form)
+        if form is not None and column in self.containers[form].field_names:
+            return form, column
+        if column in self.layout.columns:  # the names of regenheart's own export
             container, name = self.layout.columns[column]
-            if container in self.containers or container in (ENROLMENT, VISIT_FORM):
+            if container in self.containers or container in self.pseudo:
                 return container, name
         if column in self.layout.checkbox_columns:
             return self.layout.checkbox_columns[column]
-        form = self.form(source_form)
-        if form is not None:
-            return (form, column) if column in self.containers[form].field_names else None
-        if source_form is not None and source_form in (ENROLMENT, VISIT_FORM):
+        if form is not None or source_form in self.pseudo:
             return None
         matches = [name for name, c in self.containers.items() if column in c.field_names]
         return (matches[0], column) if len(matches) == 1 else None
@@ -282,7 +289,7 @@ class _Reader:
                 self._refuse(where, "redcap_repeat_instance", instance_text, "type",
                              "the repeat instance must be a whole number", subject=code)
                 continue
-            if repeat_form and self.resolver.form(repeat_form) == AE_FORM:
+            if repeat_form and self.resolver.is_ae_log(repeat_form):
                 self._adverse_event(subject, row, line, repeat_form, instance)
                 continue
             if instance is not None and instance > 1:
@@ -347,12 +354,13 @@ class _Reader:
              only_form: str | None) -> None:
         values = self._values(row, line, only_form)
         where = Origin(self.file, f"line {line}")
-        enrolment = values.pop(ENROLMENT, {})
+        pseudo = self.resolver.pseudo
+        enrolment = values.pop(ENROLMENT, {}) if ENROLMENT in pseudo else {}
         attributes = {"arm_code": "arm", "eligible": "stated_eligible"}
         for key in ("screening_date", "consent_date", "eligible", "enrolled_date", "arm_code"):
             if key in enrolment:
                 setattr(subject, attributes.get(key, key), enrolment[key])
-        visit_date = values.pop(VISIT_FORM, {}).get("visit_date")
+        visit_date = values.pop(VISIT_FORM, {}).get("visit_date") if VISIT_FORM in pseudo else None
         dates = self.protocol.dates
         if dates is not None:
             for key, attr in (("screening", "screening_date"), ("consent", "consent_date"),
@@ -364,10 +372,11 @@ class _Reader:
                         setattr(subject, attr, values[form][name])
             if visit_date is None and dates.visit:
                 visit_date = next((v[dates.visit] for v in values.values() if dates.visit in v), None)
-        disposition = values.pop(DISPOSITION_FORM, None)
+        disposition = values.pop(DISPOSITION_FORM, None) if DISPOSITION_FORM in pseudo else None
         if disposition:
             subject.disposition, subject.disposition_origin = disposition, where
-        values.pop(AE_FORM, None)
+        if AE_FORM in pseudo:
+            values.pop(AE_FORM, None)
         source_forms = {self.forms.get(c) for c in row if self.forms.get(c)}
         for form, form_values in values.items():
             if form not in self.protocol.visit(visit).forms:

@@ -252,6 +252,9 @@ def draft_protocol(fields: list[DictionaryField], events: list[RedcapEvent] | No
         lines.append(f"dates: {_flow(dates)}  # TODO: check")
     else:
         lines.append("dates: {undated: entry_date}  # no screening or visit dates in the project: date of entry")
+    if "disposition" in kept:  # the project's own form keeps the name
+        lines += ["", "# No regenheart end-of-study record: the project has a form named 'disposition'.", ""]
+        return "\n".join(lines)
     lines += [
         "", "# regenheart's end-of-study record (status, date, reason); delete if the study has none.",
         "disposition:", "  label: End of study",
