@@ -555,3 +555,63 @@ def test_cli_export_then_import_format_odm(study, tmp_path, protocol):
     second = runner.invoke(app, ["import", str(out), "--db", str(target), "--format", "odm"])
     assert "Traceback" not in second.output and second.exit_code in (0, 1), second.output
     assert head_hash(engine) == before  # nothing written the second time
+
+
+def test_redcap_longitudinal_events_and_repeating_instrument(tmp_path, protocol):
+    """REDCap 1.3.1 dialect of a longitudinal project: Event.<unique name> OIDs resolved through
+    redcap:UniqueEventName, Form.<name> OIDs through redcap:FormName, a repeating AE instrument."""
+    metadata = (
+        '<Study OID="Project.X"><GlobalVariables><StudyName>x</StudyName><StudyDescription>x</StudyDescription>'
+        '<ProtocolName>x</ProtocolName></GlobalVariables>'
+        '<MetaDataVersion OID="M" Name="x" redcap:RecordIdField="record_id">'
+        '<StudyEventDef OID="Event.baseline_arm_1" Name="Baseline" Repeating="No" Type="Common" '
+        'redcap:UniqueEventName="baseline_arm_1"/>'
+        '<StudyEventDef OID="Event.month_1_arm_1" Name="Month 1" Repeating="No" Type="Common" '
+        'redcap:UniqueEventName="month_1_arm_1"/>'
+        '<FormDef OID="Form.nyha_form" Name="NYHA" Repeating="No" redcap:FormName="nyha_form"/>'
+        '<FormDef OID="Form.adverse_events" Name="Adverse events" Repeating="Yes" redcap:FormName="adverse_events"/>'
+        '<ItemDef OID="record_id" Name="record_id" DataType="text" redcap:Variable="record_id"/>'
+        '<ItemDef OID="nyha_class" Name="nyha_class" DataType="text" redcap:Variable="nyha_class"/>'
+        '<ItemDef OID="visit_dt" Name="visit_dt" DataType="date" redcap:Variable="visit_dt"/>'
+        '<ItemDef OID="ae_term" Name="ae_term" DataType="text" redcap:Variable="ae_term"/>'
+        '</MetaDataVersion></Study>')
+
+    def nyha(event: str, value: str, date: str) -> str:
+        return (f'<StudyEventData StudyEventOID="Event.{event}" StudyEventRepeatKey="1">'
+                '<FormData FormOID="Form.nyha_form" FormRepeatKey="1">'
+                '<ItemGroupData ItemGroupOID="nyha_form.record_id" ItemGroupRepeatKey="1">'
+                '<ItemData ItemOID="record_id" Value="01-001"/></ItemGroupData>'
+                '<ItemGroupData ItemGroupOID="nyha_form.nyha_class" ItemGroupRepeatKey="1">'
+                f'<ItemData ItemOID="visit_dt" Value="{date}"/><ItemData ItemOID="nyha_class" Value="{value}"/>'
+                '</ItemGroupData></FormData></StudyEventData>')
+
+    aes = ''.join(f'<FormData FormOID="Form.adverse_events" FormRepeatKey="{k}">'
+                  f'<ItemGroupData ItemGroupOID="adverse_events.ae_term" ItemGroupRepeatKey="1">'
+                  f'<ItemData ItemOID="ae_term" Value="{term}"/></ItemGroupData></FormData>'
+                  for k, term in ((1, "Headache"), (2, "Rash")))
+    body = ('<SubjectData SubjectKey="01-001" redcap:RecordIdField="record_id">'
+            + nyha("baseline_arm_1", "3", "2020-03-02") + nyha("month_1_arm_1", "2", "2020-04-10")
+            + f'<StudyEventData StudyEventOID="Event.month_1_arm_1" StudyEventRepeatKey="1">{aes}</StudyEventData>'
+            '</SubjectData>')
+    path = tmp_path / "redcap_long.xml"
+    path.write_text(_odm(body, metadata))
+    mapping_file = tmp_path / "m.yaml"
+    mapping_file.write_text("events: {baseline_arm_1: SCR, month_1_arm_1: M1}\nforms: {nyha_form: nyha}\n"
+                            "fields: {ae_term: adverse_events.term}\n")
+    # A protocol drafted for this project dates visits by its 'visit_dt' field (protocol dates.visit).
+    from regenheart.protocol.models import DateSources, FieldDef
+
+    nyha_form = protocol.forms["nyha"]
+    drafted = protocol.model_copy(update={
+        "forms": {**protocol.forms, "nyha": nyha_form.model_copy(update={
+            "fields": [*nyha_form.fields, FieldDef(name="visit_dt", label="Visit date", type="date")]})},
+        "dates": DateSources(visit="visit_dt")})
+    data = read_odm(path, drafted, Mapping.load(mapping_file, drafted))
+    assert not data.problems and not data.unmapped, data.unmapped
+    [entry] = data.subjects
+    assert [(f.visit, f.form, f.values["nyha_class"].raw, f.visit_date.raw) for f in entry.forms] == [
+        ("SCR", "nyha", "3", "2020-03-02"), ("M1", "nyha", "2", "2020-04-10")]
+    # Without that declaration the source's date field is reported, not guessed.
+    plain = read_odm(path, protocol, Mapping.load(mapping_file, protocol))
+    assert [u.what for u in plain.unmapped] == ["ItemOID 'visit_dt' (visit_dt) on form 'nyha_form'"]
+    assert [(a.seq, a.values["term"].raw) for a in entry.adverse_events] == [(1, "Headache"), (2, "Rash")]

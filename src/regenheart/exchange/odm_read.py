@@ -12,7 +12,10 @@ Conventions:
 * Several transactions of one item (a transactional file with history, such as regenheart's own
   export) give the **last** value in document order; ``TransactionType="Remove"`` or
   ``IsNull="Yes"`` leaves the item without a value.
-* A ``visit_date`` item (any form of an event) is the date of that visit.
+* A ``visit_date`` item (any form of an event) is the date of that visit. The protocol's ``dates``
+  section applies as in the other readers: ``visit`` names the field that dates a visit,
+  ``screening``/``consent``/``enrolment`` the baseline fields of the subject dates, and
+  ``undated: entry_date`` dates what is still undated with the day of entry (said so in the origin).
 * A form named ``subject`` holds subject-level facts (``site``, ``screening_date``,
   ``consent_date``, ``enrolled_date``, ``arm``, ``eligible`` as the source's stated verdict); its
   derived items (status, infusion date, failed criteria) are recomputed by the capture service. A
@@ -34,6 +37,7 @@ access is made.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable
@@ -202,6 +206,49 @@ class _Reader:
             for sd in cd.iterfind(_q("SubjectData")):
                 self.subject(sd, md)
         self.data.subjects = list(self.subjects.values())
+        for entry in self.data.subjects:
+            self.protocol_dates(entry)
+
+    def protocol_dates(self, entry: SubjectEntry) -> None:
+        """Dates the protocol's ``dates`` section says where to find (as the REDCap reader does).
+
+        ``screening``/``consent``/``enrolment`` name a ``form.field`` of the baseline visit; ``visit``
+        names the field giving a visit's date; ``undated: entry_date`` makes every date still missing
+        the date of entry, said so in its origin.
+        """
+        dates = getattr(self.mapping.protocol, "dates", None)
+        if dates is None:
+            return
+        baseline = self.mapping.protocol.baseline_visit.code
+        for key, attr in (("screening", "screening_date"), ("consent", "consent_date"),
+                          ("enrolment", "enrolled_date")):
+            target = getattr(dates, key)
+            if target and getattr(entry, attr) is None:
+                form, _, name = target.partition(".")
+                found = next((f.values[name] for f in entry.forms
+                              if f.visit == baseline and f.form == form and name in f.values), None)
+                setattr(entry, attr, found)
+        if dates.visit:
+            for visit in {f.visit for f in entry.forms}:
+                found = next((f.values[dates.visit] for f in entry.forms
+                              if f.visit == visit and dates.visit in f.values), None)
+                for f in entry.forms:
+                    if f.visit == visit and f.visit_date is None:
+                        f.visit_date = found
+        if dates.undated == "entry_date":
+            today = dt.datetime.now(dt.UTC).date().isoformat()
+
+            def undated(what: str, origin: Origin) -> SourceValue:
+                return SourceValue(today, Origin(self.file, f"{origin.location}: no {what} in the source; date of "
+                                                            "entry (protocol dates.undated)"))
+
+            for attr, what in (("screening_date", "screening date"), ("consent_date", "consent date"),
+                               ("enrolled_date", "enrolment date")):
+                if getattr(entry, attr) is None:
+                    setattr(entry, attr, undated(what, entry.origin))
+            for f in entry.forms:
+                if f.visit_date is None:
+                    f.visit_date = undated("visit date", f.origin)
 
     def subject(self, sd: etree._Element, md: _MetaData) -> None:
         key = (sd.get("SubjectKey") or "").strip()
