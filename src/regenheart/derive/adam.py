@@ -151,6 +151,10 @@ def _formula_values(frame: pd.DataFrame, adsl: pd.DataFrame) -> pd.DataFrame:
 
 def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> pd.DataFrame:
     """Efficacy BDS dataset: every endpoint and supportive parameter at baseline and follow-up."""
+    if protocol.endpoints is None:  # no parameters to analyse (e.g. a protocol drafted from a REDCap project)
+        return pd.DataFrame(columns=["USUBJID", "SUBJID", "PARAMCD", "PARAM", "PARAMN", "AVAL", "AVISIT", "AVISITN",
+                                     "VISIT", "ADT", "ADY", "PDAY", "ABLFL", "BASE", "CHG", "PCHG", "ANL01FL",
+                                     "SYNTHFL"])
     followup = protocol.endpoints.secondary.visits
     candidates = sorted(set(followup) | set(protocol.endpoints.exploratory.visits),
                         key=protocol.visit_codes.index)
@@ -227,7 +231,7 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> pd.D
 
 def add_efficacy_flag(adsl: pd.DataFrame, adeff: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     """EFFFL: infused, with a baseline and at least one post-baseline value of a secondary endpoint."""
-    secondary = {p.paramcd for p in protocol.endpoints.secondary.parameters}
+    secondary = {p.paramcd for p in protocol.endpoints.secondary.parameters} if protocol.endpoints else set()
     analysed = adeff[adeff["PARAMCD"].isin(secondary) & (adeff["ANL01FL"] == "Y")]
     has_base = set(analysed.loc[analysed["ABLFL"] == "Y", "SUBJID"])
     post = analysed[(analysed["AVISITN"] > 0) & analysed["BASE"].notna()]
@@ -245,8 +249,8 @@ def derive_adae(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> pd.Da
     if aes.empty:
         return pd.DataFrame(columns=columns)
     trtsdt = adsl.set_index("SUBJID")["TRTSDT"]
-    primary = protocol.endpoints.primary
-    lo, hi = primary.window_days
+    primary = protocol.endpoints.primary if protocol.endpoints is not None else None
+    lo, hi = primary.window_days if primary is not None else (1, 0)  # no primary window: nothing peri-procedural
     out = pd.DataFrame({
         "USUBJID": [usubjid(protocol, s) for s in aes["subject_code"]],
         "SUBJID": aes["subject_code"],
@@ -268,13 +272,16 @@ def derive_adae(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> pd.Da
     pday = pd.to_numeric(out["PDAY"], errors="coerce")
     out["TRTEMFL"] = np.where(pday >= 0, "Y", "")
     out["PERIFL"] = np.where((pday >= lo) & (pday <= hi), "Y", "")
-    in_composite = out["AECAT"].isin(primary.ae_categories) | (out["AETOXGR"] >= primary.min_ctcae_grade)
+    in_composite = (out["AECAT"].isin(primary.ae_categories) | (out["AETOXGR"] >= primary.min_ctcae_grade)) \
+        if primary is not None else False
     out["PRIMFL"] = np.where((out["PERIFL"] == "Y") & in_composite, "Y", "")
     return out[columns]
 
 
 def derive_adpse(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame, adae: pd.DataFrame) -> pd.DataFrame:
     """Primary-safety-composite events, one row each, from every source the protocol names."""
+    if protocol.endpoints is None:  # no primary endpoint: no composite events
+        return pd.DataFrame(columns=["USUBJID", "SUBJID", "SOURCE", "PSECOMP", "PDAY", "DETAIL"])
     primary = protocol.endpoints.primary
     lo, hi = primary.window_days
     rows = []

@@ -103,8 +103,8 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
         css=_css(),
         sections=SECTIONS,
         design_cost=results.get("design_cost"),  # design simulation summary: the appendix on the change of design
-        study={**ctx.study_context(protocol), "acronym": protocol.study.acronym, "nct_id": protocol.study.nct_id,
-               "official_title": " ".join(protocol.study.official_title.split())},
+        study={**ctx.study_context(protocol), "acronym": protocol.study.acronym, "nct_id": protocol.study.nct_id or "not registered",
+               "official_title": ctx._words(protocol.study.official_title or protocol.study.brief_title)},
         active_version=protocol.active_protocol_version,
         snapshot=ctx.snapshot_context(snapshot, results),
         flow=ctx.flow_context(protocol, results),
@@ -120,6 +120,7 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
         has_adverse_events=bool(results.get("adverse_events")),
         methods=ctx.methods_context(protocol, results, methods_notes),
         version=__version__,
+        registry_preview=results.get("registry_preview"),  # ClinicalTrials.gov results preview file
     )
     return html
 

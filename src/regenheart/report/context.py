@@ -49,6 +49,11 @@ class Table:
 
 
 # ------------------------------------------------------------------ study and snapshot
+def _words(text: str | None) -> str:
+    """Whitespace-normalised text; an en dash for an identity field the protocol leaves out."""
+    return " ".join(text.split()) if text else f.DASH
+
+
 def study_context(protocol: Protocol) -> dict[str, Any]:
     s = protocol.study
     active = protocol.active_version
@@ -63,20 +68,20 @@ def study_context(protocol: Protocol) -> dict[str, Any]:
             " ".join(v.summary.split()),
         ])
     identity = [
-        ("ClinicalTrials.gov identifier", s.nct_id),
+        ("ClinicalTrials.gov identifier", s.nct_id or "not registered"),
         ("Acronym", s.acronym),
-        ("Sponsor protocol number", s.org_study_id),
-        ("Brief title", " ".join(s.brief_title.split())),
-        ("Official title", " ".join(s.official_title.split())),
-        ("Sponsor", s.sponsor),
-        ("Phase", s.phase),
-        ("Study type", s.study_type),
+        ("Sponsor protocol number", _words(s.org_study_id)),
+        ("Brief title", _words(s.brief_title)),
+        ("Official title", _words(s.official_title)),
+        ("Sponsor", _words(s.sponsor)),
+        ("Phase", _words(s.phase)),
+        ("Study type", _words(s.study_type)),
         ("Design (active protocol)", f"{DESIGN_TEXT.get(active.design, active.design)}; {active.allocation}"),
-        ("Masking", s.masking),
+        ("Masking", _words(s.masking)),
         ("Planned enrolment (active protocol)", str(active.planned_enrollment)),
         ("Conditions", "; ".join(s.conditions)),
-        ("Intervention", " ".join(s.intervention.split())),
-        ("Day 0", s.day0_definition),
+        ("Intervention", _words(s.intervention)),
+        ("Day 0", _words(s.day0_definition)),
         ("Sites", "; ".join(f"{site.code}: {site.name}" for site in s.sites)),
         ("Active protocol version", f"{active.version} ({active.date.isoformat()})"),
     ]
