@@ -53,12 +53,13 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from regenheart.capture.errors import CaptureError
+        from regenheart.exchange.cdisc.metadata import SubmissionError
         from regenheart.protocol import ProtocolError
         from regenheart.store.db import DatabaseError
 
         try:
             return func(*args, **kwargs)
-        except (ProtocolError, DatabaseError, CaptureError, FileNotFoundError) as exc:
+        except (ProtocolError, DatabaseError, CaptureError, SubmissionError, FileNotFoundError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None
 
@@ -104,6 +105,9 @@ def demo(
     console.print(f"Report:  [bold]{run.report_path}[/]\nResults: {run.results_path}\n"
                   f"ADaM datasets (XPT v5 + CSV): {run.datasets[0].parent}\n"
                   f"ClinicalTrials.gov results draft: {run.ctgov_path}\nDatabase: {entered['database']}")
+    from regenheart.cli.submission_commands import print_summary
+
+    print_summary(entered["submission"])
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:

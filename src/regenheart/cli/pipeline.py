@@ -229,6 +229,11 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
 
     stats = enter_cohort(service, cohort, progress=tick)
     run = analyze(engine, protocol, out_dir, design_cost=simulate_design_cost(protocol, seed))
+    from regenheart.exchange.cdisc.submission import build_submission
+
+    submission = build_submission(engine, protocol, out_dir / "submission",
+                                  protocol_bytes=default_protocol_text().encode("utf-8"), report_html=run.report_path,
+                                  expected_audit_head=run.results["snapshot"]["audit_head_hash"])
     engine.dispose()
     return run, {"subjects": stats.subjects, "forms": stats.forms, "adverse_events": stats.adverse_events,
-                 "corrections": stats.corrections, "database": str(db_path)}
+                 "corrections": stats.corrections, "database": str(db_path), "submission": submission}

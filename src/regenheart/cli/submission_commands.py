@@ -39,8 +39,14 @@ def package_after_analysis(engine: Engine, protocol: Protocol, out_dir: Path, ru
                            protocol_bytes: bytes, pdf: bool = True,
                            progress: Callable[[str], None] | None = None) -> SubmissionResult:
     """The submission package of a database whose study report ``run`` was just made from the same data."""
+    from regenheart.cli.pipeline import with_active_version
     from regenheart.exchange.cdisc.submission import build_submission
+    from regenheart.store.db import read_meta
 
+    # The database's recorded protocol version is the one analysed (as in the study report).
+    recorded = read_meta(engine).get("protocol_version")
+    if recorded in [v.version for v in protocol.protocol_versions]:
+        protocol = with_active_version(protocol, recorded)
     return build_submission(engine, protocol, out_dir, protocol_bytes=protocol_bytes, report_html=run.report_path,
                             expected_audit_head=run.results["snapshot"]["audit_head_hash"], pdf=pdf,
                             progress=progress)
