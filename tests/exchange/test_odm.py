@@ -615,3 +615,24 @@ def test_redcap_longitudinal_events_and_repeating_instrument(tmp_path, protocol)
     plain = read_odm(path, protocol, Mapping.load(mapping_file, protocol))
     assert [u.what for u in plain.unmapped] == ["ItemOID 'visit_dt' (visit_dt) on form 'nyha_form'"]
     assert [(a.seq, a.values["term"].raw) for a in entry.adverse_events] == [(1, "Headache"), (2, "Rash")]
+
+
+def test_odmlib_example_with_a_mapping_by_oid(tmp_path, protocol):
+    """A third-party ODM 1.3.2 file (odmlib's test snapshot): names with spaces, so the mapping uses OIDs;
+    AEs in a repeating item group next to a non-repeating one."""
+    mapping_file = tmp_path / "odmlib.yaml"
+    mapping_file.write_text(
+        "events: {SE.SCREENING: SCR, 'SE.VISIT 1': M1}\n"
+        "forms: {DM: demographics, AE: adverse_events}\n"
+        "fields: {IT.AGE: demographics.age_years, IT.SEX: demographics.sex, IT.AETERM: adverse_events.term}\n"
+        "recodes: {demographics.sex: {Male: M, Female: F}}\n")
+    data = read_odm(SHARED / "examples" / "odm-1.3.2" / "odmlib-odm-data-snapshot.xml", protocol,
+                    Mapping.load(mapping_file, protocol))
+    assert not data.problems
+    subjects = {s.code: s for s in data.subjects}
+    [dm] = [f for f in subjects["SS_0001"].forms if f.form == "demographics"]
+    assert dm.visit == "SCR" and {k: v.raw for k, v in dm.values.items()} == {"age_years": "56", "sex": "M"}
+    terms = [(a.seq, a.values["term"].raw) for a in subjects["SS_0002"].adverse_events]
+    assert terms[:3] == [(1, "Other"), (2, "Other"), (3, "Other")]
+    whats = " ".join(u.what for u in data.unmapped)
+    assert "'IT.AGEU'" in whats and "'IT.AEYN'" in whats and "form 'VS'" in whats
