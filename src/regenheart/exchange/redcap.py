@@ -310,6 +310,8 @@ class _Reader:
             if column.endswith(COMPLETE_SUFFIX) and column not in self.resolver.layout.columns:
                 continue
             base = column.split(CHECKBOX_SEPARATOR)[0]
+            if self.mapping.ignored(column) or self.mapping.ignored(base):
+                continue  # deliberately not imported (the mapping file's ignore list)
             kind = self.kinds.get(column) or self.kinds.get(base)
             if kind in NOT_DATA_TYPES:
                 self._unmapped(f"column '{column}'", f"REDCap {kind} field: not imported (no value to capture)",
@@ -320,8 +322,6 @@ class _Reader:
                     self.protocol.forms:
                 self._unmapped(f"column '{column}'", "derived score: recomputed by capture from the item "
                                                      "responses, not imported", column)
-                continue
-            if self.mapping.ignored(column) or self.mapping.ignored(base):
                 continue
             if self.resolver.field(column, form) is None:
                 self._unmapped(f"column '{column}'", column=column)
