@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
+from tests.conftest import SHARED
 
 from regenheart.exchange.cdisc.ct import (
     ADAM_CT_FILE,
@@ -16,7 +17,6 @@ from regenheart.exchange.cdisc.ct import (
     load_terminology,
     sdtm_ct,
 )
-from tests.conftest import SHARED
 
 
 def test_shipped_files_are_the_reference_packages_byte_for_byte():

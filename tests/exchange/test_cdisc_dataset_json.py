@@ -8,13 +8,13 @@ import json
 import jsonschema
 import pyreadstat
 import pytest
+from tests.conftest import SHARED
+from tests.exchange import _cdisc_data as data
 
 from regenheart.derive.datasets import Dataset, Variable
 from regenheart.exchange.cdisc.ct import default_terminology
 from regenheart.exchange.cdisc.dataset_json import dataset_json, write_dataset_json
 from regenheart.exchange.cdisc.define import ODM_NS, build_define
-from tests.conftest import SHARED
-from tests.exchange import _cdisc_data as data
 
 SCHEMA = json.loads((SHARED / "schemas" / "dataset-json-1.1" / "dataset.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft201909Validator(SCHEMA)

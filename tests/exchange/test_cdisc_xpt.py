@@ -8,12 +8,12 @@ import datetime as dt
 import pandas as pd
 import pyreadstat
 import pytest
+from tests.conftest import SHARED
+from tests.exchange import _cdisc_data as data
 
 from regenheart.derive.datasets import Dataset, Variable
 from regenheart.exchange.cdisc.metadata import SubmissionError
 from regenheart.exchange.cdisc.xpt import write_xpt
-from tests.conftest import SHARED
-from tests.exchange import _cdisc_data as data
 
 
 def _read(path):
