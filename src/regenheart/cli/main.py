@@ -80,12 +80,18 @@ def demo(
     protocol_version: Annotated[str | None, typer.Option(
         "--protocol-version", help="Protocol version to run (default: the active one, 2.0 single arm); 1.0 runs "
                                    "the registered randomized design with a concealed allocation list.")] = None,
+    subjects: Annotated[int | None, typer.Option("--subjects", min=1, help="Screen N synthetic subjects instead of "
+                                                 "the trial's 35 (30 enrolled, 5 screen failures; same mix).")] = None,
 ) -> None:
     """Run the whole synthetic RegenHeart trial: new database, cohort entered through capture, analysis, report."""
     from regenheart.cli.pipeline import run_demo, with_active_version
     from regenheart.protocol import load_protocol
 
     protocol = with_active_version(load_protocol(), protocol_version)
+    if subjects is not None and protocol.active_version.randomization is not None:
+        err.print("[bold red]error:[/] --subjects applies to the single-arm design; the randomized design "
+                  "enrols its planned number of patients", highlight=False)
+        raise typer.Exit(2)
     console.print(f"[bold]{protocol.study.acronym}[/] ({protocol.study.nct_id}), protocol version "
                   f"{protocol.active_protocol_version}: [yellow]SYNTHETIC demonstration cohort[/], seed {seed}")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -95,7 +101,7 @@ def demo(
         def tick(code: str, done: int, total: int) -> None:
             progress.update(task, total=total, completed=done, description=f"Entering subject {code}")
 
-        run, entered = run_demo(protocol, out, seed, progress=tick)
+        run, entered = run_demo(protocol, out, seed, progress=tick, n_subjects=subjects)
         progress.update(task, description="Entered all subjects")
     r = run.results
     console.print(f"Entered {entered['subjects']} subjects, {entered['forms']} forms, "

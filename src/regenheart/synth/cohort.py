@@ -230,6 +230,18 @@ SCREEN_FAIL_ROUTES = ("lvef", "ischemic_or_cardiac_surgery", "hepatitis_positive
                       "nyha", "immunosuppressants_4w")
 
 
+DEFAULT_ENROLLED, DEFAULT_SCREEN_FAILURES = 30, 5
+
+
+def cohort_sizes(n_subjects: int) -> dict[str, int]:
+    """``n_enrolled`` and ``n_screen_failures`` for a cohort of ``n_subjects`` screened (the trial's 30:5 mix)."""
+    if n_subjects < 1:
+        raise ValueError(f"a cohort needs at least one subject, not {n_subjects}")
+    failures = round(n_subjects * DEFAULT_SCREEN_FAILURES / (DEFAULT_ENROLLED + DEFAULT_SCREEN_FAILURES))
+    failures = min(failures, max(0, n_subjects - 3))  # screen-failure slots start at the third subject
+    return {"n_enrolled": n_subjects - failures, "n_screen_failures": failures}
+
+
 def generate_cohort(protocol: Protocol, seed: int = 20200301, n_enrolled: int = 30,
                     n_screen_failures: int = 5, first_screening: dt.date = dt.date(2020, 3, 2)) -> CohortPlan:
     """Plan a synthetic cohort of ``n_enrolled`` infused patients plus ``n_screen_failures``.
@@ -256,8 +268,12 @@ def generate_cohort(protocol: Protocol, seed: int = 20200301, n_enrolled: int = 
     patterns = rng.choice(np.arange(n_enrolled), size=min(4, n_enrolled), replace=False).tolist()
     pattern_of = dict(zip(patterns, ("death", "lost", "missed_m3", "late_m6")))
     day = first_screening
+    # A cohort larger than the trial's is recruited proportionally faster (several subjects a day),
+    # so that its dates stay in the past; the trial-sized cohort keeps its dates exactly.
+    pace = min(1.0, (DEFAULT_ENROLLED + DEFAULT_SCREEN_FAILURES) / total)
     for index in range(total):
-        day = day + dt.timedelta(days=int(rng.integers(10, 28)))
+        gap = int(rng.integers(10, 28))
+        day = day + dt.timedelta(days=gap if pace == 1.0 else round(gap * pace))
         code = f"{site}-{index + 1:03d}"
         consent = day - dt.timedelta(days=int(rng.integers(0, 3)))
         fail_route = SCREEN_FAIL_ROUTES[len([s for s in subjects if not s.enrol]) % len(SCREEN_FAIL_ROUTES)] \
