@@ -81,3 +81,19 @@ def test_broken_protocol_file_is_one_clear_error(tmp_path):
     assert result.exit_code == 2
     assert "bad.yaml" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "p.xml").exists()
+
+
+def test_analysis_writes_the_ctgov_files_and_the_report_links_the_preview(db, protocol, tmp_path):
+    from regenheart.cli.pipeline import analyze
+    from regenheart.store.db import open_study_database
+
+    engine = open_study_database(db)
+    try:
+        run = analyze(engine, protocol, tmp_path / "out")
+    finally:
+        engine.dispose()
+    out = tmp_path / "out"
+    assert run.ctgov_path == out / "ctgov_results.json"
+    assert validate(etree.parse(str(out / "ctgov_results_draft.xml")), RRS_XSD) == []
+    assert "SYNTHETIC DATA: NOT TRIAL RESULTS" in (out / "ctgov_preview.html").read_text(encoding="utf-8")
+    assert '<a href="ctgov_preview.html">' in run.report_path.read_text(encoding="utf-8")

@@ -201,6 +201,8 @@ def test_synthetic_record_says_so_in_every_displayed_text(synthetic_record):
             seen += 1
     for title in root.findall("outcomeMeasures/outcomeMeasure/title"):
         assert title.text.startswith(SYNTHETIC_MARK)
+    for frame in root.findall("outcomeMeasures/outcomeMeasure/timeFrame"):
+        assert frame.text.startswith(SYNTHETIC_MARK)
     for title in root.iter("title"):
         if title.getparent().tag in ("flowGroup", "baselineReportingGroup", "outcomeReportingGroup",
                                      "interventionGroup"):

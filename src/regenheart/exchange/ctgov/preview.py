@@ -14,6 +14,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from regenheart.exchange.ctgov.checks import Finding
+from regenheart.exchange.ctgov.prs_xml import DISPERSION_TYPES, PARAM_TYPES
 from regenheart.exchange.ctgov.results import TOTAL, Measure, ResultsRecord
 
 
@@ -36,9 +37,9 @@ def _cell(measure: Measure, value) -> str:
 
 def _measure_rows(measure: Measure, columns: list[tuple[str, str]]) -> Markup:
     """Table rows of one measure: its title with type and unit, then one row per class x category."""
-    spec = f"{measure.param_type.replace('_', ' ').title()}"
+    spec = PARAM_TYPES.get(measure.param_type, measure.param_type)
     if measure.dispersion != "NA":
-        spec += f" ({measure.dispersion.replace('_', ' ').title()})"
+        spec += f" ({DISPERSION_TYPES.get(measure.dispersion, measure.dispersion)})"
     head = (f'<tr><th class="rowhead" colspan="{len(columns) + 1}">{escape(measure.title)}'
             f'<br><span class="muted">{escape(spec)}; Unit of measure: {escape(measure.unit)}</span></th></tr>')
     rows = [head]

@@ -476,7 +476,7 @@ def _primary_outcome(protocol: Protocol, results: dict[str, Any], data: Analysis
         [MeasureClass(None, [Category(None, {k: Value(str(n)) for k, n in counts.items()})])], analyzed,
         description=_marked(mark, outcome.description or primary.get("definition")),
         population=_marked(mark, "Safety population: all participants who received the study intervention."),
-        outcome_type=outcome.type, time_frame=outcome.time_frame, source="primary")
+        outcome_type=outcome.type, time_frame=_marked(mark, outcome.time_frame), source="primary")
     conf = float(primary.get("conf", 0.95))
     for g in groups:
         summary = ds.binomial_summary(counts[g.key], analyzed[g.key], conf=conf) if analyzed[g.key] else None
@@ -560,7 +560,7 @@ def _continuous_outcome(protocol: Protocol, results: dict[str, Any], data: Analy
         description=_marked(mark, outcome.description), population=_marked(
             mark, "Efficacy population (participants with a baseline and at least one follow-up value); "
                   "observed cases: participants with a value at baseline and at the visit."),
-        outcome_type=outcome.type, time_frame=outcome.time_frame, analyses=analyses, source=p.paramcd)
+        outcome_type=outcome.type, time_frame=_marked(mark, outcome.time_frame), analyses=analyses, source=p.paramcd)
 
 
 def _ordinal_outcome(protocol: Protocol, results: dict[str, Any], data: AnalysisDatasets, subjects: _Subjects,
@@ -599,7 +599,7 @@ def _ordinal_outcome(protocol: Protocol, results: dict[str, Any], data: Analysis
         {g.key: max((c.analyzed or {}).get(g.key, 0) for c in classes) for g in groups},
         description=_marked(mark, outcome.description), population=_marked(
             mark, "Efficacy population; observed cases with a class at baseline and at the visit."),
-        outcome_type=outcome.type, time_frame=outcome.time_frame, analyses=analyses, source=p.paramcd)
+        outcome_type=outcome.type, time_frame=_marked(mark, outcome.time_frame), analyses=analyses, source=p.paramcd)
 
 
 def _outcomes(protocol: Protocol, registry: Registry, results: dict[str, Any], data: AnalysisDatasets,
