@@ -34,6 +34,7 @@ from regenheart.protocol import load_protocol
 from regenheart.protocol.models import Protocol
 from regenheart.store.db import open_study_database
 from regenheart.web import api, pages
+from regenheart.web.contract import InputGuard, openapi_with_errors
 from regenheart.web.pages import NEXT_STATE, STATUS_LABELS, error_page
 from regenheart.web.requests import (
     CsrfFailed,
@@ -183,7 +184,9 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
                               "verification, lock and electronic signatures, with a hash-chained audit trail.",
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.ctx = WebContext(engine, protocol, capture, workflow, accounts, signer, templates, today)
+    app.add_middleware(InputGuard)  # inside SecurityHeaders: its refusals get the same headers
     app.add_middleware(SecurityHeaders)
+    app.openapi = lambda: openapi_with_errors(app)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
 
     app.include_router(api.router)
