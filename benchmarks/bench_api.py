@@ -1,0 +1,143 @@
+"""Benchmark: durable form saves through the REST API with 50 concurrent clients.
+
+Run: .venv/bin/python benchmarks/bench_api.py [--clients 50] [--saves 20] [--engines sqlite,pg1,pg4]
+(pg needs REGENHEART_TEST_PG_URL, e.g. from ``bash scripts/postgres.sh``).
+
+Starts ``regenheart serve`` (SQLite with one worker; PostgreSQL with one and with four workers) on a
+free loopback port, lets every client save its own subject's vital-signs form ``--saves`` times
+(first entry, then changes with a reason: full validation, audit chain, synchronous=FULL on SQLite),
+and reports saves per second and the p50 / p95 latency of a save. Every request loop is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from argon2 import PasswordHasher
+from sqlalchemy import create_engine, text
+
+from regenheart.capture.accounts import AccountService
+from regenheart.capture.permissions import Actor
+from regenheart.capture.service import CaptureService
+from regenheart.protocol import load_protocol
+from regenheart.store.db import create_study_database
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import cpu_model
+
+PASSWORD = "benchmark password 1"
+
+
+def prepare(db: str, clients: int) -> None:
+    protocol = load_protocol()
+    engine = create_study_database(db, {"study": protocol.study.nct_id or "BENCH"})
+    accounts = AccountService(engine, protocol, hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    setup = Actor("bench.setup", "admin")
+    capture = CaptureService(engine, protocol)
+    coord = Actor("bench.coord", "coordinator", "01")
+    for n in range(clients):
+        accounts.create_user(setup, f"c{n}", "coordinator", PASSWORD, site="01", full_name=f"Client {n}")
+        capture.screen_subject(coord, f"01-{n + 1:03d}", "01", "2025-01-10", "2025-01-09")
+    engine.dispose()
+
+
+def serve(db: str, workers: int) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "regenheart.cli.main", "serve", "--db", db, "--port", str(port),
+                                "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("the server did not start")
+
+
+def client_run(base: str, n: int, saves: int) -> list[float]:
+    latencies = []
+    with httpx.Client(base_url=base, timeout=120) as client:
+        token = client.post("/api/auth/token", json={"username": f"c{n}", "password": PASSWORD}).json()
+        client.headers["Authorization"] = f"Bearer {token['access_token']}"
+        version = 0
+        for k in range(saves):
+            body = {"data": {"sbp_mmhg": 100 + k, "dbp_mmhg": 70, "heart_rate_bpm": 60 + n % 50,
+                             "temperature_c": 36.6}, "version": version}
+            body |= {"visit_date": "2025-01-10"} if k == 0 else {"reason": "benchmark re-measurement"}
+            t0 = time.perf_counter()
+            response = client.put(f"/api/subjects/01-{n + 1:03d}/forms/SCR/vital_signs", json=body)
+            latencies.append(time.perf_counter() - t0)
+            if response.status_code != 200:
+                raise SystemExit(f"save refused: {response.status_code} {response.text[:300]}")
+            version = response.json()["version"]
+    return latencies
+
+
+def run(db: str, workers: int, clients: int, saves: int) -> dict[str, float]:
+    prepare(db, clients)
+    process, base = serve(db, workers)
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            latencies = [x for part in pool.map(lambda n: client_run(base, n, saves), range(clients)) for x in part]
+        elapsed = time.perf_counter() - t0
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {"saves": len(latencies), "seconds": elapsed, "saves_per_s": len(latencies) / elapsed,
+            "p50_ms": 1000 * quantiles[49], "p95_ms": 1000 * quantiles[94]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--saves", type=int, default=20)
+    parser.add_argument("--engines", default="sqlite,pg1,pg4")
+    args = parser.parse_args()
+    pg = os.environ.get("REGENHEART_TEST_PG_URL")
+    print(f"# API throughput: {args.clients} clients x {args.saves} saves; {cpu_model()}, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}")
+    print("| engine | workers | saves | seconds | saves/s | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|")
+    for engine in args.engines.split(","):
+        workers = int(engine[2:]) if engine.startswith("pg") else 1
+        if engine.startswith("pg"):
+            if not pg:
+                print(f"| {engine} | skipped: set REGENHEART_TEST_PG_URL | | | | | |")
+                continue
+            name = f"rh_bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(pg, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            try:
+                r = run(pg.rsplit("/", 1)[0] + f"/{name}", workers, args.clients, args.saves)
+            finally:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            label = "PostgreSQL"
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = run(str(Path(tmp) / "study.db"), 1, args.clients, args.saves)
+            label = "SQLite (WAL, synchronous=FULL)"
+        print(f"| {label} | {workers} | {r['saves']} | {r['seconds']:.1f} | {r['saves_per_s']:.0f} | "
+              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
