@@ -382,7 +382,8 @@ def test_unknown_oids_and_non_repeating_forms_are_reported_not_dropped(tmp_path,
             '<ItemData ItemOID="IT.ECHO.LVEF_PCT" Value="29.5" TransactionType="Update"/>'
             '<ItemData ItemOID="IT.ECHO.LVEDV_ML" Value="250" TransactionType="Insert"/>'
             '<ItemData ItemOID="IT.ECHO.LVEDV_ML" TransactionType="Remove"/>'
-            '</ItemGroupData></FormData></StudyEventData></SubjectData>')
+            '</ItemGroupData></FormData>'
+            '<FormData FormOID="F.VITAL_SIGNS" TransactionType="Remove"/></StudyEventData></SubjectData>')
     path = tmp_path / "partial.xml"
     path.write_text(_odm(body))
     data = read_odm(path, protocol, Mapping.identity(protocol))
@@ -392,8 +393,9 @@ def test_unknown_oids_and_non_repeating_forms_are_reported_not_dropped(tmp_path,
     assert "ItemOID 'IT.ECHO.BOGUS' (IT.ECHO.BOGUS) on form 'echo'" in whats
     assert whats["form 'F.MYSTERY' (F.MYSTERY)"].origin.location.startswith(
         "SubjectData[@SubjectKey='01-001']/StudyEventData[@StudyEventOID='SE.SCR']/FormData[@FormOID='F.MYSTERY']")
-    [repeat] = data.problems
+    repeat, removal = data.problems
     assert repeat.rule == "repeat" and repeat.form == "nyha" and "FormRepeatKey 2" in repeat.message
+    assert removal.rule == "transaction" and removal.form == "vital_signs" and "F.VITAL_SIGNS" in removal.origin.location
     [entry] = data.subjects
     [echo] = entry.forms
     assert (echo.visit, echo.form) == ("SCR", "echo")

@@ -305,6 +305,13 @@ class _Reader:
             d = md.forms.get(form_oid)
             f_names = d.names if d else _candidates(form_oid)
             form, form_name = self._first(f_names, self.mapping.form)
+            removed = fd.get("TransactionType") == "Remove" or any(
+                ig.get("TransactionType") == "Remove" for ig in fd.iterfind(_q("ItemGroupData")))
+            if removed:
+                self.refuse(self.origin(f_path, fd), "transaction", "removing a form or an item group (such as an "
+                            "adverse event) is not supported: correct the record with a reason instead",
+                            subject=entry.code, visit=visit, form=form)
+                continue
             if form == "adverse_events":
                 self.adverse_events(entry, fd, f_path, md, f_repeat)
                 continue

@@ -148,13 +148,11 @@ def _translated(parent: etree._Element, tag: str, text: str) -> etree._Element:
 
 
 # ---------------------------------------------------------------------------------------- values
-def _value_text(value: Any, decimals: int | None = None) -> str:
-    """An ODM value: ISO dates, integers without '.0', floats to the field's declared decimals."""
+def _value_text(value: Any) -> str:
+    """An ODM value: ISO dates, Y/N flags, whole floats without ".0" (decimals are fixed by the caller)."""
     if isinstance(value, bool):
         return "Y" if value else "N"
     if isinstance(value, float):
-        if decimals is not None:
-            return f"{value:.{decimals}f}"
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
