@@ -434,3 +434,40 @@ def test_a_repeating_instrument_that_is_not_the_ae_log_keeps_instance_one(tmp_pa
     assert [f.values["desired_result"].raw for f in subject.forms] == ["first"]
     (problem,) = source.problems
     assert (problem.rule, problem.origin.location, problem.value) == ("repeat_instance", "line 3", "2")
+
+
+def test_the_edc_runs_a_study_drafted_from_redcap(tmp_path):
+    """serve --protocol: the web EDC on a drafted protocol (casebook, forms, AE log, audit) with no errors."""
+    from fastapi.testclient import TestClient
+
+    from regenheart.capture.accounts import AccountService
+    from regenheart.web import create_app
+
+    folder = EXAMPLES / "redcapr-simple"
+    protocol_file = tmp_path / "protocol.yaml"
+    assert runner.invoke(app, ["protocol", "from-redcap", str(folder / "dictionary.csv"), "--out",
+                               str(protocol_file)]).exit_code == 0
+    db = tmp_path / "study.db"
+    assert runner.invoke(app, ["db", "init", "--db", str(db), "--protocol", str(protocol_file)]).exit_code == 0
+    protocol = load_protocol(protocol_file)
+    engine = open_study_database(db)
+    password = "Correct-horse-battery-9"
+    AccountService(engine, protocol).create_user(Actor("cli:test", "admin"), "admin", "admin", password,
+                                                 full_name="Ada Admin")
+    service = CaptureService(engine, protocol)
+    service.screen_subject(IMPORTER, "R1", "01", dt.date.today(), dt.date.today())
+    saved = service.save_form(IMPORTER, "R1", "V1", "race_and_ethnicity",
+                              {"race___2": 1, "race___5": 1, "ethnicity": 2}, visit_date=dt.date.today())
+    assert saved.status == "complete"
+    engine.dispose()
+    with TestClient(create_app(db, protocol)) as client:
+        page = client.get("/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        assert client.post("/login", data={"username": "admin", "password": password, "csrf_token": csrf,
+                                           "next": "/subjects"}, follow_redirects=False).status_code == 303
+        for url in ("/subjects", "/subjects/R1", "/subjects/R1/forms/V1/race_and_ethnicity",
+                    "/subjects/R1/forms/V1/health", "/subjects/R1/adverse-events", "/subjects/R1/audit"):
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.text[:300])
+        form = client.get("/subjects/R1/forms/V1/race_and_ethnicity").text
+        assert "Race (Select all that apply): Asian" in form

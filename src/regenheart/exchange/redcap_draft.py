@@ -252,6 +252,30 @@ def draft_protocol(fields: list[DictionaryField], events: list[RedcapEvent] | No
         lines.append(f"dates: {_flow(dates)}  # TODO: check")
     else:
         lines.append("dates: {undated: entry_date}  # no screening or visit dates in the project: date of entry")
+    if "adverse_events" in kept:  # the project's own form keeps the name
+        lines += ["", "# No regenheart adverse-event log: the project has a form named 'adverse_events'."]
+    else:
+        lines += [
+            "", "# regenheart's adverse-event log (the EDC's AE pages and capture use these fields); adapt the",
+            "# category list. A REDCap repeating instrument is read into it when the mapping file maps its",
+            "# name here (forms: {your_ae_instrument: adverse_events}).",
+            "adverse_events:", "  label: Adverse events", "  fields:",
+            "    - {name: term, label: Verbatim term, type: text, max_length: 200, required: true}",
+            "    - {name: category, label: Category, type: code, codes: [OTHER], required: true}  # TODO: categories",
+            "    - {name: onset_date, label: Onset date, type: date, required: true}",
+            "    - {name: stop_date, label: Stop date, type: date}",
+            "    - {name: ctcae_grade, label: CTCAE grade, type: code, codes: [1, 2, 3, 4, 5], required: true}",
+            "    - {name: serious, label: Serious, type: code, codes: [Y, N], required: true}",
+            ("    - {name: related_product, label: Relationship to study treatment, type: code, "
+             "codes: [NOT, UNLIKELY, POSSIBLE, PROBABLE, DEFINITE], required: true}"),
+            ("    - {name: related_procedure, label: Relationship to study procedures, type: code, "
+             "codes: [NOT, UNLIKELY, POSSIBLE, PROBABLE, DEFINITE], required: true}"),
+            ("    - {name: outcome, label: Outcome, type: code, codes: [RECOVERED, RECOVERING, NOT_RECOVERED, "
+             "SEQUELAE, FATAL, UNKNOWN], required: true}"),
+            "  checks:",
+            ('    - {id: AE01, rule: "stop_date is None or stop_date >= onset_date", fields: [stop_date], '
+             'message: "stop date must not be before onset date"}'),
+        ]
     if "disposition" in kept:  # the project's own form keeps the name
         lines += ["", "# No regenheart end-of-study record: the project has a form named 'disposition'.", ""]
         return "\n".join(lines)
