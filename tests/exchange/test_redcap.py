@@ -471,3 +471,68 @@ def test_the_edc_runs_a_study_drafted_from_redcap(tmp_path):
             assert response.status_code == 200, (url, response.text[:300])
         form = client.get("/subjects/R1/forms/V1/race_and_ethnicity").text
         assert "Race (Select all that apply): Asian" in form
+
+
+# ------------------------------------------------------------------------------------------ any study in capture
+GENERIC = """
+schema_version: 1
+study: {nct_id: null, acronym: GEN, brief_title: A generic study, sites: [{code: "01", name: Site}]}
+protocol_versions:
+  - {version: "1", date: 2024-01-01, design: single_arm, allocation: none, planned_enrollment: 2, summary: s,
+     arms: [{code: ALL, label: All, description: d, receives_cells: false}]}
+active_protocol_version: "1"
+codelists: {}
+forms:
+  vitals: {label: Vitals, fields: [{name: sbp, label: SBP, type: integer, range: [60, 250]}]}
+visits:
+  - {code: BL, label: Baseline, day: -7, window: [-14, -1], baseline: true, forms: [vitals]}
+  - {code: TX, label: Treatment, day: 0, window: [0, 0], forms: [vitals]}
+  - {code: FU, label: Follow-up, day: 28, window: [21, 35], forms: [vitals]}
+"""
+
+
+def test_a_study_without_regenheart_specifics_captures_with_day0_from_its_day0_visit(tmp_path):
+    import yaml
+
+    from regenheart.capture.errors import StateError
+
+    protocol = parse_protocol(yaml.safe_load(GENERIC), "generic")
+    assert protocol.eligibility == [] and protocol.adverse_events is None and protocol.endpoints is None
+    engine = create_study_database(tmp_path / "g.db", {"study": "GEN"})
+    service = CaptureService(engine, protocol, today=lambda: TODAY)
+    service.screen_subject(IMPORTER, "G1", "01", "2024-03-01", "2024-03-01")
+    assert service.evaluate_eligibility(IMPORTER, "G1").eligible  # no criteria: eligible on screening
+    service.enrol(IMPORTER, "G1", "2024-03-05")
+    with pytest.raises(StateError, match="later visits need the TX visit date first"):
+        service.record_visit(IMPORTER, "G1", "FU", "2024-04-05")
+    service.save_form(IMPORTER, "G1", "TX", "vitals", {"sbp": 120}, visit_date="2024-03-08")
+    warnings = service.record_visit(IMPORTER, "G1", "FU", "2024-04-20")  # day 43: outside 21-35
+    assert [w.rule for w in warnings] == ["window"]
+    snapshot = take_snapshot(engine)
+    assert snapshot.subjects.loc[0, "infusion_date"] == dt.date(2024, 3, 8)
+    assert snapshot.subjects.loc[0, "status"] == "enrolled"  # no treatment anchor: status not 'infused'
+    days = dict(zip(snapshot.visits["visit_code"], snapshot.visits["study_day"], strict=True))
+    assert days == {"TX": 0, "FU": 43}
+    with pytest.raises(StateError, match="no adverse-event log"):
+        service.record_adverse_event(IMPORTER, "G1", {"term": "x"})
+    with pytest.raises(StateError, match="no disposition record"):
+        service.record_disposition(IMPORTER, "G1", {"status": "COMPLETED"})
+
+
+def test_day0_anchor_and_date_sources_are_checked_against_the_protocol():
+    import yaml
+
+    from regenheart.protocol import ProtocolError
+
+    document = yaml.safe_load(GENERIC)
+    document["day0"] = {"visit": "TX", "form": "labs", "field": "dose"}
+    document["dates"] = {"screening": "vitals.sbp", "visit": "visit_date"}
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(document, "generic")
+    issues = {i.path: i.message for i in info.value.issues}
+    assert issues["day0.form"] == "form 'labs' is not collected at visit 'TX'"
+    assert issues["dates.screening"] == "'vitals.sbp' is not a date field"
+    assert issues["dates.visit"] == "no form has a date field 'visit_date'"
+    regenheart = load_protocol()
+    assert (regenheart.day0.visit, regenheart.day0.form, regenheart.day0.field) == ("D0", "catheterization",
+                                                                                     "dose_cells_1e6")
