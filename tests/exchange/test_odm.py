@@ -459,6 +459,10 @@ def test_cli_export_odm(study, tmp_path, schema):
     missing = runner.invoke(app, ["export", "odm", "--db", str(tmp_path / "none.db"), "--out", str(out)])
     assert missing.exit_code == 2 and "no database" in " ".join(missing.output.split())
     assert "Traceback" not in missing.output
+    unreachable = runner.invoke(app, ["export", "odm", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none",
+                                      "--out", str(out)])
+    assert unreachable.exit_code == 2 and "cannot open the study database" in " ".join(unreachable.output.split())
+    assert "Traceback" not in unreachable.output
     bad_out = runner.invoke(app, ["export", "odm", "--db", str(study["folder"] / "study.db"),
                                   "--out", str(tmp_path / "nowhere" / "x.xml")])
     assert bad_out.exit_code == 2 and "does not exist" in " ".join(bad_out.output.split())

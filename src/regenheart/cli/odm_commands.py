@@ -40,7 +40,7 @@ def _stored_protocol(engine):
 
 
 def export_odm(
-    db: Annotated[Path, typer.Option("--db", help="Study database file (SQLite) or database URL.")],
+    db: Annotated[str, typer.Option("--db", help="Study database file (SQLite) or database URL.")],
     out: Annotated[Path, typer.Option("--out", help="ODM XML file to write.")],
     protocol: Annotated[Path | None, typer.Option("--protocol",
                                                   help="Protocol YAML (default: the database's, else "
@@ -48,6 +48,7 @@ def export_odm(
 ) -> None:
     """Write the study as CDISC ODM 1.3.2: metadata, users, sites, every value with its audit history."""
     import yaml
+    from sqlalchemy.exc import SQLAlchemyError
 
     from regenheart.exchange.odm import OdmExportError, write_odm
     from regenheart.protocol import ProtocolError, load_protocol
@@ -58,6 +59,9 @@ def export_odm(
         study = load_protocol(protocol) if protocol is not None else _stored_protocol(engine) or load_protocol()
     except (ProtocolError, DatabaseError, FileNotFoundError, yaml.YAMLError) as exc:
         raise _fail(str(exc)) from None
+    except SQLAlchemyError as exc:  # unreachable server, not a database, missing driver: one clear line
+        raise _fail(f"cannot open the study database {db}: {exc.__class__.__name__}: "
+                    f"{str(exc.orig if getattr(exc, 'orig', None) else exc).splitlines()[0]}") from None
     if not out.parent.exists():
         raise _fail(f"the folder of {out} does not exist")
     try:
@@ -68,6 +72,9 @@ def export_odm(
                                progress=lambda done, total: bar.update(task, completed=done, total=total))
     except OdmExportError as exc:
         raise _fail(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise _fail(f"reading the study database {db} failed: {exc.__class__.__name__}: "
+                    f"{str(exc).splitlines()[0]}") from None
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
