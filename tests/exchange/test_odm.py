@@ -463,6 +463,9 @@ def test_cli_export_odm(study, tmp_path, schema):
                                       "--out", str(out)])
     assert unreachable.exit_code == 2 and "cannot open the study database" in " ".join(unreachable.output.split())
     assert "Traceback" not in unreachable.output
+    folder = runner.invoke(app, ["export", "odm", "--db", str(study["folder"] / "study.db"), "--out", str(tmp_path)])
+    assert folder.exit_code == 2 and "is a folder" in " ".join(folder.output.split())
+    assert not list(tmp_path.parent.glob("*.part"))
     bad_out = runner.invoke(app, ["export", "odm", "--db", str(study["folder"] / "study.db"),
                                   "--out", str(tmp_path / "nowhere" / "x.xml")])
     assert bad_out.exit_code == 2 and "does not exist" in " ".join(bad_out.output.split())

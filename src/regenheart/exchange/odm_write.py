@@ -727,12 +727,17 @@ def write_odm(engine: Engine, protocol: Protocol, path: str | Path, *,
               progress: Callable[[int, int], None] | None = None, now: dt.datetime | None = None) -> OdmExport:
     """Write the study database to ``path`` as ODM 1.3.2 (UTF-8); the file appears only when complete."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(path))
     tree = build_odm(engine, protocol, progress=progress, now=now)
     root = tree.getroot()
     ns = {"odm": ODM_NS}
     tmp = path.with_name(path.name + ".part")
-    tree.write(str(tmp), xml_declaration=True, encoding="UTF-8", pretty_print=True)
-    tmp.replace(path)
+    try:
+        tree.write(str(tmp), xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
     return OdmExport(
         path=path,
         subjects=len(root.findall("odm:ClinicalData/odm:SubjectData", ns)),
