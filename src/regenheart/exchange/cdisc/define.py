@@ -378,7 +378,7 @@ class _DefineBuilder:
         etree.SubElement(glob, _o("ProtocolName")).text = s.protocol_name
         name, version = IMPLEMENTATION_GUIDES[self.standard]
         mdv = etree.SubElement(study, _o("MetaDataVersion"), OID=metadata_version_oid(s.oid, self.standard),
-                               Name=f"{s.name} {self.standard} datasets",
+                               Name=f"{self.standard} datasets",
                                Description=f"{self.standard} datasets of {s.name} ({name} {version})")
         mdv.set(_d("DefineVersion"), "2.1.0")
         if s.note:
