@@ -176,3 +176,40 @@ def test_kccq_responders_by_hand():
     assert [(m1[k]["threshold"], m1[k]["n_events"], m1[k]["n_total"]) for k in ("small", "moderate", "large")] == [
         (5.0, 3, 4), (10.0, 2, 4), (20.0, 1, 4)]
     assert m1["small"]["upper"] == pytest.approx(stats.binomtest(3, 4).proportion_ci(method="exact").high)
+
+
+def _plan_with(endpoint: dict) -> object:
+    """RegenHeart's plan with one extra endpoint entry (a plan is data: tests write their own)."""
+    from regenheart.protocol.sap import SapPlan
+
+    doc = PROTOCOL.analysis_plan.model_dump()
+    doc["endpoints"] = [e for e in doc["endpoints"] if e["paramcd"] != endpoint["paramcd"]] + [endpoint]
+    return SapPlan.model_validate(doc)
+
+
+def test_binary_proportion_with_exact_ci():
+    """NYHA class II or better read as a binary 'event' (value 2): n/N and the Clopper-Pearson CI per visit."""
+    data = make_data(n=15, seed=8)
+    plan = _plan_with({"paramcd": "NYHA", "group": "secondary", "visits": ["M1", "M3"],
+                       "analyses": [{"type": "proportion", "event": 2}]})
+    out = sap.proportion_analyses(PROTOCOL, data, plan)
+    assert [r["visit"] for r in out] == ["M1", "M3"]
+    for r in out:
+        rows = data.adeff[(data.adeff["PARAMCD"] == "NYHA") & (data.adeff["AVISIT"] == r["label"])]
+        k, n = int((rows["AVAL"] == 2).sum()), len(rows)
+        ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+        assert (r["n_events"], r["n_total"]) == (k, n)
+        assert (r["lower"], r["upper"]) == pytest.approx((ci.low, ci.high), abs=1e-10)
+    assert "proportions" in sap.run_sap(PROTOCOL, data, plan=plan, with_mmrm=False)
+
+
+def test_responders_of_a_lower_is_better_parameter_count_decreases():
+    """NT-proBNP (lower is better) with a 500 pg/mL threshold: responders have change <= -500."""
+    data = make_data(n=12, seed=4)
+    plan = _plan_with({"paramcd": "NTPROBNP", "group": "secondary", "visits": ["M6"],
+                       "analyses": ["paired_change", {"type": "responder", "thresholds": [
+                           {"level": "drop500", "change": 500, "source": "test threshold"}]}]})
+    out = [r for r in sap.responder_analyses(PROTOCOL, data, plan) if r["paramcd"] == "NTPROBNP"]
+    rows = data.adeff[(data.adeff["PARAMCD"] == "NTPROBNP") & (data.adeff["AVISIT"] == "Month 6")]
+    assert out[0]["n_events"] == int((rows["CHG"] <= -500).sum()) and out[0]["n_total"] == len(rows)
+    assert out[0]["source"] == "test threshold"
