@@ -536,3 +536,79 @@ def test_day0_anchor_and_date_sources_are_checked_against_the_protocol():
     regenheart = load_protocol()
     assert (regenheart.day0.visit, regenheart.day0.form, regenheart.day0.field) == ("D0", "catheterization",
                                                                                      "dose_cells_1e6")
+
+
+LONGITUDINAL_DICTIONARY = [
+    ("record_id", "registration", "text", "Record ID", "", "", "", "", "", ""),
+    ("scr_date", "registration", "text", "Screening date", "", "", "date_ymd", "", "", ""),
+    ("consent_date", "registration", "text", "Consent signed on", "", "", "date_ymd", "", "", ""),
+    ("visit_date", "assessment", "text", "Date of assessment", "", "", "date_ymd", "", "", ""),
+    ("weight", "assessment", "text", "Weight", "", "kg", "number_1dp", "30", "250", "@FORCE-MINMAX"),
+    ("symptoms", "assessment", "checkbox", "Symptoms", "1, Cough | 2, Fever", "", "", "", "", ""),
+    ("severity", "assessment", "radio", "Severity", "1, Mild | 2, Moderate | 3, Severe", "", "", "", "", ""),
+    ("note", "assessment", "notes", "Comment", "", "", "", "", "", ""),
+]
+LONGITUDINAL_RECORDS = """record_id,redcap_event_name,scr_date,consent_date,registration_complete,visit_date,weight,\
+symptoms___1,symptoms___2,severity,note,assessment_complete
+A-1,baseline_arm_1,2024-01-10,2024-01-09,2,2024-01-12,71.5,1,0,2,"first, with a comma",2
+A-1,week_4_arm_1,,,,2024-02-10,70.0,0,0,1,,2
+A-2,baseline_arm_1,2024-01-15,2024-01-15,2,2024-01-16,88.2,1,1,3,,1
+A-2,week_4_arm_1,,,,,,0,0,,,0
+"""
+
+
+def test_a_longitudinal_redcap_project_end_to_end(tmp_path):
+    """Events with day offsets become visits with windows; date fields become capture's dates; values come back."""
+    pytest.importorskip("regenheart.exchange.importer")
+    with (tmp_path / "dictionary.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(DICTIONARY_COLUMNS)
+        for name, form, kind, label, choices, note, validation, vmin, vmax, annotation in LONGITUDINAL_DICTIONARY:
+            writer.writerow([name, form, "", kind, label, choices, note, validation, vmin, vmax, "", "", "", "", "",
+                             "", "", annotation])
+    (tmp_path / "events.csv").write_text("event_name,arm_num,unique_event_name,custom_event_label,day_offset,"
+                                         "offset_min,offset_max\nBaseline,1,baseline_arm_1,,0,0,0\n"
+                                         "Week 4,1,week_4_arm_1,,28,3,3\n", encoding="utf-8")
+    (tmp_path / "mapping.csv").write_text("arm_num,unique_event_name,form\n1,baseline_arm_1,registration\n"
+                                          "1,baseline_arm_1,assessment\n1,week_4_arm_1,assessment\n", encoding="utf-8")
+    (tmp_path / "records.csv").write_text(LONGITUDINAL_RECORDS, encoding="utf-8")
+    protocol_file = tmp_path / "study.yaml"
+    result = runner.invoke(app, ["protocol", "from-redcap", str(tmp_path / "dictionary.csv"), "--events",
+                                 str(tmp_path / "events.csv"), "--event-mapping", str(tmp_path / "mapping.csv"),
+                                 "--out", str(protocol_file), "--title", "Longitudinal"])
+    assert result.exit_code == 0, result.output
+    protocol = load_protocol(protocol_file)
+    assert [(v.code, v.day, v.window, v.forms) for v in protocol.visits] == [
+        ("BASELINE", 0, (0, 0), ["registration", "assessment"]), ("WEEK4", 28, (25, 31), ["assessment"])]
+    assert (protocol.dates.screening, protocol.dates.consent, protocol.dates.visit) == \
+        ("registration.scr_date", "registration.consent_date", "visit_date")
+    weight = protocol.forms["assessment"].field("weight")
+    assert (weight.type, weight.decimals, weight.range, weight.unit) == ("float", 1, (30, 250), "kg")
+    db = tmp_path / "study.db"
+    assert runner.invoke(app, ["db", "init", "--db", str(db), "--protocol", str(protocol_file)]).exit_code == 0
+    imported = runner.invoke(app, ["import", str(tmp_path / "records.csv"), "--format", "redcap", "--db", str(db),
+                                   "--dictionary", str(tmp_path / "dictionary.csv"), "--events",
+                                   str(tmp_path / "events.csv"), "--event-mapping", str(tmp_path / "mapping.csv")])
+    assert imported.exit_code == 0, imported.output
+    snapshot = take_snapshot(open_study_database(db))
+    subjects = snapshot.subjects.set_index("subject_code")
+    assert subjects.loc["A-1", "screening_date"] == dt.date(2024, 1, 10)
+    assert subjects.loc["A-1", "consent_date"] == dt.date(2024, 1, 9)
+    days = {(r.subject_code, r.visit_code): r.study_day for r in snapshot.visits.itertuples()}
+    assert days == {("A-1", "BASELINE"): 0, ("A-1", "WEEK4"): 29, ("A-2", "BASELINE"): 0}
+    out = tmp_path / "export"
+    assert runner.invoke(app, ["export", "redcap", "--db", str(db), "--out", str(out)]).exit_code == 0
+    back = {(r["record_id"], r["redcap_event_name"]): r for r in read_rows(out / "records.csv")}
+    events = {"baseline_arm_1": "baseline_arm_1", "week_4_arm_1": "week4_arm_1"}
+    compared = 0
+    for row in csv.DictReader(LONGITUDINAL_RECORDS.splitlines()):
+        if not row["visit_date"]:
+            assert (row["record_id"], events[row["redcap_event_name"]]) not in back  # nothing was entered there
+            continue
+        exported = back[(row["record_id"], events[row["redcap_event_name"]])]
+        for column, value in row.items():
+            if column in ("record_id", "redcap_event_name") or column.endswith("_complete"):
+                continue
+            assert exported[column] == value, (row["record_id"], column, value, exported[column])
+            compared += 1
+    assert compared == 3 * 8  # 3 visits with data x 8 data columns

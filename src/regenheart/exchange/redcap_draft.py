@@ -64,6 +64,19 @@ def _flow(value) -> str:
     return text.removesuffix("...").strip()  # a scalar is dumped as a document ending in '...'
 
 
+def _first_visit_forms(events: list[RedcapEvent] | None, designations: list[tuple[int, str, str]] | None,
+                       kept: list[str]) -> list[str]:
+    """The forms the drafted first visit collects (all forms for a classic project or without designations)."""
+    if not events or not designations:
+        return kept
+    arm = min(e.arm_num for e in events)
+    arm_events = [e for e in events if e.arm_num == arm]
+    if all(e.day_offset is not None for e in arm_events):
+        arm_events = sorted(arm_events, key=lambda e: e.day_offset)
+    first = arm_events[0].unique_event_name
+    return [f for _, e, f in designations if e == first and f in kept] or kept
+
+
 def draft_protocol(fields: list[DictionaryField], events: list[RedcapEvent] | None = None,
                    designations: list[tuple[int, str, str]] | None = None, *, source: str = "REDCap project",
                    title: str | None = None) -> str:
@@ -76,7 +89,7 @@ def draft_protocol(fields: list[DictionaryField], events: list[RedcapEvent] | No
     checks: dict[str, list[str]] = defaultdict(list)
     comments: dict[str, list[str]] = defaultdict(list)
     not_imported: list[str] = []
-    date_fields: list[tuple[str, str]] = []
+    date_fields: list[tuple[str, str, str]] = []
 
     def codelist(name: str, choices: list[tuple[str, str]]) -> str:
         items = [{"code": _code(c), "decode": label or c} for c, label in choices]
@@ -133,7 +146,7 @@ def draft_protocol(fields: list[DictionaryField], events: list[RedcapEvent] | No
                 entry["decimals"] = int(validation[7])
         elif kind == "text" and validation in _DATE_KINDS:
             entry["type"] = "date"
-            date_fields.append((form, f.field_name))
+            date_fields.append((form, f.field_name, label))
         else:
             entry["type"] = "text"
             limit = re.search(r"@CHARLIMIT\s*=\s*['\"]?(\d+)", f.field_annotation)
@@ -238,18 +251,31 @@ def draft_protocol(fields: list[DictionaryField], events: list[RedcapEvent] | No
                      "  # classic (non-longitudinal) project: one visit")
     lines += ["", "# Where imported records carry capture's dates (see DateSources in protocol/models.py)."]
     dates: dict[str, str] = {}
-    for form, name in date_fields:
-        lowered = name.lower()
-        for key, words in (("screening", ("screen",)), ("consent", ("consent", "icf")),
-                           ("enrolment", ("enrol", "enroll", "random"))):
-            if key not in dates and any(w in lowered for w in words):
+    first_forms = set(_first_visit_forms(events, designations, kept))
+    visit_form = None
+    for form, name, label in date_fields:
+        words = re.findall(r"[a-z]+", f"{name} {label}".lower())
+        for key, stems in (("screening", ("scr", "screen")), ("consent", ("consent", "icf")),
+                           ("enrolment", ("enrol", "enroll", "random", "registration"))):
+            # subject dates must be on a form of the first visit (the loader checks it)
+            if key not in dates and form in first_forms and any(w.startswith(stems) for w in words):
                 dates[key] = f"{form}.{name}"
-        if "visit" not in dates and ("visit" in lowered or lowered in ("date", "assessment_date")):
+        if "visit" not in dates and ("visit" in words or name.lower() in ("date", "assessment_date")):
             dates["visit"] = name
+            visit_form = form
+    # A REDCap record has no screening/consent/enrolment of its own: a subject date the project does
+    # not hold is the first one it does (else the first visit's date), stated in a comment.
+    anchor = dates.get("screening") or dates.get("consent") or dates.get("enrolment")
+    if anchor is None and "visit" in dates and visit_form in first_forms:
+        anchor = f"{visit_form}.{dates['visit']}"
+    reused = [key for key in ("screening", "consent", "enrolment") if key not in dates and anchor]
+    for key in reused:
+        dates[key] = anchor
     if dates:
         if not {"screening", "consent", "visit"} <= set(dates):
             dates["undated"] = "entry_date"  # the dates not found: date of entry
-        lines.append(f"dates: {_flow(dates)}  # TODO: check")
+        note = f"; {', '.join(reused)}: not in the project, {anchor} used" if reused else ""
+        lines.append(f"dates: {_flow(dates)}  # TODO: check{note}")
     else:
         lines.append("dates: {undated: entry_date}  # no screening or visit dates in the project: date of entry")
     if "adverse_events" in kept:  # the project's own form keeps the name
