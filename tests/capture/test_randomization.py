@@ -427,3 +427,45 @@ def test_cli_generate_twice_and_export(tmp_path, rct_protocol):
     create_study_database(single, {"study": "x", "protocol_version": "2.0"}).dispose()
     refused = runner.invoke(app, ["randomization", "generate", "--db", str(single)])
     assert refused.exit_code == 2 and "no randomization scheme" in refused.output
+
+
+# ------------------------------------------------------------------ the two-arm synthetic trial
+def test_two_arm_synthetic_cohort_through_capture_and_the_sap(engine, rct_protocol):
+    from regenheart.derive.adam import derive_all
+    from regenheart.stats.sap import run_sap
+    from regenheart.synth import enter_cohort, generate_cohort
+    from regenheart.synth.entry import SYNTH_STATISTICIAN
+
+    rz.generate_list(engine, rct_protocol, SYNTH_STATISTICIAN, seed=2)
+    cohort = generate_cohort(rct_protocol, seed=4, n_enrolled=12, n_screen_failures=2)
+    enrolled = [s for s in cohort.subjects if s.enrol]
+    for plan in enrolled:  # one plan per arm; the screening part is the same in both
+        assert set(plan.by_arm) == {"MSC", "CTRL"}
+        msc, ctrl = plan.by_arm["MSC"], plan.by_arm["CTRL"]
+        assert [f for f in msc.forms if f.visit == "SCR"] == [f for f in ctrl.forms if f.visit == "SCR"] == plan.forms
+        assert not any(f.form == "catheterization" for f in ctrl.forms)  # standard therapy only
+        assert ctrl.visit_dates["D0"] == ctrl.enrolled_date  # day 0 = randomization date
+        assert any(f.form == "catheterization" for f in msc.forms)
+    enter_cohort(CaptureService(engine, rct_protocol, today=lambda: TODAY), cohort)
+    snap = take_snapshot(engine)
+    subjects = snap.subjects.set_index("subject_code")
+    arms = subjects.loc[[s.code for s in enrolled], "arm_code"]
+    assert set(arms) == {"MSC", "CTRL"}
+    ctrl_codes = list(arms[arms == "CTRL"].index)
+    assert (subjects.loc[ctrl_codes, "infusion_date"] == subjects.loc[ctrl_codes, "enrolled_date"]).all()
+    cath = snap.items[snap.items["form_code"] == "catheterization"]["subject_code"].unique()
+    assert set(cath) == set(arms[arms == "MSC"].index)
+    # every allocation came from the concealed list, in slot order within its stratum
+    rows = rz.export_list(engine, STATISTICIAN, rct_protocol)
+    used = {r["subject_code"]: r["arm_code"] for r in rows if r["subject_code"]}
+    assert used == arms.to_dict()
+    results = run_sap(rct_protocol, derive_all(rct_protocol, snap))
+    lvef = results["mmrm"]["results"]["LVEF"]
+    assert lvef.get("differences"), lvef  # the between-arm model ran on the two-arm data
+    assert verify_chain(engine).ok
+
+
+def test_single_arm_plan_has_no_arm_plans(protocol):
+    from regenheart.synth import generate_cohort
+
+    assert all(s.by_arm is None for s in generate_cohort(protocol, seed=1).subjects)
