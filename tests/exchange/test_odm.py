@@ -645,3 +645,20 @@ def test_odmlib_example_with_a_mapping_by_oid(tmp_path, protocol):
     assert terms[:3] == [(1, "Other"), (2, "Other"), (3, "Other")]
     whats = " ".join(u.what for u in data.unmapped)
     assert "'IT.AGEU'" in whats and "'IT.AEYN'" in whats and "form 'VS'" in whats
+
+
+def test_metadata_only_export_is_valid_and_matches_the_full_export(study, doc, schema, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "metadata.xml"
+    result = runner.invoke(app, ["export", "odm", "--metadata-only", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metadata = etree.parse(str(out))
+    assert schema.validate(metadata), schema.error_log
+    root = metadata.getroot()
+    assert root.get("Granularity") == "Metadata" and root.get("FileType") == "Snapshot"
+    assert root.find("odm:ClinicalData", NS) is None and root.find("odm:AdminData", NS) is None
+    full = doc.find("odm:Study/odm:MetaDataVersion", NS)
+    alone = metadata.find("odm:Study/odm:MetaDataVersion", NS)
+    assert etree.tostring(alone, method="c14n") == etree.tostring(full, method="c14n")
+    missing = runner.invoke(app, ["export", "odm", "--out", str(out)])
+    assert missing.exit_code == 2 and "--db is required" in " ".join(missing.output.split())

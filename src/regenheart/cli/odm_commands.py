@@ -40,20 +40,36 @@ def _stored_protocol(engine):
 
 
 def export_odm(
-    db: Annotated[str, typer.Option("--db", help="Study database file (SQLite) or database URL.")],
     out: Annotated[Path, typer.Option("--out", help="ODM XML file to write.")],
+    db: Annotated[str | None, typer.Option("--db", help="Study database file (SQLite) or database URL.")] = None,
     protocol: Annotated[Path | None, typer.Option("--protocol",
                                                   help="Protocol YAML (default: the database's, else "
                                                        "the embedded RegenHeart protocol).")] = None,
+    metadata_only: Annotated[bool, typer.Option("--metadata-only",
+                                                help="Only the study definition (visits, forms, items, code "
+                                                     "lists), from the protocol; no database needed.")] = False,
 ) -> None:
     """Write the study as CDISC ODM 1.3.2: metadata, users, sites, every value with its audit history."""
     import yaml
     from sqlalchemy.exc import SQLAlchemyError
 
-    from regenheart.exchange.odm import OdmExportError, write_odm
+    from regenheart.exchange.odm import OdmExportError, write_metadata_odm, write_odm
     from regenheart.protocol import ProtocolError, load_protocol
     from regenheart.store.db import DatabaseError, open_study_database
 
+    if not out.parent.exists():
+        raise _fail(f"the folder of {out} does not exist")
+    if metadata_only and db is None:
+        try:
+            written = write_metadata_odm(load_protocol(protocol), out)
+        except (ProtocolError, FileNotFoundError) as exc:
+            raise _fail(str(exc)) from None
+        except OSError as exc:
+            raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+        console.print(f"Wrote {written}: ODM 1.3.2 study metadata (visits, forms, items, code lists)")
+        return
+    if db is None:
+        raise _fail("--db is required (or --metadata-only for the study definition alone)")
     try:
         engine = open_study_database(db)
         study = load_protocol(protocol) if protocol is not None else _stored_protocol(engine) or load_protocol()
@@ -62,8 +78,15 @@ def export_odm(
     except SQLAlchemyError as exc:  # unreachable server, not a database, missing driver: one clear line
         raise _fail(f"cannot open the study database {db}: {exc.__class__.__name__}: "
                     f"{str(exc.orig if getattr(exc, 'orig', None) else exc).splitlines()[0]}") from None
-    if not out.parent.exists():
-        raise _fail(f"the folder of {out} does not exist")
+    if metadata_only:
+        try:
+            written = write_metadata_odm(study, out)
+        except OSError as exc:
+            raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+        finally:
+            engine.dispose()
+        console.print(f"Wrote {written}: ODM 1.3.2 study metadata of the database's protocol")
+        return
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:

@@ -667,6 +667,53 @@ class OdmExport:
     synthetic: bool
 
 
+def _write_study(root: etree._Element, protocol: Protocol, label: str, study_oid: str, mdv_oid: str) -> _Metadata:
+    study = _el(root, "Study", {"OID": study_oid})
+    gv = _el(study, "GlobalVariables")
+    _el(gv, "StudyName", text=protocol.study.acronym)
+    _el(gv, "StudyDescription", text=f"{label}{protocol.study.brief_title}")
+    _el(gv, "ProtocolName", text=f"{protocol.study.org_study_id} ({protocol.study.nct_id})")
+    md = _Metadata(protocol)
+    _write_metadata(study, md, mdv_oid)
+    return md
+
+
+def build_metadata_odm(protocol: Protocol, *, now: dt.datetime | None = None) -> etree._ElementTree:
+    """The protocol alone as an ODM 1.3.2 ``Metadata`` snapshot (no database): for building the study in
+    another EDC or metadata repository. Same study, visits, forms, items and code lists as :func:`build_odm`."""
+    now = now or dt.datetime.now(dt.UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    study_oid = f"ST.{protocol.study.nct_id}"
+    root = _el(None, "ODM", {
+        "FileType": "Snapshot", "Granularity": "Metadata",
+        "FileOID": f"{study_oid}.METADATA.{now.strftime('%Y%m%dT%H%M%S')}", "CreationDateTime": stamp,
+        "ODMVersion": "1.3.2", "Originator": "regenheart", "SourceSystem": "regenheart",
+        "SourceSystemVersion": __version__,
+        "Description": f"{protocol.study.acronym} ({protocol.study.nct_id}) protocol "
+                       f"{protocol.active_protocol_version} as study metadata",
+    })
+    _write_study(root, protocol, "", study_oid, f"MDV.{protocol.active_protocol_version}")
+    return etree.ElementTree(root)
+
+
+def write_metadata_odm(protocol: Protocol, path: str | Path, *, now: dt.datetime | None = None) -> Path:
+    """Write :func:`build_metadata_odm` to ``path`` (UTF-8); the file appears only when complete."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(path))
+    _write_tree(build_metadata_odm(protocol, now=now), path)
+    return path
+
+
+def _write_tree(tree: etree._ElementTree, path: Path) -> None:
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tree.write(str(tmp), xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+
+
 def build_odm(engine: Engine, protocol: Protocol, *, progress: Callable[[int, int], None] | None = None,
               now: dt.datetime | None = None) -> etree._ElementTree:
     """The whole study database as an ODM 1.3.2 document tree (see the module docstring for the layout).
@@ -696,13 +743,7 @@ def build_odm(engine: Engine, protocol: Protocol, *, progress: Callable[[int, in
             "Description": f"{label}{protocol.study.acronym} ({protocol.study.nct_id}) study database with the "
                            f"full audit history of every value, audit head {chain.head_hash}",
         })
-        study = _el(root, "Study", {"OID": study_oid})
-        gv = _el(study, "GlobalVariables")
-        _el(gv, "StudyName", text=protocol.study.acronym)
-        _el(gv, "StudyDescription", text=f"{label}{protocol.study.brief_title}")
-        _el(gv, "ProtocolName", text=f"{protocol.study.org_study_id} ({protocol.study.nct_id})")
-        md = _Metadata(protocol)
-        _write_metadata(study, md, mdv_oid)
+        md = _write_study(root, protocol, label, study_oid, mdv_oid)
 
         signatures = _current_signatures(session)
         sigdefs = {m: f"SD.{i}" for i, m in enumerate(sorted({s.meaning for s in signatures.values()}), start=1)}
@@ -732,12 +773,7 @@ def write_odm(engine: Engine, protocol: Protocol, path: str | Path, *,
     tree = build_odm(engine, protocol, progress=progress, now=now)
     root = tree.getroot()
     ns = {"odm": ODM_NS}
-    tmp = path.with_name(path.name + ".part")
-    try:
-        tree.write(str(tmp), xml_declaration=True, encoding="UTF-8", pretty_print=True)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+    _write_tree(tree, path)
     return OdmExport(
         path=path,
         subjects=len(root.findall("odm:ClinicalData/odm:SubjectData", ns)),
