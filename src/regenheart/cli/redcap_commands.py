@@ -30,14 +30,16 @@ def _fail(message: str) -> typer.Exit:
 
 def study_protocol(engine, protocol_file: Path | None):
     """The protocol given on the command line, else the one stored in the database, else RegenHeart's."""
-    from regenheart.protocol import load_protocol
-    from regenheart.protocol.loader import _parse_text
+    import yaml
+
+    from regenheart.protocol import load_protocol, parse_protocol
     from regenheart.store.db import read_meta
 
     if protocol_file is not None:
         return load_protocol(protocol_file)
     stored = read_meta(engine).get(PROTOCOL_META_KEY)
-    return _parse_text(stored, "protocol stored in the study database") if stored else load_protocol()
+    return parse_protocol(yaml.safe_load(stored), "protocol stored in the study database") if stored \
+        else load_protocol()
 
 
 def export_redcap_command(
@@ -85,10 +87,11 @@ def from_redcap_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing protocol file.")] = False,
 ) -> None:
     """Draft a protocol file from any REDCap project; review its TODO comments, then validate it."""
+    import yaml
+
     from regenheart.exchange.redcap_draft import draft_protocol
     from regenheart.exchange.redcap_format import RedcapFormatError, read_dictionary, read_event_mapping, read_events
-    from regenheart.protocol import ProtocolError
-    from regenheart.protocol.loader import _parse_text
+    from regenheart.protocol import ProtocolError, parse_protocol
 
     if out.exists() and not force:
         raise _fail(f"{out} exists; choose another path or pass --force")
@@ -100,7 +103,7 @@ def from_redcap_command(
         raise _fail(str(exc)) from None
     text = draft_protocol(fields, event_rows, designations, source=str(dictionary), title=title)
     try:
-        drafted = _parse_text(text, str(out))
+        drafted = parse_protocol(yaml.safe_load(text), str(out))
     except ProtocolError as exc:  # a project the drafter cannot express: say what, write nothing
         raise _fail(f"the draft does not validate; nothing written.\n{exc}") from None
     try:

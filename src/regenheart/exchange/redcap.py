@@ -102,6 +102,7 @@ class _Resolver:
             self.containers[DISPOSITION_FORM] = protocol.disposition
         self.containers.update(protocol.forms)
         # regenheart's export instruments that are not protocol forms (enrolment facts, visit dates, logs)
+        self._cache: dict[tuple[str, str | None], tuple[str, str] | None] = {}
         self.pseudo = {name for name in (ENROLMENT, VISIT_FORM, AE_FORM, DISPOSITION_FORM) if name not in protocol.forms}
 
     def is_ae_log(self, source_form: str) -> bool:
@@ -115,6 +116,12 @@ class _Resolver:
         return source_form if source_form in self.containers else None
 
     def field(self, column: str, source_form: str | None) -> tuple[str, str] | None:
+        key = (column, source_form)
+        if key not in self._cache:  # asked once per cell: rows x columns
+            self._cache[key] = self._field(column, source_form)
+        return self._cache[key]
+
+    def _field(self, column: str, source_form: str | None) -> tuple[str, str] | None:
         explicit = self.mapping.spec.fields.get(column)
         if explicit is not None:
             form, _, name = explicit.partition(".")
@@ -210,7 +217,9 @@ class _Reader:
         self.id_column = mapping.spec.subject.id or (fields[0].field_name if fields else header[0])
         self.site_column = mapping.spec.subject.site or "redcap_data_access_group"
         self.event_labels = {e.unique_event_name: e for e in event_rows}
-        self.designated = {(e, f) for _, e, f in designations}
+        # REDCap designations need no check here: a form's data at a visit that does not collect it
+        # are refused by the protocol's schedule (the visit_form rule below).
+        del designations
         self.today = dt.datetime.now(dt.UTC).date().isoformat()
         self.subjects: dict[str, SubjectEntry] = {}
         self.unmapped_seen: set[str] = set()
