@@ -93,6 +93,11 @@ class UnitOfWork:
         self.reason = reason
         self.discarded = False
         self.subjects: dict[str, Subject] = {}  # strong references: the identity map's are weak
+        self.head: audit.BatchHead | None = None  # the audit-chain head, locked for the whole unit
+        # Per subject id, its visits and form records as the unit has them (one query per subject,
+        # not one per save); only the capture service creates either, and keeps these up to date.
+        self.visits: dict[int, list[Visit]] = {}
+        self.records: dict[int, dict[tuple[str, str], FormRecord]] = {}
         # False: calls run without a savepoint of their own, for a caller that rolls back the whole
         # enclosing savepoint whenever a call is refused (saves two statements per call).
         self.call_savepoints = True
@@ -100,13 +105,16 @@ class UnitOfWork:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Calls inside are kept together: an exception rolls back all of them (and propagates)."""
+        head = (self.head.seq, self.head.hash) if self.head is not None else None
         try:
             with self.session.begin_nested():
                 yield
         except BaseException:
+            if head is not None:  # the rolled-back audit records are gone: so is their advance of the head
+                self.head.seq, self.head.hash = head  # type: ignore[union-attr]
             # Rows inserted in the savepoint can linger in the identity map, and their ids are reused
             # by the next inserts: start the session afresh (everything kept is flushed already).
-            self.subjects.clear()
+            self._forget()
             self.session.expunge_all()
             raise
 
@@ -117,8 +125,13 @@ class UnitOfWork:
     def release_memory(self) -> None:
         """Forget loaded objects (all flushed) so that a long import does not grow without bound."""
         self.session.flush()
-        self.subjects.clear()
+        self._forget()
         self.session.expunge_all()
+
+    def _forget(self) -> None:
+        self.subjects.clear()
+        self.visits.clear()
+        self.records.clear()
 
 
 class CaptureService:
@@ -157,6 +170,27 @@ class CaptureService:
             work.subjects[subject_code] = subject
         return subject
 
+    def _visits(self, session: Session, subject: Subject) -> list[Visit]:
+        """The subject's visits (a unit of work loads them once per subject and keeps the list current)."""
+        work = getattr(self._local, "work", None)
+        if work is not None and subject.id in work.visits:
+            return work.visits[subject.id]
+        visits = list(session.scalars(select(Visit).where(Visit.subject_id == subject.id)))
+        if work is not None:
+            work.visits[subject.id] = visits
+        return visits
+
+    def _form_record(self, session: Session, subject: Subject, visit_code: str, form_code: str) -> FormRecord | None:
+        """The stored record of a form (a unit of work loads a subject's records once and keeps them)."""
+        work = getattr(self._local, "work", None)
+        if work is None:
+            return find_form_record(session, subject.id, visit_code, form_code)
+        records = work.records.get(subject.id)
+        if records is None:
+            records = work.records[subject.id] = {(r.visit_code, r.form_code): r for r in session.scalars(
+                select(FormRecord).where(FormRecord.subject_id == subject.id))}
+        return records.get((visit_code, form_code))
+
     # ------------------------------------------------------------------ transactions
     @contextmanager
     def unit_of_work(self, *, reason: str | None = None) -> Iterator[UnitOfWork]:
@@ -175,10 +209,12 @@ class CaptureService:
         self._local.work = work
         try:
             with session.begin():
-                audit.lock_head(session)  # held to the end: later appends read the head without a query
+                work.head = audit.lock_head(session)  # held to the end; appends advance it in memory
                 yield work
                 if work.discarded:
                     session.rollback()
+                else:
+                    audit.store_head(session)
         finally:
             self._local.work = None
             session.close()
@@ -261,6 +297,10 @@ class CaptureService:
                 self._entry(actor, "create", "subject", subject_code, record_key=subject_code,
                             field=k, new_value=canonical(v)) for k, v in values.items()
             ])
+            work = getattr(self._local, "work", None)
+            if work is not None:  # known to have no visits and no forms yet: no query for them later
+                work.subjects[subject_code] = subject
+                work.visits[subject.id], work.records[subject.id] = [], {}
 
     def _set_subject(self, session: Session, actor: Actor, subject: Subject, changes: Mapping[str, Any],
                      action: str, reason: str | None) -> None:
@@ -374,7 +414,7 @@ class CaptureService:
     def _ensure_visit(self, session: Session, actor: Actor, subject: Subject, visit_code: str,
                       visit_date: Any, reason: str | None, violations: list[Violation],
                       warnings: list[Violation]) -> Visit | None:
-        visits = session.scalars(select(Visit).where(Visit.subject_id == subject.id)).all()
+        visits = self._visits(session, subject)
         visit = next((v for v in visits if v.visit_code == visit_code), None)
         if visit_date is None:
             if visit is None:
@@ -394,6 +434,7 @@ class CaptureService:
         if visit is None:
             visit = Visit(subject_id=subject.id, visit_code=visit_code, visit_date=date)
             session.add(visit)
+            visits.append(visit)
         visit.visit_date = date
         self._update_visit_day(subject, visit)
         audit.append(session, [self._entry(actor, "update" if old else "create", "visit", subject.subject_code,
@@ -464,7 +505,7 @@ class CaptureService:
             violations: list[Violation] = []
             warnings: list[Violation] = []
             self._ensure_visit(session, actor, subject, visit_code, visit_date, reason, violations, warnings)
-            record = find_form_record(session, subject.id, visit_code, form_code)
+            record = self._form_record(session, subject, visit_code, form_code)
             if record is not None:
                 if record.locked:
                     raise StateError(f"{form_code} at {visit_code} for {subject_code} is locked")
@@ -490,6 +531,9 @@ class CaptureService:
                                     status=status, version=1, verified=False, locked=False, signed=False)
                 session.add(record)
                 session.flush()
+                work = getattr(self._local, "work", None)
+                if work is not None and subject.id in work.records:
+                    work.records[subject.id][(visit_code, form_code)] = record
             record_key = f"{subject_code}/{visit_code}/{form_code}"
             entries: list[AuditEntry] = []
             items = {} if first_entry else {i.field: i for i in record.items}  # a new record has none

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from regenheart.capture.errors import CaptureError, Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
@@ -48,7 +48,7 @@ from regenheart.exchange.records import (
 )
 from regenheart.protocol.models import FieldDef, Protocol
 from regenheart.store.audit import canonical
-from regenheart.store.models import AdverseEvent, AuditHead, FormRecord, ItemValue, Subject, Visit
+from regenheart.store.models import AdverseEvent, AuditRecord, FormRecord, ItemValue, Subject, Visit
 
 # progress(subjects done, subjects in total, subject code)
 Progress = Callable[[int, int, str], None]
@@ -553,7 +553,8 @@ class _SubjectImport:
 
 
 def _audit_seq(session: Session) -> int:
-    return session.scalars(select(AuditHead.seq).where(AuditHead.id == 1)).one()
+    """The newest audit record's number (the chain head row is written only when the unit commits)."""
+    return session.scalar(select(func.max(AuditRecord.seq))) or 0
 
 
 def _duplicate_codes(subjects: Iterable[SubjectEntry]) -> set[str]:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from regenheart.store.models import AuditHead, AuditRecord
@@ -67,18 +67,36 @@ class AuditEntry:
     reason: str | None = None
 
 
-_HEAD_LOCKED = "regenheart.audit_head_locked"
+_BATCH_HEAD = "regenheart.audit_batch_head"
 
 
-def lock_head(session: Session) -> None:
+@dataclass
+class BatchHead:
+    """The chain head of a batch transaction, kept in memory between :func:`lock_head` and :func:`store_head`."""
+
+    seq: int
+    hash: str
+
+
+def lock_head(session: Session) -> BatchHead:
     """Lock the chain head for the rest of ``session``'s transaction (a batch of many appends).
 
-    Taken outside any savepoint, the lock survives savepoint rollbacks, so later :func:`append`
-    calls in the same transaction read the head from the session instead of locking it again.
-    Only for sessions that live for one transaction (the capture service's unit of work).
+    Taken outside any savepoint, the lock survives savepoint rollbacks. Until :func:`store_head`,
+    :func:`append` advances the returned in-memory head instead of reading and updating the row for
+    every append; a caller that rolls back a savepoint restores the head it saw before (see
+    :meth:`BatchHead`). Only for sessions that live for one transaction (the capture service's unit
+    of work), which must call :func:`store_head` before committing.
     """
-    # Kept in session.info: the session's identity map holds unmodified objects only weakly.
-    session.info[_HEAD_LOCKED] = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+    batch = session.info[_BATCH_HEAD] = BatchHead(head.seq, head.hash)
+    return batch
+
+
+def store_head(session: Session) -> None:
+    """Write the batch's in-memory head into ``audit_head`` (before the batch transaction commits)."""
+    batch = session.info.pop(_BATCH_HEAD, None)
+    if batch is not None:
+        session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=batch.seq, hash=batch.hash))
 
 
 def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = None) -> list[dict[str, Any]]:
@@ -88,11 +106,8 @@ def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = Non
     """
     if not entries:
         return []
-    head = session.info.get(_HEAD_LOCKED)
-    if head is not None:  # locked by lock_head for this transaction: no query (a reload after a rollback)
-        if head not in session:
-            head = session.info[_HEAD_LOCKED] = session.get(AuditHead, 1)
-    else:
+    head: AuditHead | BatchHead | None = session.info.get(_BATCH_HEAD)  # a batch: locked, kept in memory
+    if head is None:
         head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     ts = ts_utc or utc_now()
     seq, prev = head.seq, head.hash
