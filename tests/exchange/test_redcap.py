@@ -612,3 +612,17 @@ def test_a_longitudinal_redcap_project_end_to_end(tmp_path):
             assert exported[column] == value, (row["record_id"], column, value, exported[column])
             compared += 1
     assert compared == 3 * 8  # 3 visits with data x 8 data columns
+
+
+def test_cli_errors_are_one_line_not_tracebacks(tmp_path, exported):
+    missing = runner.invoke(app, ["export", "redcap", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "no database" in flat(missing.output) and "Traceback" not in missing.output
+    existing = tmp_path / "p.yaml"
+    existing.write_text("keep me", encoding="utf-8")
+    refused = runner.invoke(app, ["protocol", "from-redcap", str(exported / "data_dictionary.csv"), "--out",
+                                  str(existing)])
+    assert refused.exit_code == 2 and "exists" in flat(refused.output)
+    assert existing.read_text(encoding="utf-8") == "keep me"
+    # the default of 'regenheart protocol' is still to validate and show a protocol file
+    shown = runner.invoke(app, ["protocol"])
+    assert shown.exit_code == 0 and "NCT04325594" in flat(shown.output)
