@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 console = Console()
 err = Console(stderr=True)
-# Steps reported by the package builder, for the progress bar's total (a few more or fewer only move the bar).
-EXPECTED_STEPS = 16
 
 
 def _fail(message: str) -> typer.Exit:
@@ -106,10 +104,12 @@ def submission(
     try:
         with Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
-            task = bar.add_task("Study report (analysis datasets, SAP)", total=EXPECTED_STEPS)
+            # The number of steps (datasets) is known only once the datasets are built: a pulsing bar
+            # with the current step and the elapsed time.
+            task = bar.add_task("Study report (analysis datasets, SAP)", total=None)
 
             def step(message: str) -> None:
-                bar.update(task, advance=1, description=message)
+                bar.update(task, description=message)
 
             with tempfile.TemporaryDirectory(prefix="regenheart-report-") as tmp:
                 run = analyze(engine, study, Path(tmp))
