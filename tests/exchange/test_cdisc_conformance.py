@@ -185,3 +185,13 @@ def test_external_dictionary_codes_checked_by_form_and_arm_null_with_armnrs():
     dm.records.loc[2, "ARMNRS"] = ""
     assert {h.variable for h in _hits(_check({**data.sdtm(), "DM": dm}), "RH0003")} == {
         "ARMCD", "ARM", "ACTARMCD", "ACTARM"}
+
+
+def test_derived_parameters_trace_through_their_method_not_sdtm():
+    adeff = data.adeff()
+    adeff.records.loc[2, ["SRCDOM", "SRCVAR", "SRCSEQ"]] = ["", "", None]
+    adeff.records.loc[2, "PARAMCD"] = "LVMASS"
+    assert _hits(_check(adam={"ADSL": data.adsl(), "ADEFF": adeff}), "RH0072")
+    adeff.value_level.append(data.ValueLevel("AVAL", "PARAMCD", "LVMASS", "LV mass (ASE cube formula)", "float",
+                                             unit="g", origin="Derived", source="MT.CHG"))
+    assert not _hits(_check(adam={"ADSL": data.adsl(), "ADEFF": adeff}), "RH0072")

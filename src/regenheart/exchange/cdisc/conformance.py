@@ -337,6 +337,11 @@ def _traceability(c: _Collector, ds: Dataset, sdtm: Mapping[str, Dataset]) -> No
     analysed = (_text(ds, "ANL01FL") == "Y") if "ANL01FL" in r.columns else pd.Series(True, index=r.index)
     if ds.klass == "BASIC DATA STRUCTURE":
         derived_row = (_text(ds, "DTYPE") != "") if "DTYPE" in r.columns else pd.Series(False, index=r.index)
+        # Parameters derived from other parameters (value-level origin Derived) trace through their method.
+        derived_params = {vl.where_value for vl in ds.value_level
+                          if vl.variable == "AVAL" and vl.where_variable == "PARAMCD" and vl.origin == "Derived"}
+        if derived_params and "PARAMCD" in r.columns:
+            derived_row |= _text(ds, "PARAMCD").isin(derived_params)
         if has_src:
             untraced = analysed & ~derived_row & (_text(ds, "SRCDOM") == "")
         else:
