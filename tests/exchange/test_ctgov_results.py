@@ -258,6 +258,11 @@ def test_two_arm_study_gives_a_two_group_record(protocol, ctgov_study):  # noqa:
     assert set(lvef.analyzed) == {"MSC", "CTRL"}
     if results.get("mmrm", {}).get("results", {}).get("LVEF", {}).get("differences"):
         assert any(set(a.group_keys) == {"MSC", "CTRL"} for a in lvef.analyses)
+    differences = results.get("between_arms", {}).get("primary", {}).get("risk_differences", [])
+    if differences and differences[0].get("newcombe_lower") is not None:
+        rd = next(a for a in record.outcomes[0].analyses if a.param_type == "Risk Difference (RD)")
+        assert float(rd.param_value) == pytest.approx(100 * differences[0]["estimate"], abs=0.05)
+        assert float(rd.ci_lower) == pytest.approx(100 * differences[0]["newcombe_lower"], abs=0.05)
     assert errors(check_results(record)) == []
 
 
@@ -273,3 +278,21 @@ def test_unknown_outcome_source_is_named(protocol, ctgov_study):  # noqa: F811
     broken = protocol.model_copy(update={"registry": registry.model_copy(update={"outcomes": [registry.outcomes[0], bad]})})
     with pytest.raises(CtgovError, match=r"registry.outcomes\[1\].source: 'NOPE'"):
         build_results(broken, ctgov_study.results, ctgov_study.data)
+
+
+def test_ordinal_outcome_equals_the_sap_shift_tables(real_record, ctgov_study):  # noqa: F811
+    results = ctgov_study.results
+    tables = results["shift_tables"]["NYHA"] if "shift_tables" in results else results["nyha"]
+    nyha = next(m for m in real_record.outcomes if m.source == "NYHA")
+    assert nyha.param_type == "COUNT_OF_PARTICIPANTS" and nyha.dispersion == "NA"
+    for cls, visit in zip(nyha.classes, ("M1", "M3", "M6"), strict=True):
+        change = tables[visit]["change"]
+        counts = {c.title: int(c.values["MSC"].value) for c in cls.categories}
+        assert counts == {"Improved": change["n_improved"], "Unchanged": change["n_unchanged"],
+                          "Worsened": change["n_worsened"]}
+        assert cls.analyzed["MSC"] == change["n"]
+    sign_tests = [a for a in nyha.analyses if a.method == "Sign test"]
+    p_values = [tables[v]["change"]["sign_test_p"] for v in ("M1", "M3", "M6")]
+    p_values = [p for p in p_values if p is not None]  # no test at a visit without any change
+    assert [a.p_value for a in sign_tests] == [("<0.001" if p < 0.001 else f"{p:.3f}") for p in p_values]
+    assert sign_tests

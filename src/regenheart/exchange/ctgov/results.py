@@ -52,8 +52,11 @@ def _efficacy_block(results: dict[str, Any], paramcd: str) -> dict[str, Any] | N
     return next((b for b in results.get("efficacy", []) if b.get("paramcd") == paramcd), None)
 
 
-def _nyha_visit(results: dict[str, Any], visit: str) -> dict[str, Any] | None:
-    return results.get("nyha", {}).get(visit)
+def _ordinal_visit(results: dict[str, Any], paramcd: str, visit: str) -> dict[str, Any] | None:
+    """Shift table and improvement test of an ordinal endpoint at a visit (older results: ``nyha``)."""
+    if "shift_tables" in results:
+        return results["shift_tables"].get(paramcd, {}).get(visit)
+    return results.get("nyha", {}).get(visit) if paramcd == "NYHA" else None
 
 
 def _mmrm(results: dict[str, Any], paramcd: str) -> dict[str, Any] | None:
@@ -61,8 +64,9 @@ def _mmrm(results: dict[str, Any], paramcd: str) -> dict[str, Any] | None:
 
 
 def _risk_difference(results: dict[str, Any]) -> dict[str, Any] | None:
-    """Between-arm risk difference of the primary endpoint, when the SAP gives one."""
-    return _primary(results).get("risk_difference")
+    """Between-arm risk difference of the primary endpoint (first arm against the reference), if any."""
+    differences = results.get("between_arms", {}).get("primary", {}).get("risk_differences", [])
+    return next((d for d in differences if d.get("estimate") is not None), None)
 
 
 def _is_synthetic(results: dict[str, Any]) -> bool:
@@ -489,12 +493,14 @@ def _primary_outcome(protocol: Protocol, results: dict[str, Any], data: Analysis
             group_description=_marked(mark, f"{g.title}: proportion of participants with at least one event."),
             estimate_comment=_marked(mark, f"{summary.method} {100 * conf:.0f}% confidence interval.")))
     rd = _risk_difference(results)
-    if rd and len(groups) == 2:
+    if rd and len(groups) == 2 and rd.get("newcombe_lower") is not None:
+        pair = [rd["arm"], rd["reference"]] if {rd.get("arm"), rd.get("reference")} == {g.key for g in groups} \
+            else [g.key for g in groups]
         measure.analyses.append(Analysis(
-            [g.key for g in groups], "Risk Difference (RD)", _num(rd.get("estimate"), 3), "95", "TWO_SIDED",
-            _num(rd.get("lower"), 3), _num(rd.get("upper"), 3), p_value_text(rd.get("p_value")),
-            method="Other" if rd.get("p_value") is not None else None,
-            estimate_comment=_marked(mark, f"Confidence interval: {rd.get('method', 'as in the SAP')}.")))
+            pair, "Risk Difference (RD)", _num(100 * rd["estimate"], 1), _num(100 * float(rd.get("conf", 0.95)), 0),
+            "TWO_SIDED", _num(100 * rd["newcombe_lower"], 1), _num(100 * rd["newcombe_upper"], 1),
+            group_description=_marked(mark, f"Risk difference {rd.get('contrast', '')} in percentage points."),
+            estimate_comment=_marked(mark, "Newcombe hybrid score interval (Wilson, method 10; Newcombe 1998).")))
     return measure
 
 
@@ -584,7 +590,7 @@ def _ordinal_outcome(protocol: Protocol, results: dict[str, Any], data: Analysis
             cats["Unchanged"][g.key] = Value(str(change.n_unchanged))
             cats["Worsened"][g.key] = Value(str(change.n_worsened))
         classes.append(MeasureClass(label, [Category(t, v) for t, v in cats.items()], analyzed))
-        sap = _nyha_visit(results, visit) if len(groups) == 1 else None
+        sap = _ordinal_visit(results, p.paramcd, visit) if len(groups) == 1 else None
         if sap and sap.get("change", {}).get("sign_test_p") is not None:
             analyses.append(Analysis(
                 [groups[0].key], "Other", _num(sap["change"].get("percent_improved"), 1), "95", "TWO_SIDED",
