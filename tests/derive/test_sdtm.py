@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from regenheart.capture.service import CaptureService
+from regenheart.derive.adam import SUPPORTIVE_PARAMETERS, adam_datasets
 from regenheart.derive.sdtm import build_sdtm, build_sdtm_traced
 from regenheart.protocol import load_protocol
 from regenheart.store.db import create_study_database
@@ -71,6 +72,13 @@ def test_record_counts_match_the_snapshot(demo):
     vitals = snap.items[(snap.items["form_code"] == "vital_signs") & snap.items["value"].notna()]
     demo_hw = snap.items[snap.items["form_code"].eq("demographics") & snap.items["field"].isin(["height_cm", "weight_kg"])]
     assert len(sdtm["VS"].records) == len(vitals) + len(demo_hw)
+    nyha = snap.items[snap.items["form_code"] == "nyha"]
+    assert len(sdtm["RS"].records) == len(nyha) + 2 * len(snap.wide("catheterization"))
+    mh_items = snap.items[snap.items["form_code"] == "medical_history"]
+    yes_no_history = mh_items["field"].isin(["hf_etiology", "atrial_fibrillation", "hypertension", "diabetes"])
+    assert len(sdtm["MH"].records) == yes_no_history.sum()
+    therapy = mh_items["field"].isin(["raas_inhibitor", "beta_blocker", "mra", "sglt2i", "loop_diuretic"])
+    assert len(sdtm["CM"].records) == therapy.sum()
 
 
 def test_required_variables_seq_and_xpt_limits(demo):
@@ -253,3 +261,71 @@ def test_a_second_protocol_gets_its_findings_from_its_annotations(tmp_path):
     assert list(vs["VSDY"]) == [1, 8] and list(vs["STUDYID"]) == ["TINY"] * 2
     assert list(vs["VSSEQ"]) == [1, 2] and sdtm["DM"].records["COUNTRY"].tolist() == ["FRA"]
     assert sdtm["DM"].records["ACTARMCD"].tolist() == ["DRUG"]
+
+
+@pytest.fixture(scope="module")
+def adam(demo):
+    protocol, snap, *_ = demo
+    return adam_datasets(snap, protocol)
+
+
+def test_every_analysed_adeff_value_equals_its_sdtm_record(demo, adam):
+    protocol, _, sdtm, _, _ = demo
+    adeff = adam["ADEFF"].records
+    analysed = adeff[adeff["ANL01FL"] == "Y"]
+    traced = analysed[analysed["SRCDOM"].notna()]
+    # every endpoint and instrument score is read from one SDTM record; only formula parameters have none
+    formula = {s.paramcd for s in SUPPORTIVE_PARAMETERS if s.formula}
+    assert {p.paramcd for p in protocol.all_parameters} <= set(traced["PARAMCD"])
+    assert set(analysed["PARAMCD"]) - set(traced["PARAMCD"]) == formula
+    assert analysed.loc[analysed["PARAMCD"].isin(formula), "SRCDOM"].isna().all()
+    assert len(traced) > 1000
+    for domain, rows in traced.groupby("SRCDOM"):
+        records = sdtm[domain].records.set_index(["USUBJID", f"{domain}SEQ"])
+        source = records.loc[list(zip(rows["USUBJID"], rows["SRCSEQ"].astype(int)))]
+        numeric = rows["SRCVAR"].str.endswith("STRESN").to_numpy()
+        if numeric.any():
+            expected = [source.iloc[i][var] for i, var in enumerate(rows["SRCVAR"]) if numeric[i]]
+            assert rows.loc[numeric, "AVAL"].to_numpy() == pytest.approx(expected, abs=1e-9), domain
+        if (~numeric).any():
+            assert (rows.loc[~numeric, "AVALC"].to_numpy() == source.loc[~numeric, f"{domain}STRESC"].to_numpy()).all()
+        same_day = pd.Series(rows["ADY"].to_numpy()).fillna(-9999) == pd.Series(source[f"{domain}DY"].to_numpy()).fillna(-9999)
+        assert same_day.all(), domain  # both null for screen failures (no day 0)
+        assert (rows["ADT"].map(str).to_numpy() == source[f"{domain}DTC"].to_numpy()).all(), domain
+    nyha = traced[traced["PARAMCD"] == "NYHA"]
+    roman = {"NYHA CLASS I": 1, "NYHA CLASS II": 2, "NYHA CLASS III": 3, "NYHA CLASS IV": 4}
+    assert (nyha["AVALC"].map(roman) == nyha["AVAL"]).all() and (nyha["SRCVAR"] == "RSSTRESC").all()
+
+
+def test_adae_and_adsl_trace_to_sdtm(demo, adam):
+    _, _, sdtm, _, _ = demo
+    ae = sdtm["AE"].records.set_index(["USUBJID", "AESEQ"])
+    adae = adam["ADAE"].records
+    source = ae.loc[list(zip(adae["USUBJID"], adae["AESEQ"]))]
+    assert (adae["AETERM"].to_numpy() == source["AETERM"].to_numpy()).all()
+    assert (adae["ASTDT"].map(str).to_numpy() == source["AESTDTC"].to_numpy()).all()
+    assert (pd.Series(adae["ASTDY"].to_numpy()).fillna(-9999) == pd.Series(source["AESTDY"].to_numpy()).fillna(-9999)).all()
+    assert (adae["AESER"].to_numpy() == source["AESER"].to_numpy()).all()
+    dm = sdtm["DM"].records.set_index("USUBJID")
+    adsl = adam["ADSL"].records.set_index("USUBJID")
+    assert set(adsl.index) == set(dm.index)
+    treated = adsl[adsl["SAFFL"] == "Y"]
+    assert (treated["TRTSDT"].map(str) == dm.loc[treated.index, "RFXSTDTC"]).all()
+    assert (treated["TRT01A"] == treated["TRT01P"]).all() and adsl.loc[adsl["SAFFL"] == "N", "TRT01A"].isna().all()
+    assert (adsl["AGE"] == dm.loc[adsl.index, "AGE"]).all() and (adsl["SEX"] == dm.loc[adsl.index, "SEX"]).all()
+
+
+def test_adam_metadata_fits_xpt_v5_and_flags_are_y_or_null(adam):
+    for name, ds in adam.items():
+        assert ds.standard == "ADaM" and len(name) <= 8 and len(ds.label) <= 40
+        assert [v.name for v in ds.variables] == list(ds.records.columns)
+        for v in ds.variables:
+            assert len(v.name) <= 8 and len(v.label) <= 40, (name, v.name)
+            if v.name in ("ABLFL", "ANL01FL", "TRTEMFL", "PERIFL", "PRIMFL", "DTHFL"):
+                assert set(ds.records[v.name].dropna()) <= {"Y"}, (name, v.name)
+            if v.name in ("SAFFL", "ENRLFL", "SCRNFL", "EFFFL"):
+                assert set(ds.records[v.name]) <= {"Y", "N"}, (name, v.name)
+        text = [v.name for v in ds.variables if v.type == "text"]
+        assert all(ds.records[c].dropna().map(len).max() <= 200 for c in text if ds.records[c].notna().any())
+    vl = {v.where_value: v for v in adam["ADEFF"].value_level}
+    assert vl["LVEF"].source == "CV.CVSTRESN" and vl["LVMASS"].origin == "Derived"

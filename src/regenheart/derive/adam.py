@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from regenheart.derive.datasets import Dataset, Method, ValueLevel, Variable
+from regenheart.derive.sdtm import build_sdtm_traced
+from regenheart.derive.sdtm.common import studyid_of
 from regenheart.instruments import derive as formulas
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.schedule import assign_analysis_visit
@@ -60,7 +63,8 @@ SUPPORTIVE_PARAMETERS = (
 
 
 def usubjid(protocol: Protocol, subject_code: str) -> str:
-    return f"{protocol.study.nct_id}-{subject_code}"
+    """USUBJID as in SDTM DM: STUDYID (registry number, else acronym) + subject code."""
+    return f"{studyid_of(protocol)}-{subject_code}"
 
 
 def cdisc_day(date: dt.date | None, reference: dt.date | None) -> int | None:
@@ -83,7 +87,7 @@ def derive_adsl(protocol: Protocol, snap: Snapshot) -> pd.DataFrame:
         subjects = subjects.merge(mh, on="subject_code", how="left")
     arms = {a.code: a.label for a in protocol.active_version.arms}
     out = pd.DataFrame({
-        "STUDYID": protocol.study.nct_id,
+        "STUDYID": studyid_of(protocol),
         "USUBJID": [usubjid(protocol, c) for c in subjects["subject_code"]],
         "SUBJID": subjects["subject_code"],
         "SITEID": subjects["site_code"],
@@ -94,11 +98,13 @@ def derive_adsl(protocol: Protocol, snap: Snapshot) -> pd.DataFrame:
         "WEIGHTBL": subjects.get("weight_kg"),
         "ARMCD": subjects["arm_code"],
         "ARM": subjects["arm_code"].map(arms),
-        "TRT01A": subjects["arm_code"].map(arms),
+        "TRT01P": subjects["arm_code"].map(arms),
+        "TRT01A": subjects["arm_code"].map(arms).where(subjects["infusion_date"].notna()),
         "RFICDT": subjects["consent_date"],
         "SCRNDT": subjects["screening_date"],
         "ENRLDT": subjects["enrolled_date"],
         "TRTSDT": subjects["infusion_date"],
+        "TRTEDT": subjects["infusion_date"],  # one infusion: first = last exposure
         "SCRNFL": "Y",
         "ELIGFL": np.where(subjects["eligible"].astype("boolean").fillna(False), "Y", "N"),
         "IEFAIL": subjects["eligibility_failed"].map(lambda x: ", ".join(x) if x else ""),
@@ -149,8 +155,16 @@ def _formula_values(frame: pd.DataFrame, adsl: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> pd.DataFrame:
-    """Efficacy BDS dataset: every endpoint and supportive parameter at baseline and follow-up."""
+def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame,
+                 trace: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Efficacy BDS dataset: every endpoint and supportive parameter at baseline and follow-up.
+
+    ``trace`` (from :func:`regenheart.derive.sdtm.build_sdtm_traced`) links each record read from a form
+    field or instrument score to its SDTM record: SRCDOM, SRCVAR and SRCSEQ (null for values computed
+    here from several records, e.g. LV mass). Without it, the SDTM is built from the same snapshot.
+    """
+    if trace is None:
+        trace = build_sdtm_traced(snap, protocol)[1]
     if protocol.endpoints is None:  # no parameters to analyse (e.g. a protocol drafted from a REDCap project)
         return pd.DataFrame(columns=["USUBJID", "SUBJID", "PARAMCD", "PARAM", "PARAMN", "AVAL", "AVISIT", "AVISITN",
                                      "VISIT", "ADT", "ADY", "PDAY", "ABLFL", "BASE", "CHG", "PCHG", "ANL01FL",
@@ -203,6 +217,7 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> pd.D
                 "PARAM": f"{label} ({unit})", "PARAMN": paramn, "AVAL": np.nan if value is None else float(value),
                 "AVISIT": avisit, "AVISITN": avisitn, "VISIT": visit_code, "ADT": adt,
                 "ADY": cdisc_day(adt, trtsdt.get(subject_code)), "PDAY": pday,
+                "_form": None if _formula else form, "_item": None if _formula else source,
             })
     adeff = pd.DataFrame(rows)
     if adeff.empty:
@@ -226,7 +241,27 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> pd.D
     chosen = ranked.sort_values("_dist").groupby(["SUBJID", "PARAMCD", "AVISITN"]).head(1).index
     adeff.loc[chosen, "ANL01FL"] = "Y"
     adeff["SYNTHFL"] = adeff["SUBJID"].map(adsl.set_index("SUBJID")["SYNTHFL"])
+    adeff = _trace_to_sdtm(adeff, trace)
+    adeff.insert(0, "STUDYID", studyid_of(protocol))
+    treatment = adsl.set_index("SUBJID")
+    adeff["TRTP"] = adeff["SUBJID"].map(treatment["TRT01P"])
+    adeff["TRTA"] = adeff["SUBJID"].map(treatment["TRT01A"])
     return adeff.sort_values(["PARAMN", "SUBJID", "AVISITN"], na_position="last").reset_index(drop=True)
+
+
+def _trace_to_sdtm(adeff: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
+    """SRCDOM/SRCVAR/SRCSEQ from the SDTM trace; AVALC = the SDTM character result where it is not a number."""
+    links = trace.rename(columns={"subject_code": "SUBJID", "visit_code": "VISIT", "form": "_form",
+                                  "item": "_item", "DOMAIN": "SRCDOM", "SEQ": "SRCSEQ", "SRCVAR": "SRCVAR"})
+    links = links.drop_duplicates(["SUBJID", "VISIT", "_form", "_item"])[
+        ["SUBJID", "VISIT", "_form", "_item", "SRCDOM", "SRCSEQ", "SRCVAR", "STRESC"]]
+    out = adeff.merge(links, on=["SUBJID", "VISIT", "_form", "_item"], how="left")
+    out["SRCSEQ"] = pd.to_numeric(out["SRCSEQ"], errors="coerce").astype("Int64")
+    # A coded result (NYHA class) is text in SDTM (--STRESC); ADaM keeps that text in AVALC beside the number.
+    text = out["SRCVAR"].fillna("").str.endswith("STRESC")
+    out["AVALC"] = out["STRESC"].where(text, None)
+    out = out.drop(columns=["STRESC"])
+    return out.drop(columns=["_form", "_item"])
 
 
 def add_efficacy_flag(adsl: pd.DataFrame, adeff: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
@@ -321,8 +356,176 @@ class AnalysisDatasets:
 def derive_all(protocol: Protocol, snap: Snapshot) -> AnalysisDatasets:
     """Derive every analysis dataset from a snapshot."""
     adsl = derive_adsl(protocol, snap)
-    adeff = derive_adeff(protocol, snap, adsl)
+    _, trace = build_sdtm_traced(snap, protocol)
+    adeff = derive_adeff(protocol, snap, adsl, trace)
     adsl = add_efficacy_flag(adsl, adeff, protocol)
     adae = derive_adae(protocol, snap, adsl)
     adpse = derive_adpse(protocol, snap, adsl, adae)
     return AnalysisDatasets(adsl, adeff, adae, adpse)
+
+
+# ---- ADaM datasets with metadata (ADaMIG 1.3) -------------------------------------------------------
+_T, _F, _I, _D = "text", "float", "integer", "date"
+# name: (label <= 40, type, origin, source)
+_ADAM_VARIABLES: dict[str, tuple[str, str, str, str | None]] = {
+    "STUDYID": ("Study Identifier", _T, "Predecessor", "DM.STUDYID"),
+    "USUBJID": ("Unique Subject Identifier", _T, "Predecessor", "DM.USUBJID"),
+    "SUBJID": ("Subject Identifier for the Study", _T, "Predecessor", "DM.SUBJID"),
+    "SITEID": ("Study Site Identifier", _T, "Predecessor", "DM.SITEID"),
+    "AGE": ("Age", _I, "Predecessor", "DM.AGE"), "AGEU": ("Age Units", _T, "Predecessor", "DM.AGEU"),
+    "SEX": ("Sex", _T, "Predecessor", "DM.SEX"),
+    "HEIGHTBL": ("Baseline Height (cm)", _F, "Predecessor", "VS.VSSTRESN"),
+    "WEIGHTBL": ("Baseline Weight (kg)", _F, "Predecessor", "VS.VSSTRESN"),
+    "BMIBL": ("Baseline BMI (kg/m2)", _F, "Derived", "MT.BMIBL"),
+    "BSABL": ("Baseline BSA, Mosteller (m2)", _F, "Derived", "MT.BSABL"),
+    "ARMCD": ("Planned Arm Code", _T, "Predecessor", "DM.ARMCD"),
+    "ARM": ("Description of Planned Arm", _T, "Predecessor", "DM.ARM"),
+    "TRT01P": ("Planned Treatment for Period 01", _T, "Derived", "MT.TRT01"),
+    "TRT01A": ("Actual Treatment for Period 01", _T, "Derived", "MT.TRT01"),
+    "TRTP": ("Planned Treatment", _T, "Predecessor", "ADSL.TRT01P"),
+    "TRTA": ("Actual Treatment", _T, "Predecessor", "ADSL.TRT01A"),
+    "RFICDT": ("Date of Informed Consent", _D, "Derived", "DM.RFICDTC"),
+    "SCRNDT": ("Date of Screening", _D, "Derived", "DM.DMDTC"),
+    "ENRLDT": ("Date of Enrollment", _D, "Collected", "enrolment"),
+    "TRTSDT": ("Date of First Exposure to Treatment", _D, "Derived", "EX.EXSTDTC"),
+    "TRTEDT": ("Date of Last Exposure to Treatment", _D, "Derived", "EX.EXENDTC"),
+    "SCRNFL": ("Screened Population Flag", _T, "Derived", "MT.POP"),
+    "ELIGFL": ("Eligible Flag", _T, "Derived", "MT.POP"),
+    "IEFAIL": ("Eligibility Criteria Not Met", _T, "Derived", "IE.IETESTCD"),
+    "ENRLFL": ("Enrolled Population Flag", _T, "Derived", "MT.POP"),
+    "SAFFL": ("Safety Population Flag", _T, "Derived", "MT.POP"),
+    "EFFFL": ("Efficacy Population Flag", _T, "Derived", "MT.EFFFL"),
+    "EOSSTT": ("End of Study Status", _T, "Derived", "DS.DSDECOD"),
+    "DCSREAS": ("Reason for Discontinuation from Study", _T, "Derived", "DS.DSDECOD"),
+    "DCSREASP": ("Reason Spec for Discont from Study", _T, "Derived", "DS.DSTERM"),
+    "EOSDT": ("End of Study Date", _D, "Derived", "DS.DSSTDTC"),
+    "DTHFL": ("Subject Death Flag", _T, "Derived", "DM.DTHFL"),
+    "DTHDT": ("Date of Death", _D, "Derived", "DS.DSSTDTC"),
+    "SYNTHFL": ("Synthetic Data Flag", _T, "Assigned", None),
+    "HFETIOL": ("Heart Failure Etiology", _T, "Predecessor", "MH.MHTERM"),
+    "ICDFL": ("ICD Implanted Flag", _T, "Predecessor", "PR.PROCCUR"),
+    "PARAMCD": ("Parameter Code", _T, "Assigned", None), "PARAM": ("Parameter", _T, "Assigned", None),
+    "PARAMN": ("Parameter (N)", _I, "Assigned", None),
+    "AVAL": ("Analysis Value", _F, "Derived", "MT.AVAL"), "AVALC": ("Analysis Value (C)", _T, "Predecessor", None),
+    "AVISIT": ("Analysis Visit", _T, "Derived", "MT.AVISIT"), "AVISITN": ("Analysis Visit (N)", _F, "Derived", "MT.AVISIT"),
+    "VISIT": ("Visit Code", _T, "Collected", "visit"), "ADT": ("Analysis Date", _D, "Derived", "MT.ADT"),
+    "ADY": ("Analysis Relative Day", _I, "Derived", "MT.ADY"),
+    "PDAY": ("Protocol Day (Day 0 = Infusion)", _I, "Derived", "MT.PDAY"),
+    "AWTARGET": ("Analysis Window Target", _I, "Derived", "MT.AVISIT"),
+    "AWLO": ("Analysis Window Beginning Timepoint", _I, "Derived", "MT.AVISIT"),
+    "AWHI": ("Analysis Window Ending Timepoint", _I, "Derived", "MT.AVISIT"),
+    "ABLFL": ("Baseline Record Flag", _T, "Derived", "MT.ABLFL"), "BASE": ("Baseline Value", _F, "Derived", "MT.ABLFL"),
+    "CHG": ("Change from Baseline", _F, "Derived", "MT.CHG"), "PCHG": ("Percent Change from Baseline", _F, "Derived", "MT.CHG"),
+    "ANL01FL": ("Analysis Flag 01", _T, "Derived", "MT.ANL01FL"),
+    "SRCDOM": ("Source Data", _T, "Derived", "MT.SRC"), "SRCVAR": ("Source Variable", _T, "Derived", "MT.SRC"),
+    "SRCSEQ": ("Source Sequence Number", _I, "Derived", "MT.SRC"),
+    "AESEQ": ("Sequence Number", _I, "Predecessor", "AE.AESEQ"),
+    "AETERM": ("Reported Term for the Adverse Event", _T, "Predecessor", "AE.AETERM"),
+    "AECAT": ("Category for Adverse Event (Code)", _T, "Collected", "adverse_events.category"),
+    "AECATDC": ("Category for Adverse Event", _T, "Predecessor", "AE.AECAT"),
+    "ASTDT": ("Analysis Start Date", _D, "Derived", "AE.AESTDTC"), "AENDT": ("Analysis End Date", _D, "Derived", "AE.AEENDTC"),
+    "ASTDY": ("Analysis Start Relative Day", _I, "Derived", "MT.ADY"),
+    "AETOXGR": ("Standard Toxicity Grade", _I, "Predecessor", "AE.AETOXGR"),
+    "AESER": ("Serious Event", _T, "Predecessor", "AE.AESER"),
+    "SAECRIT": ("Serious Criteria Met", _T, "Derived", "AE.AESDTH-AESMIE"),
+    "AREL": ("Analysis Causality (Cell Product)", _T, "Collected", "adverse_events.related_product"),
+    "ARELPR": ("Analysis Causality (Procedure)", _T, "Predecessor", "SUPPAE.QVAL (AERELPRC)"),
+    "AEOUT": ("Outcome of Adverse Event (Code)", _T, "Collected", "adverse_events.outcome"),
+    "TRTEMFL": ("Treatment Emergent Analysis Flag", _T, "Derived", "MT.TRTEMFL"),
+    "PERIFL": ("Peri-procedural (Day 0-5) Flag", _T, "Derived", "MT.PERIFL"),
+    "PRIMFL": ("Primary Safety Composite Flag", _T, "Derived", "MT.PRIMFL"),
+    "SOURCE": ("Source of Event", _T, "Derived", "MT.ADPSE"),
+    "PSECOMP": ("Primary Safety Composite Component", _T, "Derived", "MT.ADPSE"),
+    "DETAIL": ("Event Detail", _T, "Derived", "MT.ADPSE"),
+}
+_RECORD_FLAGS = ("ABLFL", "ANL01FL", "TRTEMFL", "PERIFL", "PRIMFL", "DTHFL")  # Y or null (ADaMIG 1.3)
+_ADAM_METHODS = {
+    "MT.POP": "SCRNFL = Y for every screened subject; ELIGFL from the eligibility evaluation; ENRLFL = Y when "
+              "enrolled; SAFFL = Y when the cells were infused (Y/N).",
+    "MT.EFFFL": "EFFFL = Y: infused, with a baseline and at least one analysed post-baseline value of a "
+                "secondary endpoint.",
+    "MT.TRT01": "TRT01P = the planned arm; TRT01A = the arm when the subject was treated (infused), else null.",
+    "MT.BMIBL": "Weight (kg) / height (m)^2 at baseline.",
+    "MT.BSABL": "Mosteller: sqrt(height (cm) x weight (kg) / 3600) at baseline.",
+    "MT.AVAL": "The SDTM standardized numeric result (SRCDOM.SRCVAR at SRCSEQ); for a coded result the class "
+               "number (AVALC = the SDTM text); for LVFS, LV mass, LVMI, RWT, eGFR and 6MWD % predicted the "
+               "formula in the methods of the report (no single source record).",
+    "MT.AVISIT": "The protocol window containing the protocol day (PDAY); the baseline visit is 'Baseline'; "
+                 "outside every window 'Out of window' (AVISITN null).",
+    "MT.ADT": "The visit date of the source record.",
+    "MT.ADY": "ADT - TRTSDT + 1 on or after TRTSDT, ADT - TRTSDT before it (no day 0).",
+    "MT.PDAY": "ADT - TRTSDT (the protocol's day-0 convention).",
+    "MT.ABLFL": "Y on the baseline-visit record with a value; BASE = its AVAL per subject and parameter.",
+    "MT.CHG": "CHG = AVAL - BASE and PCHG = 100 x CHG / BASE on post-baseline records.",
+    "MT.ANL01FL": "Y on the one record per subject, parameter and analysis visit nearest the target day.",
+    "MT.SRC": "The SDTM record the value was read from (domain, variable, --SEQ).",
+    "MT.TRTEMFL": "Y when the onset is on or after day 0 (the infusion).",
+    "MT.PERIFL": "Y when the onset is within the primary endpoint's window (protocol days 0-5).",
+    "MT.PRIMFL": "Y for a peri-procedural event in the primary composite categories or of CTCAE grade >= 3.",
+    "MT.ADPSE": "One record per primary-composite event: adverse events with PRIMFL = Y, catheterization "
+                "TIMI flow after infusion at or below the protocol threshold, and in-hospital temperatures at "
+                "or above the fever threshold within the window.",
+}
+_ADAM_SPECS = {
+    "ADSL": ("Subject-Level Analysis Dataset", "SUBJECT LEVEL ANALYSIS DATASET", "One record per subject",
+             ["STUDYID", "USUBJID"]),
+    "ADEFF": ("Efficacy Analysis Dataset", "BASIC DATA STRUCTURE",
+              "One record per subject per parameter per assessment", ["STUDYID", "USUBJID", "PARAMCD", "ADT",
+                                                                      "AVISITN"]),
+    "ADAE": ("Adverse Events Analysis Dataset", "OCCURRENCE DATA STRUCTURE", "One record per adverse event",
+             ["STUDYID", "USUBJID", "AESEQ"]),
+    "ADPSE": ("Primary Safety Composite Events", "ADAM OTHER",
+              "One record per primary safety composite event per subject", ["STUDYID", "USUBJID", "SOURCE", "PDAY"]),
+}
+
+
+def _adam_dataset(name: str, frame: pd.DataFrame, protocol: Protocol) -> Dataset:
+    label, klass, structure, keys = _ADAM_SPECS[name]
+    frame = frame.copy()
+    if "STUDYID" not in frame:
+        frame.insert(0, "STUDYID", studyid_of(protocol))
+    variables = []
+    for column in frame.columns:
+        vlabel, typ, origin, source = _ADAM_VARIABLES[column]
+        if column in _RECORD_FLAGS:
+            frame[column] = frame[column].where(frame[column] == "Y", None)
+        if typ == _I:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
+        elif typ == _F:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        elif typ == _T:
+            frame[column] = frame[column].astype(object).where(frame[column].notna() & (frame[column] != ""), None)
+        codelist = {"SEX": "C66731", "AGEU": "C66781", "AESER": "C66742", "SAFFL": "C66742", "ENRLFL": "C66742",
+                    "SCRNFL": "C66742", "EFFFL": "C66742", "ELIGFL": "C66742"}.get(column)
+        if column in _RECORD_FLAGS:
+            codelist = "C66742"
+        variables.append(Variable(name=column, label=vlabel, type=typ, origin=origin, source=source,
+                                  core="Req" if column in keys or column in ("PARAMCD", "PARAM", "AVAL") else "Perm",
+                                  codelist=codelist, display_format="DATE9." if typ == _D else None))
+    methods = sorted({v.source for v in variables if v.source and v.source.startswith("MT.")})
+    value_level = []
+    if name == "ADEFF" and not frame.empty:
+        firsts = frame.drop_duplicates("PARAMCD")
+        for _, row in firsts.iterrows():
+            traced = isinstance(row.get("SRCDOM"), str)
+            value_level.append(ValueLevel(
+                variable="AVAL", where_variable="PARAMCD", where_value=row["PARAMCD"], label=row["PARAM"][:40],
+                type="float", unit=row["PARAM"].rsplit("(", 1)[-1].rstrip(")") if "(" in row["PARAM"] else None,
+                origin="Predecessor" if traced else "Derived",
+                source=f"{row['SRCDOM']}.{row['SRCVAR']}" if traced else "MT.AVAL"))
+    comment = ("Synthetic data: generated by regenheart.synth, not trial results." if
+               "SYNTHFL" in frame and (frame["SYNTHFL"] == "Y").any() else None)
+    return Dataset(name=name, label=label, standard="ADaM", structure=structure, klass=klass, keys=keys,
+                   variables=variables, records=frame.reset_index(drop=True), value_level=value_level,
+                   methods=[Method(m, m.removeprefix("MT."), _ADAM_METHODS[m]) for m in methods if m in _ADAM_METHODS],
+                   comment=comment)
+
+
+def adam_datasets(snapshot: Snapshot, protocol: Protocol) -> dict[str, Dataset]:
+    """ADSL, ADEFF, ADAE and ADPSE as :class:`Dataset` objects with ADaM metadata (names <= 8, labels <= 40,
+    origins, methods, value-level metadata of AVAL per PARAMCD); record flags are Y or null."""
+    data = derive_all(protocol, snapshot)
+    return {"ADSL": _adam_dataset("ADSL", data.adsl, protocol),
+            "ADEFF": _adam_dataset("ADEFF", data.adeff, protocol),
+            "ADAE": _adam_dataset("ADAE", data.adae, protocol),
+            "ADPSE": _adam_dataset("ADPSE", data.adpse, protocol)}

@@ -36,7 +36,7 @@ def build_sdtm_traced(snapshot: Snapshot, protocol: Protocol) -> tuple[dict[str,
     """The SDTM datasets plus a trace of findings records to their source.
 
     The trace has one row per findings record: ``subject_code``, ``visit_code``, ``form``, ``item`` (field or
-    score name), ``DOMAIN``, ``SEQ`` (--SEQ) and ``SRCVAR`` (the standardized result variable), so that an
+    score name), ``DOMAIN``, ``SEQ`` (--SEQ), ``SRCVAR`` (the standardized result variable) and ``STRESC``, so that an
     analysis dataset can say exactly which SDTM record each value came from.
     """
     ctx = make_context(snapshot, protocol)
@@ -82,6 +82,6 @@ def build_sdtm_traced(snapshot: Snapshot, protocol: Protocol) -> tuple[dict[str,
     last = iso(pd.Series([dm["RFPENDTC"].dropna().max()])).iloc[0] if closed and dm["RFPENDTC"].notna().any() else None
     out["TS"] = build_ts(ctx, treated, first, last)
     trace = pd.concat(traces, ignore_index=True) if traces else pd.DataFrame(
-        columns=["subject_code", "visit_code", "form", "item", "DOMAIN", "SEQ", "SRCVAR"])
+        columns=["subject_code", "visit_code", "form", "item", "DOMAIN", "SEQ", "SRCVAR", "STRESC"])
     return out, trace
 

@@ -77,7 +77,7 @@ def build_ae(ctx: Context) -> tuple[Dataset | None, pd.DataFrame, pd.DataFrame]:
     for flag in ("AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE"):
         if flag in rec:  # a serious event's criteria not ticked are N; a non-serious event's are null
             rec[flag] = np.where(rec[flag].notna(), rec[flag], np.where(rec.get("AESER") == "Y", "N", None))
-    rec = assign_seq(rec, "AE", ["AESTDTC", "_key"])
+    rec = assign_seq(rec, "AE", ["_key"])  # AESEQ follows the log sequence, so ADAE.AESEQ traces to it
     order = ["STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AESPID", "AETERM", "AEDECOD", "AECAT", "AEBODSYS", "AESER",
              "AEREL", "AEOUT", "AESCONG", "AESDISAB", "AESDTH", "AESHOSP", "AESLIFE", "AESMIE", "AETOXGR", "EPOCH",
              "AESTDTC", "AEENDTC", "AESTDY", "AEENDY"]

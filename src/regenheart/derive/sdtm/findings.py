@@ -215,7 +215,8 @@ def finish_findings(ctx: Context, domain: str, raw: pd.DataFrame,
                        comment="; ".join(comments) or None)
     trace = pd.DataFrame({"subject_code": rec["subject_code"], "visit_code": rec["_visit"], "form": rec["_form"],
                           "item": rec["_item"], "DOMAIN": domain, "SEQ": rec[f"{domain}SEQ"].to_numpy(),
-                          "SRCVAR": np.where(rec[f"{domain}STRESN"].notna(), f"{domain}STRESN", f"{domain}STRESC")})
+                          "SRCVAR": np.where(rec[f"{domain}STRESN"].notna(), f"{domain}STRESN", f"{domain}STRESC"),
+                          "STRESC": rec[f"{domain}STRESC"].to_numpy()})
     return ds, trace
 
 
