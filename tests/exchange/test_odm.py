@@ -66,8 +66,12 @@ def study(tmp_path_factory, protocol):
     accounts = AccountService(engine, protocol)
     accounts.create_user(Actor("admin", "admin"), "inv.smith", "investigator", PASSWORD, site="01",
                          full_name="Irene Smith")
-    WorkflowService(engine, protocol, accounts).sign(Actor("inv.smith", "investigator", "01"), first.code, "SCR",
-                                                     "eligibility", password=PASSWORD)
+    workflow = WorkflowService(engine, protocol, accounts)
+    workflow.sign(Actor("inv.smith", "investigator", "01"), first.code, "SCR", "eligibility", password=PASSWORD)
+    workflow.verify(Actor("mon1", "monitor"), first.code, "SCR", "demographics")
+    workflow.lock(Actor("dm1", "data_manager"), first.code, "SCR", "medical_history", reason="database lock")
+    workflow.open_query(Actor("mon1", "monitor"), first.code, "SCR", "vital_signs", "sbp_mmhg",
+                        "Please confirm the systolic pressure against the source")
     result = write_odm(engine, protocol, folder / "study.xml")
     return {"engine": engine, "path": folder / "study.xml", "result": result, "cohort": cohort, "folder": folder,
             "signed": (first.code, "SCR", "eligibility"), "m1": (first.code, m1),
@@ -662,3 +666,23 @@ def test_metadata_only_export_is_valid_and_matches_the_full_export(study, doc, s
     assert etree.tostring(alone, method="c14n") == etree.tostring(full, method="c14n")
     missing = runner.invoke(app, ["export", "odm", "--out", str(out)])
     assert missing.exit_code == 2 and "--db is required" in " ".join(missing.output.split())
+
+
+def test_workflow_state_and_queries_are_annotations(study, doc):
+    code = study["signed"][0]
+
+    def annotations(form: str) -> list[etree._Element]:
+        return doc.findall(f"odm:ClinicalData/odm:SubjectData[@SubjectKey='{code}']/odm:StudyEventData"
+                           f"[@StudyEventOID='SE.SCR']/odm:FormData[@FormOID='F.{form.upper()}']/odm:Annotation", NS)
+
+    def flags(annotation: etree._Element) -> dict[str, str]:
+        return {f.findtext("odm:FlagType", namespaces=NS): f.findtext("odm:FlagValue", namespaces=NS)
+                for f in annotation.findall("odm:Flag", NS)}
+
+    assert flags(annotations("demographics")[0]) == {"STATUS": "complete", "SDV": "Y", "LOCK": "N"}
+    assert flags(annotations("medical_history")[0]) == {"STATUS": "complete", "SDV": "N", "LOCK": "Y"}
+    state, query = annotations("vital_signs")
+    assert flags(state)["LOCK"] == "N" and flags(query) == {"QUERY": "open"}
+    comment = query.findtext("odm:Comment", namespaces=NS)
+    assert comment.startswith("Query 1 on sbp_mmhg (open): open by mon1 (monitor)")
+    assert comment.endswith("Please confirm the systolic pressure against the source")

@@ -24,7 +24,10 @@ The file is valid against the official ``ODM1-3-2.xsd`` (the tests check it with
   ``visit`` form at every visit. The current electronic signature of a signed form is a
   ``Signature`` on its ``FormData``. An absent value is not written.
 
-Not exported (ODM 1.3.2 has no element for them): source-data verification, locks and data queries.
+ODM 1.3.2 has no element for the EDC workflow, so each form's status, source-data verification and
+lock are ``Flag``s of an ``Annotation`` on its ``FormData`` (code lists ``CL.REGENHEART.FLAGTYPE`` and
+``CL.REGENHEART.FLAGVALUE``), and each data query is an ``Annotation`` with its whole thread as the
+``Comment`` and its status as a flag. Not exported: the randomization list.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 
 from lxml import etree
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from regenheart import __version__
 from regenheart.protocol.models import FieldDef, Protocol
@@ -48,6 +51,7 @@ from regenheart.store.db import DatabaseError
 from regenheart.store.models import (
     AdverseEvent,
     AuditRecord,
+    DataQuery,
     DerivedValue,
     FormRecord,
     ItemValue,
@@ -70,6 +74,12 @@ SUBJECT_FORM, SUBJECT_GROUP = "F.SUBJECT", "IG.SUBJECT"
 AE_FORM, AE_GROUP = "F.AE", "IG.AE"
 DS_FORM, DS_GROUP = "F.DS", "IG.DS"
 YES_NO_LIST = "CL.REGENHEART.NY"
+# Form workflow state as ODM Annotation flags (ODM 1.3.2 has no SDV, lock or query element).
+FLAG_TYPES, FLAG_VALUES = "CL.REGENHEART.FLAGTYPE", "CL.REGENHEART.FLAGVALUE"
+FLAG_TYPE_DECODES = {"STATUS": "Form status", "SDV": "Source data verified by a monitor",
+                     "LOCK": "Locked by data management", "QUERY": "Data query status"}
+FLAG_VALUE_DECODES = {"complete": "Complete", "incomplete": "Incomplete", "Y": "Yes", "N": "No",
+                      "open": "Open", "answered": "Answered", "closed": "Closed"}
 
 # Subject-level facts: database column -> (item name, data type, derived by capture?, description).
 SUBJECT_ITEMS: dict[str, tuple[str, str, bool, str]] = {
@@ -266,6 +276,8 @@ class _Metadata:
                 "integer" if all(isinstance(i.code, int) for i in items) else "text",
                 [(str(i.code), i.decode) for i in items])
         self.codelists[YES_NO_LIST] = ("text", [("Y", "Yes"), ("N", "No")])
+        self.codelists[FLAG_TYPES] = ("text", list(FLAG_TYPE_DECODES.items()))
+        self.codelists[FLAG_VALUES] = ("text", list(FLAG_VALUE_DECODES.items()))
         arms = {a.code: a.label for v in protocol.protocol_versions for a in v.arms}
         self.codelists["CL.REGENHEART.ARM"] = ("text", sorted(arms.items()))
         for code, form in protocol.forms.items():
@@ -487,6 +499,7 @@ class _Stored:
     items: dict[int, dict[str, Any]]
     derived: dict[int, dict[str, float | None]]
     aes: dict[int, list[AdverseEvent]]
+    queries: dict[int, list[DataQuery]]  # by form record
 
     @classmethod
     def load(cls, session: Session) -> _Stored:
@@ -506,7 +519,35 @@ class _Stored:
         aes: dict[int, list[AdverseEvent]] = defaultdict(list)
         for ae in session.scalars(select(AdverseEvent).order_by(AdverseEvent.subject_id, AdverseEvent.ae_seq)):
             aes[ae.subject_id].append(ae)
-        return cls(visits, records, items, derived, aes)
+        queries: dict[int, list[DataQuery]] = defaultdict(list)
+        record_of = {(r.subject_id, r.visit_code, r.form_code): r.id for by in records.values() for r in by.values()}
+        for q in session.scalars(select(DataQuery).options(selectinload(DataQuery.messages))
+                                 .order_by(DataQuery.subject_id, DataQuery.query_seq)):
+            record_id = record_of.get((q.subject_id, q.visit_code, q.form_code))
+            if record_id is not None:
+                queries[record_id].append(q)
+        return cls(visits, records, items, derived, aes, queries)
+
+
+def _flag(annotation: etree._Element, flag_type: str, value: str) -> None:
+    flag = _el(annotation, "Flag")
+    _el(flag, "FlagValue", {"CodeListOID": FLAG_VALUES}, value)
+    _el(flag, "FlagType", {"CodeListOID": FLAG_TYPES}, flag_type)
+
+
+def _write_annotations(form_data: etree._Element, record: FormRecord, queries: list[DataQuery]) -> None:
+    """The form's workflow state (status, SDV, lock) and its data queries with their threads, as Annotations."""
+    state = _el(form_data, "Annotation", {"SeqNum": 1})
+    _flag(state, "STATUS", record.status)
+    _flag(state, "SDV", "Y" if record.verified else "N")
+    _flag(state, "LOCK", "Y" if record.locked else "N")
+    for number, query in enumerate(queries, start=2):
+        annotation = _el(form_data, "Annotation", {"SeqNum": number})
+        thread = " | ".join(f"{m.kind} by {m.username} ({m.role}) at {m.ts_utc}" + (f": {m.text}" if m.text else "")
+                            for m in query.messages)
+        _el(annotation, "Comment", {"SponsorOrSite": "Sponsor"},
+            f"Query {query.query_seq} on {query.field} ({query.status}): {thread}")
+        _flag(annotation, "QUERY", query.status)
 
 
 def _check_fits_protocol(p: Protocol, code: str, visits: dict[str, Visit],
@@ -605,6 +646,7 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored,
                 _el(sig, "LocationRef", {"LocationOID": location_oid(site)})
                 _el(sig, "SignatureRef", {"SignatureOID": sigdefs[signature.meaning]})
                 _el(sig, "DateTimeStamp", text=signature.ts_utc)
+            _write_annotations(fd, record, stored_data.queries.get(record.id, []))
             ig = _el(fd, "ItemGroupData", {"ItemGroupOID": group_oid(form_code), "TransactionType": "Insert"})
             for spec in md.forms[form_code]:
                 where = f"subject {code}, {visit.code}/{form_code}.{spec.name}"
