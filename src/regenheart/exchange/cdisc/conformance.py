@@ -351,24 +351,27 @@ def _traceability(c: _Collector, ds: Dataset, sdtm: Mapping[str, Dataset]) -> No
                              "has no SDTM source (SRCDOM/SRCVAR/SRCSEQ)")
     if has_src:
         index = _sdtm_index(sdtm)
-        src_dom, src_var = _text(ds, "SRCDOM"), _text(ds, "SRCVAR")
-        src_seq = numeric(r["SRCSEQ"])
-        subjects = _text(ds, "USUBJID")
-        for i in np.flatnonzero((src_dom != "").to_numpy()):
-            dom, var, seq = src_dom.iloc[i], src_var.iloc[i], src_seq.iloc[i]
+        src_dom, src_var = _text(ds, "SRCDOM").tolist(), _text(ds, "SRCVAR").tolist()
+        src_seq = numeric(r["SRCSEQ"]).tolist()
+        subjects = _text(ds, "USUBJID").tolist()
+        mine = [r[col].tolist() for col in ("AVAL", "AVALC") if col in r.columns]
+        columns: dict[tuple[str, str], list] = {}  # SDTM columns as lists, extracted once
+        for i in (j for j, d in enumerate(src_dom) if d):
+            dom, var, seq = src_dom[i], src_var[i], src_seq[i]
             target = sdtm.get(dom)
-            key = (dom, subjects.iloc[i], None if pd.isna(seq) else int(seq))
-            row = index.get(key)
+            row = index.get((dom, subjects[i], None if pd.isna(seq) else int(seq)))
             if target is None or row is None or var not in target.records.columns:
-                c.add("RH0070", ds.name, "SRCSEQ", _record(ds, int(i)),
+                c.add("RH0070", ds.name, "SRCSEQ", _record(ds, i),
                       f"{dom}.{var} with {dom}SEQ {_num(seq)} for this subject does not exist")
                 continue
-            source_value = target.records[var].iloc[row]
+            if (dom, var) not in columns:
+                columns[(dom, var)] = target.records[var].tolist()
+            source_value = columns[(dom, var)][row]
             # The traced value is AVAL (numeric results) or AVALC (character results, e.g. --STRESC).
-            candidates = [r[col].iloc[i] for col in ("AVAL", "AVALC") if col in r.columns]
+            candidates = [values[i] for values in mine]
             if candidates and not any(_same_value(v, source_value) for v in candidates):
                 shown = " / ".join(repr(as_text(v)) for v in candidates)
-                c.add("RH0071", ds.name, "AVAL", _record(ds, int(i)),
+                c.add("RH0071", ds.name, "AVAL", _record(ds, i),
                       f"{shown} differs from {dom}.{var} = {as_text(source_value)!r} ({dom}SEQ {_num(seq)})")
     # Any ADaM dataset carrying an SDTM --SEQ (e.g. AESEQ in ADAE) must point at an existing SDTM record.
     for dom, target in sdtm.items():
