@@ -258,6 +258,11 @@ def test_two_arm_study_gives_a_two_group_record(protocol, ctgov_study):  # noqa:
     assert set(lvef.analyzed) == {"MSC", "CTRL"}
     if results.get("mmrm", {}).get("results", {}).get("LVEF", {}).get("differences"):
         assert any(set(a.group_keys) == {"MSC", "CTRL"} for a in lvef.analyses)
+    ordinal = results.get("between_arms", {}).get("ordinal", {}).get("NYHA", {})
+    if any(t.get("p_value") is not None for v in ordinal.values() for t in v.get("tests", [])):
+        nyha = next(m for m in record.outcomes if m.source == "NYHA")
+        assert any(a.method == "Wilcoxon (Mann-Whitney)" and set(a.group_keys) == {"MSC", "CTRL"}
+                   for a in nyha.analyses)
     differences = results.get("between_arms", {}).get("primary", {}).get("risk_differences", [])
     if differences and differences[0].get("newcombe_lower") is not None:
         rd = next(a for a in record.outcomes[0].analyses if a.param_type == "Risk Difference (RD)")

@@ -69,6 +69,12 @@ def _risk_difference(results: dict[str, Any]) -> dict[str, Any] | None:
     return next((d for d in differences if d.get("estimate") is not None), None)
 
 
+def _ordinal_between_arms(results: dict[str, Any], paramcd: str, visit: str) -> dict[str, Any] | None:
+    """Between-arm test (Mann-Whitney) of an ordinal endpoint's change at a visit, if any."""
+    tests = results.get("between_arms", {}).get("ordinal", {}).get(paramcd, {}).get(visit, {}).get("tests", [])
+    return next((t for t in tests if t.get("p_value") is not None), None)
+
+
 def _is_synthetic(results: dict[str, Any]) -> bool:
     return bool(results.get("synthetic"))
 
@@ -600,6 +606,14 @@ def _ordinal_outcome(protocol: Protocol, results: dict[str, Any], data: Analysis
                 other_param_name="Percentage of participants improved",
                 group_description=_marked(mark, f"{label}: improvement by at least one class within {groups[0].title}."),
                 method_comment=_marked(mark, "Sign test of improved vs worsened; exact (Clopper-Pearson) CI.")))
+        test = _ordinal_between_arms(results, p.paramcd, visit) if len(groups) == 2 else None
+        if test is not None:
+            analyses.append(Analysis(
+                [test["arm"], test["reference"]], "Other", None, p_value=p_value_text(test["p_value"]),
+                method="Wilcoxon (Mann-Whitney)", test_type="SUPERIORITY",
+                other_param_name="Change from baseline in class (between-arm comparison)",
+                group_description=_marked(mark, f"{label}: {test.get('contrast', 'between arms')}."),
+                method_comment=_marked(mark, f"Mann-Whitney test of the change from baseline ({test.get('method', '')}).")))
     return Measure(
         _marked(mark, outcome.title) or "", "COUNT_OF_PARTICIPANTS", "NA", "Participants", classes,
         {g.key: max((c.analyzed or {}).get(g.key, 0) for c in classes) for g in groups},
