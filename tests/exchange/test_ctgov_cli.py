@@ -97,3 +97,46 @@ def test_analysis_writes_the_ctgov_files_and_the_report_links_the_preview(db, pr
     assert validate(etree.parse(str(out / "ctgov_results_draft.xml")), RRS_XSD) == []
     assert "SYNTHETIC DATA: NOT TRIAL RESULTS" in (out / "ctgov_preview.html").read_text(encoding="utf-8")
     assert '<a href="ctgov_preview.html">' in run.report_path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def real_study_builder(protocol, ctgov_study, monkeypatch):  # noqa: F811
+    """Stand in for the database pipeline with a real (non-synthetic) study whose contact lacks e-mail/phone."""
+    from tests.exchange._ctgov_data import clean_results, complete_protocol, real_data
+
+    from regenheart.cli import ctgov_commands
+    from regenheart.exchange.ctgov.checks import check_results
+    from regenheart.exchange.ctgov.results import build_results
+
+    state = {"protocol": protocol}
+
+    def fake(db, protocol_file, *, draft):
+        record = build_results(state["protocol"], clean_results(ctgov_study.results), real_data(ctgov_study.data),
+                               draft=draft)
+        return state["protocol"], record, check_results(record)
+
+    monkeypatch.setattr(ctgov_commands, "build_from_database", fake)
+    state["complete"] = complete_protocol(protocol)
+    return state
+
+
+def test_real_record_with_prs_errors_is_written_only_as_draft(real_study_builder, tmp_path):
+    out = tmp_path / "results.xml"
+    refused = runner.invoke(app, ["ctgov", "results", "--db", "x.db", "--out", str(out)])
+    assert refused.exit_code == 2 and not out.exists()
+    assert "pointOfContact/email" in refused.output and "nothing written" in refused.output
+    drafted = runner.invoke(app, ["ctgov", "results", "--db", "x.db", "--out", str(out), "--draft"])
+    assert drafted.exit_code == 0, drafted.output
+    text = out.read_text(encoding="utf-8")
+    assert "[DRAFT]" in text and "SYNTHETIC" not in text
+    assert validate(etree.parse(str(out)), RRS_XSD) == []
+
+
+def test_clean_real_record_is_written_unmarked(real_study_builder, tmp_path):
+    real_study_builder["protocol"] = real_study_builder["complete"]
+    out = tmp_path / "results.xml"
+    result = runner.invoke(app, ["ctgov", "results", "--db", "x.db", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "[DRAFT]" not in text and "SYNTHETIC" not in text and "<!--" not in text
+    assert validate(etree.parse(str(out)), RRS_XSD) == []
