@@ -137,7 +137,9 @@ def test_subject_detail_has_visits_form_status_and_next_visit(client, auth):
     forms = {f["form"]: f for f in visits["SCR"]["forms"]}
     assert forms["nyha"]["status"] == "locked" and forms["echo"]["open_queries"] == 1
     assert forms["echo"]["status"] == "complete" and forms["cardiac_ct"]["status"] == "not_started"
-    assert subject["next_visit"]["visit"] == "D1" and subject["next_visit"]["state"] == "overdue"
+    # next visit = the first visit with required forms not entered: baseline (8 of 13 SCR forms missing)
+    assert subject["next_visit"]["visit"] == "SCR" and subject["next_visit"]["state"] == "overdue"
+    assert subject["next_visit"]["missing"] == 8
     assert subject["open_queries"] == 1
 
 

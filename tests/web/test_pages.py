@@ -79,7 +79,8 @@ def test_subject_list_shows_status_and_next_visit_window(browser):
     html = browser("coord1").get("/subjects").text
     assert "01-001" in html and "02-001" not in html  # site 01 account
     assert "infused (on study)" in html
-    assert "target <time>2025-01-25</time>" in html and "overdue" in html  # D1 is day 1 after the infusion
+    # the first visit with forms missing: baseline (window day -30 to -1, target day -14)
+    assert "target <time>2025-01-10</time>" in html and "overdue" in html and "8 of 13 forms missing" in html
 
 
 def test_casebook_grid_shows_cell_states(browser):

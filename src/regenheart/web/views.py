@@ -19,7 +19,8 @@ from regenheart.capture.errors import NotFound
 from regenheart.capture.permissions import Actor
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.models import Visit as VisitDef
-from regenheart.store.models import AdverseEvent, AuditRecord, DataQuery, FormRecord, Subject, Visit
+from regenheart.store.models import AdverseEvent, AuditRecord, DataQuery, FormRecord, Subject
+from regenheart.web import dashboard
 
 UNRESOLVED = ("open", "answered")
 CELL_LABELS = {
@@ -56,31 +57,21 @@ def window_dates(visit: VisitDef, infusion: dt.date | None) -> dict[str, str | N
             "window_end": (infusion + dt.timedelta(days=visit.window[1])).isoformat()}
 
 
-def next_visit(protocol: Protocol, subject: Subject, recorded: set[str], today: dt.date) -> dict[str, Any] | None:
-    """The next visit due: the first scheduled visit after the last recorded one, with its window.
+def subject_facts(subject: Subject) -> dashboard.SubjectFacts:
+    return dashboard.SubjectFacts(subject.id, subject.subject_code, subject.site_code, subject.status,
+                                  subject.screening_date, subject.enrolled_date, subject.infusion_date,
+                                  subject.disposition_date)
 
-    ``state``: ``upcoming`` (window not open yet), ``due`` (inside the window), ``overdue`` (window
-    passed), ``pending`` (dates not known yet: before infusion), or ``action`` for a step that is not a
-    visit (eligibility, enrolment).
+
+def next_visit(protocol: Protocol, subject: Subject, rows: dashboard.StudyRows, today: dt.date) -> dict[str, Any] | None:
+    """The next visit: the first visit with required forms not entered (``dashboard.first_missing_visit``).
+
+    ``state``: ``overdue`` (window closed), ``due`` (inside the window), ``upcoming`` (window not open
+    yet), ``pending`` (dates not known yet: before infusion), or ``action`` for a step that is not a
+    visit (eligibility, enrolment); ``missing`` of ``forms`` forms of that visit are not entered.
     """
-    if subject.status in ("completed", "discontinued", "screen_failed"):
-        return None
-    order = protocol.visit_codes
-    baseline = protocol.baseline_visit.code
-    if subject.status in ("screening", "eligible") and baseline in recorded:
-        step = "enrolment" if subject.status == "eligible" else "eligibility evaluation"
-        return {"visit": None, "label": step, "target_date": None, "window_start": None, "window_end": None,
-                "state": "action"}
-    last = max((order.index(c) for c in recorded), default=-1)
-    for visit in protocol.visits[last + 1:]:
-        dates = window_dates(visit, subject.infusion_date)
-        state = "pending"
-        if dates["target_date"]:
-            start = dt.date.fromisoformat(dates["window_start"])  # type: ignore[arg-type]
-            end = dt.date.fromisoformat(dates["window_end"])  # type: ignore[arg-type]
-            state = "overdue" if today > end else ("due" if today >= start else "upcoming")
-        return {"visit": visit.code, "label": visit.label, **dates, "state": state}
-    return None
+    facts = subject_facts(subject)
+    return dashboard.first_missing_visit(protocol, facts, dashboard.subject_grid(protocol, facts, rows, today))
 
 
 @dataclass(frozen=True)
@@ -116,7 +107,7 @@ def _unresolved_counts(session: Session, subject_ids: list[int] | None = None) -
     return {(s, v, f): n for s, v, f, n in session.execute(stmt)}
 
 
-def subject_summary(protocol: Protocol, subject: Subject, recorded: set[str], today: dt.date,
+def subject_summary(protocol: Protocol, subject: Subject, rows: dashboard.StudyRows, today: dt.date,
                     open_queries: int) -> dict[str, Any]:
     failed = json.loads(subject.eligibility_failed) if subject.eligibility_failed else []
     return {
@@ -128,7 +119,7 @@ def subject_summary(protocol: Protocol, subject: Subject, recorded: set[str], to
             "status": subject.disposition, "date": _iso(subject.disposition_date),
             "reason": subject.disposition_reason},
         "synthetic": subject.synthetic, "version": subject.version, "open_queries": open_queries,
-        "next_visit": next_visit(protocol, subject, recorded, today),
+        "next_visit": next_visit(protocol, subject, rows, today),
     }
 
 
@@ -136,24 +127,40 @@ def _iso(value: dt.date | None) -> str | None:
     return value.isoformat() if value else None
 
 
+SUBJECT_SORTS = ("subject", "site", "status", "screened", "infusion", "next", "queries")
+_NEXT_ORDER = {"overdue": 0, "due": 1, "action": 2, "upcoming": 3, "pending": 4}
+
+
 def list_subjects(engine: Engine, protocol: Protocol, actor: Actor, today: dt.date,
-                  status: str | None = None) -> list[dict[str, Any]]:
+                  status: str | None = None, *, site: str | None = None, search: str | None = None,
+                  sort: str = "subject", descending: bool = False) -> list[dict[str, Any]]:
+    """Subjects the actor sees, filtered by status and site, searched by subject code, sorted by ``sort``
+    (one of :data:`SUBJECT_SORTS`; ``next`` puts overdue first, then due, then by target date)."""
     _require_view(actor)
     with Session(engine) as session:
-        stmt = select(Subject).order_by(Subject.subject_code)
-        if actor.site is not None:
-            stmt = stmt.where(Subject.site_code == actor.site)
+        rows = dashboard.load_study(session, actor, site)
+        stmt = select(Subject).where(Subject.id.in_([s.id for s in rows.subjects])).order_by(Subject.subject_code)
         if status:
             stmt = stmt.where(Subject.status == status)
         subjects = session.scalars(stmt).all()
-        ids = [s.id for s in subjects]
-        recorded: dict[int, set[str]] = {i: set() for i in ids}
-        for sid, code in session.execute(select(Visit.subject_id, Visit.visit_code).where(Visit.subject_id.in_(ids))):
-            recorded[sid].add(code)
+        needle = (search or "").strip().lower()
+        subjects = [s for s in subjects if not needle or needle in s.subject_code.lower()]
         queries: dict[int, int] = {}
-        for (sid, _v, _f), n in _unresolved_counts(session, ids).items():
+        for (sid, _v, _f), n in rows.open_queries.items():
             queries[sid] = queries.get(sid, 0) + n
-        return [subject_summary(protocol, s, recorded[s.id], today, queries.get(s.id, 0)) for s in subjects]
+        out = [subject_summary(protocol, s, rows, today, queries.get(s.id, 0)) for s in subjects]
+
+    def next_key(row: dict[str, Any]) -> tuple:
+        n = row["next_visit"]
+        return (9, "", row["subject_id"]) if n is None else (_NEXT_ORDER.get(n["state"], 5), n["target_date"] or "",
+                                                             row["subject_id"])
+    keys = {"subject": lambda r: r["subject_id"], "site": lambda r: (r["site"], r["subject_id"]),
+            "status": lambda r: (r["status"], r["subject_id"]),
+            "screened": lambda r: (r["screening_date"] or "", r["subject_id"]),
+            "infusion": lambda r: (r["infusion_date"] or "9999", r["subject_id"]), "next": next_key,
+            "queries": lambda r: (-r["open_queries"], r["subject_id"])}
+    out.sort(key=keys.get(sort, keys["subject"]), reverse=descending)
+    return out
 
 
 def subject_detail(engine: Engine, protocol: Protocol, actor: Actor, code: str, today: dt.date) -> dict[str, Any]:
@@ -166,7 +173,13 @@ def subject_detail(engine: Engine, protocol: Protocol, actor: Actor, code: str, 
         counts = _unresolved_counts(session, [subject.id])
         ae_count = session.scalar(select(func.count()).select_from(AdverseEvent).where(
             AdverseEvent.subject_id == subject.id)) or 0
-        out = subject_summary(protocol, subject, set(visits), today, sum(counts.values()))
+        rows = dashboard.StudyRows(
+            [subject_facts(subject)],
+            {(subject.id, c): dashboard.VisitFacts(v.visit_date, v.study_day, v.in_window) for c, v in visits.items()},
+            {(subject.id, v, f): dashboard.RecordFacts(r.status, r.verified, r.locked, r.signed, r.version)
+             for (v, f), r in records.items()},
+            {key: n for key, n in counts.items()})
+        out = subject_summary(protocol, subject, rows, today, sum(counts.values()))
         out["adverse_events"] = ae_count
         out["visits"] = []
         for vdef in protocol.visits:
