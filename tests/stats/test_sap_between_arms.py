@@ -276,6 +276,12 @@ def test_randomized_version_runs_between_arm_analyses(two_arm_results):
     flow = between["flow"]
     assert flow["MSC"]["discontinued"] == {"WITHDRAWAL": 1} and flow["CTRL"]["discontinued"] == {"WITHDRAWAL": 1}
     assert flow["MSC"]["assessed"] == {"Month 1": 12, "Month 3": 12, "Month 6": 12}
+    lvef = next(b for b in between["efficacy"]["MSC"] if b["paramcd"] == "LVEF")
+    m6 = data.adeff[(data.adeff["PARAMCD"] == "LVEF") & (data.adeff["AVISIT"] == "Month 6")
+                    & data.adeff["SUBJID"].isin(adsl.loc[adsl["ARMCD"] == "MSC", "SUBJID"])]
+    assert lvef["visits"][2]["n"] == 12
+    assert lvef["visits"][2]["mean_change"] == pytest.approx(m6["CHG"].mean(), rel=1e-12)
+    assert lvef["visits"][2]["p_value_t"] == pytest.approx(stats.ttest_1samp(m6["CHG"], 0).pvalue, rel=1e-9)
     age = {arm: next(r for r in between["baseline"][arm] if r["variable"] == "Age") for arm in ("CTRL", "MSC")}
     assert age["MSC"]["mean"] == pytest.approx(adsl.loc[adsl["ARMCD"] == "MSC", "AGE"].mean(), rel=1e-12)
 
@@ -344,3 +350,4 @@ def test_report_lays_out_between_arm_tables(two_arm_results):
                    'id="arms-nyha-m6"'):
         assert anchor in html
     assert "Stratum (STRATUM)" in html
+    assert "Within-arm change from baseline" in html

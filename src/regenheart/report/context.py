@@ -769,6 +769,22 @@ def between_arms_context(protocol: Protocol, results: dict[str, Any]) -> dict[st
                                 f"{mmrm.get('df', '')} df, {mmrm.get('covariance', '')}.", numeric_from=3,
                         notes=["Log-scale endpoints: ratio of geometric LS means (back-transformed difference)."])
 
+    change_rows = []
+    per_arm = {a: {blk["paramcd"]: blk for blk in (between.get("efficacy") or {}).get(a, [])} for a in arms}
+    for blk in (between.get("efficacy") or {}).get(arms[0] if arms else "", []):
+        d = f.decimals_for(blk["paramcd"])
+        title = blk["label"] + (f" ({blk['unit']})" if blk.get("unit") not in (None, "", "class") else "")
+        for k, v in enumerate(blk["visits"]):
+            cells = []
+            for a in arms:
+                other = per_arm[a].get(blk["paramcd"], {}).get("visits", [])
+                w = other[k] if k < len(other) else {}
+                cells += [f.integer(w.get("n")), f.estimate_ci(w.get("mean_change"), w.get("lower"), w.get("upper"), d)]
+            change_rows.append([title if k == 0 else "", v.get("label") or v.get("visit")] + cells)
+    change = Table(["Endpoint", "Visit"] + [h for a in heads for h in (f"n, {a}", f"Mean change (95% CI), {a}")],
+                   change_rows, numeric_from=2,
+                   caption="Within-arm change from baseline, observed cases (paired analysis in each arm).")
+
     ordinal = []
     for paramcd, visits in (between.get("ordinal") or {}).items():
         try:
@@ -788,4 +804,5 @@ def between_arms_context(protocol: Protocol, results: dict[str, Any]) -> dict[st
                             "tests": tests})
     return {"arms": heads, "reference": arm_label.get(between.get("reference_arm"), ""), "strata": strata,
             "flow": flow, "baseline": baseline, "primary": primary, "differences": differences, "ordinal": ordinal,
+            "change": change if change_rows else None,
             "ordinal_test": between.get("ordinal_test")}

@@ -6,6 +6,7 @@
 - ``flow``: CONSORT flow per arm: allocated, treated, discontinued (reasons), completed, assessed
   at each follow-up visit of the flow parameter, analysed.
 - ``baseline``: the plan's baseline table per arm.
+- ``efficacy``: within-arm change from baseline of each endpoint per visit (n, mean, 95% CI, paired t p).
 - ``primary``: the primary endpoint per arm and the risk difference (each arm minus the reference)
   with the Newcombe hybrid score CI (method 10) and/or the exact unconditional CI.
 - ``ordinal``: per ordinal endpoint and visit, the shift table of each arm and the
@@ -132,6 +133,15 @@ def ordinal_by_arm(protocol: Protocol, data: AnalysisDatasets, plan: SapPlan, ar
     return out
 
 
+def change_by_arm(protocol: Protocol, data: AnalysisDatasets, plan: SapPlan, ids: set[str]) -> list[dict[str, Any]]:
+    """Within-arm change from baseline of each plan endpoint (observed cases): n, mean change with
+    its 95% CI and the paired t p-value per visit (the full paired analysis restricted to one arm)."""
+    keep = ("visit", "label", "n", "mean_change", "lower", "upper", "p_value_t")
+    return [{"paramcd": b["paramcd"], "label": b["label"], "unit": b["unit"], "kind": b["kind"],
+             "visits": [{k: v.get(k) for k in keep} for v in b["visits"]]}
+            for b in sap.efficacy_tables(protocol, data, plan.model_copy(update={"supportive": None}), subjects=ids)]
+
+
 def _mean(values: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
@@ -156,6 +166,8 @@ def between_arm_analyses(protocol: Protocol, data: AnalysisDatasets, plan: SapPl
                            for arm in arms}
     if plan.primary is not None and protocol.endpoints is not None:
         out["primary"] = primary_by_arm(protocol, data, plan, arms, subjects)
+    if plan.endpoints:
+        out["efficacy"] = {arm: change_by_arm(protocol, data, plan, subjects[arm]) for arm in arms}
     ordinal = ordinal_by_arm(protocol, data, plan, arms, subjects)
     if ordinal:
         out["ordinal"] = ordinal
