@@ -209,8 +209,8 @@ class SdtmForm(_Strict):
     ``testcd_codelist``/``test_codelist``: NCI codes of the CDISC test code/name codelists (absent:
     sponsor-defined codes, said so in the dataset metadata). ``fixed``: constant values of standard
     variables (``EXTRT``, ``EXROUTE``); a variable prefix other than ``domain`` makes a record in that
-    domain too (a catheterization form gives EX and PR). ``performed``/``reason_not_done``: the fields
-    whose "N" answer makes the form's tests ``--STAT = NOT DONE`` with the reason. ``scores``: derived
+    domain too (a catheterization form gives EX and PR). ``performed``: the field whose "N" answer makes
+    the form's tests ``--STAT = NOT DONE`` (a field annotated ``var: --REASND`` gives the reason). ``scores``: derived
     scores of an instrument form (``--DRVFL = Y``). ``evlint``: ISO 8601 evaluation interval (recall).
     """
 
@@ -223,7 +223,6 @@ class SdtmForm(_Strict):
     test_codelist: str | None = None
     fixed: dict[str, str | int | float] = Field(default_factory=dict)
     performed: str | None = None
-    reason_not_done: str | None = None
     scores: dict[str, SdtmField] = Field(default_factory=dict)
     comment: str | None = None
 
