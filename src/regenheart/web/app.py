@@ -33,7 +33,7 @@ from regenheart.capture.workflow import WorkflowService
 from regenheart.protocol import load_protocol
 from regenheart.protocol.models import Protocol
 from regenheart.store.db import open_study_database
-from regenheart.web import api, pages
+from regenheart.web import api, pages, pages_daily
 from regenheart.web.contract import InputGuard, openapi_with_errors
 from regenheart.web.pages import NEXT_STATE, STATUS_LABELS, error_page
 from regenheart.web.requests import (
@@ -191,6 +191,7 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    pages_daily.install(app)  # dashboard, data quality, queries worklist, export; menu query count
     _install_error_handlers(app)
     return app
 

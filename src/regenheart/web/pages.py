@@ -223,17 +223,25 @@ async def logout(request: Request, auth: Auth = Depends(page_session)) -> Respon
 
 # ---------------------------------------------------------------------------------------------- subjects
 @router.get("/subjects", response_class=HTMLResponse)
-def subjects_page(request: Request, status: str | None = None, auth: Auth = Depends(page_session)) -> Response:
-    return _subjects(request, auth[0], status)
+def subjects_page(request: Request, status: str | None = None, site: str | None = None, q: str | None = None,
+                  sort: str = "subject", desc: int = 0, auth: Auth = Depends(page_session)) -> Response:
+    return _subjects(request, auth[0], status, listing={"site": site, "q": q, "sort": sort, "desc": desc})
 
 
 def _subjects(request: Request, user: UserView, status: str | None = None, http_status: int = 200,
-              errors: dict[str, list[str]] | None = None, raw: dict[str, str] | None = None) -> HTMLResponse:
+              errors: dict[str, list[str]] | None = None, raw: dict[str, str] | None = None,
+              listing: dict[str, Any] | None = None) -> HTMLResponse:
     ctx = ctx_of(request)
-    subjects = views.list_subjects(ctx.engine, ctx.protocol, user.actor, ctx.today(), status or None)
+    listing = listing or {}
     sites = [s for s in ctx.protocol.study.sites if user.actor.sees_site(s.code)]
+    site = listing.get("site") if listing.get("site") in {s.code for s in sites} else None
+    status = status if status in STATUS_LABELS else None
+    sort = listing.get("sort") if listing.get("sort") in views.SUBJECT_SORTS else "subject"
+    subjects = views.list_subjects(ctx.engine, ctx.protocol, user.actor, ctx.today(), status, site=site,
+                                   search=listing.get("q"), sort=sort, descending=bool(listing.get("desc")))
     return render(request, "subjects.html", http_status, subjects=subjects, status_filter=status or "",
-                  sites=sites, errors=errors or {}, raw=raw or {})
+                  sites=sites, errors=errors or {}, raw=raw or {}, site_filter=site or "",
+                  search=listing.get("q") or "", sort=sort, desc=bool(listing.get("desc")))
 
 
 @router.post("/subjects", response_class=HTMLResponse)
@@ -529,14 +537,7 @@ async def update_adverse_event(request: Request, code: str, seq: int, auth: Auth
 
 
 # ---------------------------------------------------------------------------------------------- queries
-@router.get("/queries", response_class=HTMLResponse)
-def queries_worklist(request: Request, status: str = "unresolved", auth: Auth = Depends(page_session)) -> Response:
-    ctx = ctx_of(request)
-    queries = ctx.workflow.list_queries(auth[0].actor, status=status or None)
-    return render(request, "queries.html", queries=queries, subject=None, status_filter=status,
-                  form_labels={k: f.label for k, f in ctx.protocol.forms.items()})
-
-
+# (the study-wide worklist /queries is in web/pages_daily.py)
 @router.get("/subjects/{code}/queries", response_class=HTMLResponse)
 def subject_queries(request: Request, code: str, status: str = "", auth: Auth = Depends(page_session)) -> Response:
     ctx = ctx_of(request)
