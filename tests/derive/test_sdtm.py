@@ -17,7 +17,7 @@ import pytest
 
 from regenheart.capture.service import CaptureService
 from regenheart.derive.adam import SUPPORTIVE_PARAMETERS, adam_datasets
-from regenheart.derive.sdtm import build_sdtm, build_sdtm_traced
+from regenheart.derive.sdtm import SdtmAnnotationError, build_sdtm, build_sdtm_traced, check_annotations
 from regenheart.protocol import load_protocol
 from regenheart.store.db import create_study_database
 from regenheart.store.snapshot import Snapshot, take_snapshot
@@ -236,10 +236,8 @@ visits:
 """
 
 
-def test_a_second_protocol_gets_its_findings_from_its_annotations(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    protocol = load_protocol(path)
+def _tiny_snapshot() -> Snapshot:
+    """One subject of the tiny study: two visits with a systolic pressure each (synthetic)."""
     d = dt.date
     subjects = pd.DataFrame([{
         "subject_code": "A-01", "site_code": "A", "status": "completed", "screening_date": d(2024, 2, 1),
@@ -251,9 +249,16 @@ def test_a_second_protocol_gets_its_findings_from_its_annotations(tmp_path):
     items = pd.DataFrame({"subject_code": "A-01", "visit_code": ["V1", "V2", "V1"], "form_code": "bp",
                           "field": ["sys", "sys", "note"], "value": [141, 128, "calm"]})
     empty = pd.DataFrame(columns=["subject_code", "visit_code", "form_code", "name", "value", "scoring_version"])
-    snap = Snapshot(taken_utc="2024-03-01T00:00:00Z", meta={}, subjects=subjects, visits=visits, items=items,
+    return Snapshot(taken_utc="2024-03-01T00:00:00Z", meta={}, subjects=subjects, visits=visits, items=items,
                     derived=empty, forms=pd.DataFrame(), adverse_events=pd.DataFrame(), audit_records=0,
                     audit_head_hash="")
+
+
+def test_a_second_protocol_gets_its_findings_from_its_annotations(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    protocol = load_protocol(path)
+    snap = _tiny_snapshot()
     sdtm = build_sdtm(snap, protocol)
     vs = sdtm["VS"].records
     assert list(vs["VSTESTCD"]) == ["SYSBP", "SYSBP"] and list(vs["VSORRES"]) == ["141", "128"]
@@ -329,3 +334,25 @@ def test_adam_metadata_fits_xpt_v5_and_flags_are_y_or_null(adam):
         assert all(ds.records[c].dropna().map(len).max() <= 200 for c in text if ds.records[c].notna().any())
     vl = {v.where_value: v for v in adam["ADEFF"].value_level}
     assert vl["LVEF"].source == "CV.CVSTRESN" and vl["LVMASS"].origin == "Derived"
+
+
+def test_every_regenheart_form_and_field_is_annotated():
+    protocol = load_protocol()
+    assert check_annotations(protocol) == []
+    containers = list(protocol.forms.items()) + [("adverse_events", protocol.adverse_events),
+                                                 ("disposition", protocol.disposition)]
+    for name, form in containers:
+        assert form.sdtm is not None, name
+        assert [f.name for f in form.fields if f.sdtm is None] == [], name
+
+
+def test_an_annotation_naming_a_missing_field_is_refused_with_its_path(tmp_path):
+    bad = TINY.replace("sdtm: {testcd: SYSBP, test: Systolic Blood Pressure}",
+                       "sdtm: {testcd: SYSBP, test: Systolic Blood Pressure}}\n      - {name: url, label: U, type: "
+                       "integer, sdtm: {var: VSORNRHI, of: nosuch}")
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    protocol = load_protocol(path)
+    with pytest.raises(SdtmAnnotationError) as exc:
+        build_sdtm(_tiny_snapshot(), protocol)
+    assert "forms.bp.fields[url].sdtm.of: 'nosuch' is not a field of this form" in str(exc.value)

@@ -94,6 +94,7 @@ def derive_adsl(protocol: Protocol, snap: Snapshot) -> pd.DataFrame:
         "AGE": subjects.get("age_years"),
         "AGEU": "YEARS",
         "SEX": subjects.get("sex"),
+        "RACE": None,  # not collected by the study's forms (DM.RACE is null too)
         "HEIGHTBL": subjects.get("height_cm"),
         "WEIGHTBL": subjects.get("weight_kg"),
         "ARMCD": subjects["arm_code"],
@@ -373,7 +374,7 @@ _ADAM_VARIABLES: dict[str, tuple[str, str, str, str | None]] = {
     "SUBJID": ("Subject Identifier for the Study", _T, "Predecessor", "DM.SUBJID"),
     "SITEID": ("Study Site Identifier", _T, "Predecessor", "DM.SITEID"),
     "AGE": ("Age", _I, "Predecessor", "DM.AGE"), "AGEU": ("Age Units", _T, "Predecessor", "DM.AGEU"),
-    "SEX": ("Sex", _T, "Predecessor", "DM.SEX"),
+    "SEX": ("Sex", _T, "Predecessor", "DM.SEX"), "RACE": ("Race", _T, "Predecessor", "DM.RACE"),
     "HEIGHTBL": ("Baseline Height (cm)", _F, "Predecessor", "VS.VSSTRESN"),
     "WEIGHTBL": ("Baseline Weight (kg)", _F, "Predecessor", "VS.VSSTRESN"),
     "BMIBL": ("Baseline BMI (kg/m2)", _F, "Derived", "MT.BMIBL"),

@@ -24,7 +24,42 @@ from regenheart.derive.sdtm.trial_design import build_ta, build_te, build_ti, bu
 from regenheart.protocol.models import Protocol
 from regenheart.store.snapshot import Snapshot
 
-__all__ = ["build_sdtm", "build_sdtm_traced"]
+__all__ = ["SdtmAnnotationError", "build_sdtm", "build_sdtm_traced", "check_annotations"]
+
+
+class SdtmAnnotationError(ValueError):
+    """The protocol's SDTM annotations name something that does not exist; ``problems`` lists each with its path."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("invalid SDTM annotations in the protocol:\n  - " + "\n  - ".join(problems))
+        self.problems = problems
+
+
+def check_annotations(protocol: Protocol) -> list[str]:
+    """Cross-references of the ``sdtm`` annotations: ``of``, ``performed`` and ``scores`` name fields or scores of
+    the same form; a variable in ``var``/``fixed`` is at most 8 characters. Returns one message per problem."""
+    problems: list[str] = []
+    containers = [(f"forms.{code}", form) for code, form in protocol.forms.items()]
+    containers += [(name, log) for name in ("adverse_events", "disposition") if (log := getattr(protocol, name))]
+    for where, form in containers:
+        names = set(form.field_names)
+        ann = form.sdtm
+        if ann is not None:
+            if ann.performed and ann.performed not in names:
+                problems.append(f"{where}.sdtm.performed: {ann.performed!r} is not a field of this form")
+            for var in ann.fixed:
+                if len(var) > 8 or not var.isupper():
+                    problems.append(f"{where}.sdtm.fixed: {var!r} is not an SDTM variable name (<= 8, upper case)")
+            if ann.scores and getattr(form, "instrument", None) is None:
+                problems.append(f"{where}.sdtm.scores: the form has no instrument, so it has no derived scores")
+        for f in form.fields:
+            if f.sdtm is None:
+                continue
+            if f.sdtm.of and f.sdtm.of not in names:
+                problems.append(f"{where}.fields[{f.name}].sdtm.of: {f.sdtm.of!r} is not a field of this form")
+            if (f.sdtm.testcd or f.sdtm.term or f.sdtm.var or f.sdtm.qnam) and ann is None and not f.sdtm.domain:
+                problems.append(f"{where}.fields[{f.name}].sdtm: the form has no 'sdtm: {{domain: ...}}'")
+    return problems
 
 
 def build_sdtm(snapshot: Snapshot, protocol: Protocol) -> dict[str, Dataset]:
@@ -33,12 +68,15 @@ def build_sdtm(snapshot: Snapshot, protocol: Protocol) -> dict[str, Dataset]:
 
 
 def build_sdtm_traced(snapshot: Snapshot, protocol: Protocol) -> tuple[dict[str, Dataset], pd.DataFrame]:
-    """The SDTM datasets plus a trace of findings records to their source.
+    """The SDTM datasets plus a trace of findings records to their source (SdtmAnnotationError on bad annotations).
 
     The trace has one row per findings record: ``subject_code``, ``visit_code``, ``form``, ``item`` (field or
     score name), ``DOMAIN``, ``SEQ`` (--SEQ), ``SRCVAR`` (the standardized result variable) and ``STRESC``, so that an
     analysis dataset can say exactly which SDTM record each value came from.
     """
+    problems = check_annotations(protocol)
+    if problems:
+        raise SdtmAnnotationError(problems)
     ctx = make_context(snapshot, protocol)
     out: dict[str, Dataset] = {}
     out["DM"] = build_dm(ctx)

@@ -42,7 +42,14 @@ METHODS = {
                                                           "conversion)."),
     "MT.NRIND": Method("MT.NRIND", "Reference range indicator", "HIGH when --STRESN > --STNRHI, LOW when < "
                                                                 "--STNRLO, else NORMAL; null without a range."),
-    "MT.DSDTHDTC": Method("MT.DTHDTC", "Date of death", "The disposition date of a DEATH disposition, else the end "
+    "MT.CMENRTPT": Method("MT.CMENRTPT", "Ongoing therapy", "A prespecified therapy taken (CMOCCUR = Y) at the "
+                                                             "visit it was asked at: CMENRTPT = ONGOING relative "
+                                                             "to CMENTPT = that visit."),
+    "MT.ARMNRS": Method("MT.ARMNRS", "Arm null reason", "SCREEN FAILURE when the eligibility evaluation failed; "
+                                                        "NOT ASSIGNED when eligible but never enrolled; ASSIGNED, "
+                                                        "NOT TREATED when enrolled but the day-0 treatment was not "
+                                                        "given."),
+    "MT.DTHDTC": Method("MT.DTHDTC", "Date of death", "The disposition date of a DEATH disposition, else the end "
                                                         "(or start) date of an adverse event with outcome FATAL or "
                                                         "AESDTH = Y."),
 }
@@ -223,14 +230,14 @@ _SUFFIX = {
     "POS": ("{d} Position of Subject", "text", "Record Qualifier", "Perm"),
     "ORRES": ("Result or Finding in Original Units", "text", "Result Qualifier", "Exp"),
     "ORRESU": ("Original Units", "text", "Variable Qualifier", "Exp"),
-    "ORNRLO": ("Normal Range Lower Limit-Original Units", "text", "Variable Qualifier", "Exp"),
-    "ORNRHI": ("Normal Range Upper Limit-Original Units", "text", "Variable Qualifier", "Exp"),
+    "ORNRLO": ("Normal Range Lower Limit-Original Units", "text", "Variable Qualifier", "Perm"),
+    "ORNRHI": ("Normal Range Upper Limit-Original Units", "text", "Variable Qualifier", "Perm"),
     "STRESC": ("Character Result/Finding in Std Format", "text", "Result Qualifier", "Exp"),
     "STRESN": ("Numeric Result/Finding in Standard Units", "float", "Result Qualifier", "Exp"),
     "STRESU": ("Standard Units", "text", "Variable Qualifier", "Exp"),
-    "STNRLO": ("Normal Range Lower Limit-Std Units", "float", "Variable Qualifier", "Exp"),
-    "STNRHI": ("Normal Range Upper Limit-Std Units", "float", "Variable Qualifier", "Exp"),
-    "NRIND": ("Reference Range Indicator", "text", "Variable Qualifier", "Exp"),
+    "STNRLO": ("Normal Range Lower Limit-Std Units", "float", "Variable Qualifier", "Perm"),
+    "STNRHI": ("Normal Range Upper Limit-Std Units", "float", "Variable Qualifier", "Perm"),
+    "NRIND": ("Reference Range Indicator", "text", "Variable Qualifier", "Perm"),
     "STAT": ("Completion Status", "text", "Record Qualifier", "Perm"),
     "REASND": ("Reason Not Done", "text", "Record Qualifier", "Perm"),
     "LOC": ("Location Used for the Measurement", "text", "Record Qualifier", "Perm"),
@@ -314,6 +321,19 @@ def codelist_for(name: str, domain: str) -> str | None:
     return CODELISTS.get(suffix) if suffix else None
 
 
+def _default_origin(var: str) -> tuple[str, str | None]:
+    """Sequence numbers, study days and epochs are derived by the generic methods; the rest is assigned."""
+    if var == "EPOCH":
+        return "Derived", "MT.EPOCH"
+    if var == "VISITDY":
+        return "Derived", "MT.VISITDY"
+    if var.endswith("SEQ") and var != "TSSEQ":
+        return "Derived", "MT.SEQ"
+    if var.endswith(("DY", "STDY", "ENDY")):
+        return "Derived", "MT.DY"
+    return "Assigned", None
+
+
 def build_dataset(domain: str, records: pd.DataFrame, order: list[str], *, keys: list[str], structure: str,
                   specific: dict[str, tuple] | None = None, origins: dict[str, tuple[str, str | None]] | None = None,
                   codelists: dict[str, str] | None = None, value_level: list[ValueLevel] | None = None,
@@ -335,8 +355,7 @@ def build_dataset(domain: str, records: pd.DataFrame, order: list[str], *, keys:
         present = var in records and records[var].notna().any()
         if not present and core == "Perm":
             continue
-        origin, source = origins.get(var, ("Derived", None) if var.endswith(("SEQ", "DY")) or var == "EPOCH"
-                                      else ("Assigned", None))
+        origin, source = origins.get(var) or _default_origin(var)
         variables.append(Variable(name=var, label=label_, type=typ, origin=origin, source=source, role=role,
                                   core=core, codelist=codelists.get(var, codelist_for(var, domain))))
         columns.append(var)
@@ -352,7 +371,7 @@ def build_dataset(domain: str, records: pd.DataFrame, order: list[str], *, keys:
                 column = column.astype(object)
             missing = column.isna()
             frame[v.name] = column.where(~missing, None) if missing.any() else column
-    used = {m for m in methods}
+    used = set(methods) | {v.source for v in variables if v.source in METHODS}
     return Dataset(name=name or domain, label=label or DOMAIN_LABELS.get(domain, domain), standard="SDTM",
                    structure=structure, klass=klass or DOMAIN_CLASS.get(domain, "FINDINGS"), keys=keys,
                    variables=variables, records=frame, value_level=value_level or [],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from regenheart.derive.datasets import Dataset
+from regenheart.derive.datasets import Dataset, ValueLevel
 from regenheart.derive.sdtm.common import (
     Context,
     assign_seq,
@@ -172,7 +172,12 @@ def build_ds(ctx: Context) -> Dataset:
     origins = {"DSTERM": ("Collected", "disposition.reason"), "DSDECOD": ("Collected", "disposition.status"),
                "DSSTDTC": ("Collected", "disposition.date"), "DSCAT": ("Assigned", None)}
     return build_dataset("DS", rec, order, keys=["STUDYID", "USUBJID", "DSDECOD", "DSSTDTC"], specific=specific,
-                         origins=origins, codelists={"DSDECOD": "C66727"},
+                         origins=origins, codelists={"DSDECOD": None},
+                         value_level=[ValueLevel("DSDECOD", "DSCAT", "DISPOSITION EVENT", "Standardized Disposition Term",
+                                                "text", origin="Collected", source="disposition.status",
+                                                codelist="C66727"),
+                                      ValueLevel("DSDECOD", "DSCAT", "PROTOCOL MILESTONE", "Protocol Milestone",
+                                                 "text", origin="Assigned", codelist="C114118")],
                          structure="One record per disposition status or protocol milestone per subject",
                          methods=["MT.SEQ", "MT.DY", "MT.EPOCH"],
                          comment="DSDECOD: NCOMPLT (C66727) for disposition events, PROTMLST (C114118) for the "

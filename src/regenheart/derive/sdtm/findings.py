@@ -198,8 +198,6 @@ def finish_findings(ctx: Context, domain: str, raw: pd.DataFrame,
     origins = _origins(domain, forms, rec)
     vlm = _value_level(domain, forms, protocol)
     methods = ["MT.SEQ", "MT.DY", "MT.EPOCH", "MT.LOBXFL", "MT.VISITDY", "MT.STRES"]
-    if rec[f"{domain}NRIND"].notna().any():
-        methods.append("MT.NRIND")
     codelists = {}
     tc = [f.sdtm.testcd_codelist for _, f in forms if f.sdtm.testcd_codelist]
     tn = [f.sdtm.test_codelist for _, f in forms if f.sdtm.test_codelist]
@@ -209,7 +207,14 @@ def finish_findings(ctx: Context, domain: str, raw: pd.DataFrame,
     comments = [f"{code}: {f.sdtm.comment}" for code, f in forms if f.sdtm.comment]
     keys = ["STUDYID", "USUBJID", f"{domain}TESTCD", f"{domain}CAT", f"{domain}LOC", f"{domain}DIR",
             f"{domain}METHOD", "VISITNUM", f"{domain}TPT"]
+    specific = {}
+    if domain == "LB":  # the reference range variables are Expected in LB (SDTMIG 3.4), Permissible elsewhere
+        from regenheart.derive.sdtm.common import generic_spec
+        for suffix in ("ORNRLO", "ORNRHI", "STNRLO", "STNRHI", "NRIND"):
+            label, typ, role, _ = generic_spec(f"LB{suffix}", "LB")
+            specific[f"LB{suffix}"] = (label, typ, role, "Exp")
     ds = build_dataset(domain, rec, order, keys=[k for k in keys if k in rec and rec[k].notna().any()],
+                       specific=specific,
                        structure="One record per subject per test per visit (per location/method/time point)",
                        origins=origins, codelists=codelists, value_level=vlm, methods=methods,
                        comment="; ".join(comments) or None)

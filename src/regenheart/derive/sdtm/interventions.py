@@ -74,7 +74,7 @@ def build_intervention(ctx: Context, domain: str, raw: pd.DataFrame) -> tuple[Da
     origins.update({v: ("Assigned", None) for v in (f"{domain}CAT", f"{domain}CLAS", f"{domain}PRESP",
                                                     f"{domain}DOSU", f"{domain}DOSFRM", f"{domain}DOSFRQ",
                                                     f"{domain}ROUTE")})
-    origins["CMENRTPT"] = origins["CMENTPT"] = ("Derived", None)
+    origins["CMENRTPT"] = origins["CMENTPT"] = ("Derived", "MT.CMENRTPT")
     if domain == "EX":
         origins["EXTRT"] = ("Protocol", "catheterization form: fixed")
     structure = {"CM": "One record per recorded intervention per subject",

@@ -131,13 +131,13 @@ def build_dm(ctx: Context) -> Dataset:
                "AGE": ("Collected", "demographics.age_years"), "AGEU": ("Assigned", None),
                "SEX": ("Collected", "demographics.sex"), "RACE": ("Not Available", None),
                "ETHNIC": ("Not Available", None), "ARMCD": ("Assigned", "enrolment"), "ARM": ("Assigned", "enrolment"),
-               "ACTARMCD": ("Derived", "EX"), "ACTARM": ("Derived", "EX"), "ARMNRS": ("Derived", None),
+               "ACTARMCD": ("Derived", "EX"), "ACTARM": ("Derived", "EX"), "ARMNRS": ("Derived", "MT.ARMNRS"),
                "COUNTRY": ("Protocol", "study.sites.country"), "DMDTC": ("Collected", "screening date")}
     from regenheart.derive.datasets import Method, Variable
     ds = build_dataset("DM", rec, order, keys=["STUDYID", "USUBJID"], specific=specific, origins={
         k: (v if v[0] != "Not Available" else ("Assigned", None)) for k, v in origins.items()},
         codelists={"COUNTRY": "ISO 3166-1 alpha-3", "ARMCD": "SPONSOR:ARMCD", "ACTARMCD": "SPONSOR:ARMCD"},
-        structure="One record per subject", methods=["MT.DY", "MT.DSDTHDTC"],
+        structure="One record per subject", methods=["MT.DY", "MT.DTHDTC", "MT.ARMNRS"],
         comment="RACE and ETHNIC are not collected by the study's forms: null. Screen failures have null "
                 "ARMCD/ARM/ACTARMCD/ACTARM and ARMNRS = SCREEN FAILURE (SDTMIG 3.4).")
     ds.variables[:] = [Variable(**{**v.__dict__, "comment": "Not collected on the CRF"})

@@ -19,6 +19,17 @@ _INTMODEL = {"single_arm": ("SINGLE GROUP", "C82640"), "randomized": ("PARALLEL"
 _BLIND = {"OPEN LABEL": ("OPEN LABEL", "C49659"), "NONE": ("OPEN LABEL", "C49659"),
           "SINGLE": ("SINGLE BLIND", "C28233"), "DOUBLE": ("DOUBLE BLIND", "C15228")}
 _NY = {"Y": "C49488", "N": "C49487"}
+_SEXPOP = {"ALL": ("BOTH", "C49636"), "FEMALE": ("F", "C16576"), "MALE": ("M", "C20197")}
+_TINDTP = {"TREATMENT": ("TREATMENT", "C49656"), "PREVENTION": ("PREVENTION", "C49657"),
+           "DIAGNOSTIC": ("DIAGNOSIS", "C49653"), "SUPPORTIVE_CARE": ("SUPPORTIVE CARE", "C71486"),
+           "SCREENING": ("SCREENING", "C71485"), "HEALTH_SERVICES_RESEARCH": ("HEALTH SERVICES RESEARCH", "C15245"),
+           "BASIC_SCIENCE": ("BASIC SCIENCE", "C15714"), "DEVICE_FEASIBILITY": ("DEVICE FEASIBILITY", "C139174")}
+_INTTYPE = {"BIOLOGICAL": ("BIOLOGIC", "C307"), "DRUG": ("DRUG", "C1909"), "DEVICE": ("DEVICE", "C16830"),
+            "PROCEDURE": ("PROCEDURE", "C98769"), "RADIATION": ("RADIATION", "C15313"),
+            "BEHAVIORAL": ("BEHAVIORAL THERAPY", "C15184"), "GENETIC": ("GENETIC", "C15238"),
+            "DIETARY_SUPPLEMENT": ("DIETARY SUPPLEMENT", "C1505"),
+            "COMBINATION_PRODUCT": ("COMBINATION PRODUCT", "C54696"), "DIAGNOSTIC_TEST": ("DIAGNOSTIC TEST", "C18020")}
+_TTYPE = {"SAFETY": "C49667", "EFFICACY": "C49666"}
 _TSPARM = {
     "TITLE": "Trial Title", "TPHASE": "Trial Phase Classification", "STYPE": "Study Type",
     "INTMODEL": "Intervention Model", "NARMS": "Planned Number of Arms", "PLANSUB": "Planned Number of Subjects",
@@ -136,6 +147,14 @@ def _age_limit(ctx: Context, which: str) -> str | None:
     return None
 
 
+def _iso_age(text: str | None) -> str | None:
+    """'18 Years' -> 'P18Y' (ISO 8601 duration); 'N/A' or None -> None."""
+    if not text or text == "N/A":
+        return None
+    number, unit = text.split()
+    return f"P{number}{unit[0].upper() if unit != 'Minutes' else 'TM'}"
+
+
 def build_ts(ctx: Context, actual_subjects: int, first_date: str | None, last_date: str | None) -> Dataset:
     """TS: trial summary parameters derived from the protocol (and ACTSUB/SSTDTC/SENDTC from the data)."""
     p, study, version = ctx.protocol, ctx.protocol.study, ctx.protocol.active_version
@@ -162,11 +181,29 @@ def build_ts(ctx: Context, actual_subjects: int, first_date: str | None, last_da
         add("TBLIND", *blind)
     if version.design == "single_arm":
         add("TCNTRL", "NONE", "C41132")
-    age_min = _age_limit(ctx, "min")
-    add("AGEMIN", age_min, age_min, "ISO 8601")
-    add("AGEMAX", _age_limit(ctx, "max"))
-    if study.intervention:
+    registry = p.registry
+    age_min, age_max = _age_limit(ctx, "min"), _age_limit(ctx, "max")
+    if registry is not None:
+        age_min = _iso_age(registry.eligibility.minimum_age) or age_min
+        age_max = _iso_age(registry.eligibility.maximum_age) or age_max
+        add("SEXPOP", *_SEXPOP[registry.eligibility.sex])
+        healthy = "Y" if registry.eligibility.healthy_volunteers else "N"
+        add("HLTSUBJI", healthy, _NY[healthy])
+        if registry.primary_purpose in _TINDTP:
+            add("TINDTP", *_TINDTP[registry.primary_purpose])
+        for kind in dict.fromkeys(i.type for i in registry.interventions):
+            if kind in _INTTYPE:
+                add("INTTYPE", *_INTTYPE[kind])
+        for intervention in registry.interventions:
+            add("TRT", intervention.name[:200])
+    elif study.intervention:
         add("TRT", study.intervention.strip()[:200])
+    add("AGEMIN", age_min, age_min, "ISO 8601")
+    add("AGEMAX", age_max, age_max, "ISO 8601")
+    if p.endpoints is not None:  # a primary safety composite, secondary efficacy parameters
+        add("TTYPE", "SAFETY", _TTYPE["SAFETY"])
+        if p.endpoints.secondary.parameters:
+            add("TTYPE", "EFFICACY", _TTYPE["EFFICACY"])
     for condition in study.conditions:
         add("INDIC", condition)
     if p.endpoints is not None:
@@ -190,6 +227,10 @@ def build_ts(ctx: Context, actual_subjects: int, first_date: str | None, last_da
     frame["TSVCDVER"] = frame["TSVCDREF"].map(lambda r: CT_VERSION.removeprefix("SDTM CT ") if r == "CDISC CT"
                                               else None)
     frame["STUDYID"], frame["DOMAIN"] = ctx.studyid, "TS"
+    # A value longer than 200 characters continues in TSVAL1, TSVAL2, ... (SDTMIG 3.4, TS assumptions).
+    overflow = int((frame["TSVAL"].str.len().max() - 1) // 200) if len(frame) else 0
+    for k in range(1, overflow + 1):
+        frame[f"TSVAL{k}"] = frame["TSVAL"].str.slice(200 * k, 200 * (k + 1)).replace("", None)
     frame["TSVAL"] = frame["TSVAL"].str.slice(0, 200)
     specific = {"TSSEQ": ("Sequence Number", "integer", "Identifier", "Req"),
                 "TSPARMCD": ("Trial Summary Parameter Short Name", "text", "Topic", "Req"),
@@ -198,8 +239,10 @@ def build_ts(ctx: Context, actual_subjects: int, first_date: str | None, last_da
                 "TSVALCD": ("Parameter Value Code", "text", "Result Qualifier", "Exp"),
                 "TSVCDREF": ("Name of the Reference Terminology", "text", "Result Qualifier", "Exp"),
                 "TSVCDVER": ("Version of the Reference Terminology", "text", "Result Qualifier", "Exp")}
-    return build_dataset("TS", frame, ["STUDYID", "DOMAIN", "TSSEQ", "TSPARMCD", "TSPARM", "TSVAL", "TSVALCD",
-                                       "TSVCDREF", "TSVCDVER"], keys=["STUDYID", "TSPARMCD", "TSSEQ"],
+    extra = [f"TSVAL{k}" for k in range(1, overflow + 1)]
+    specific.update({c: (f"Parameter Value {c[5:]}", "text", "Result Qualifier", "Perm") for c in extra})
+    return build_dataset("TS", frame, ["STUDYID", "DOMAIN", "TSSEQ", "TSPARMCD", "TSPARM", "TSVAL", *extra,
+                                       "TSVALCD", "TSVCDREF", "TSVCDVER"], keys=["STUDYID", "TSPARMCD", "TSSEQ"],
                          specific=specific, structure="One record per trial summary parameter value",
                          origins={k: ("Protocol", None) for k in specific})
 
