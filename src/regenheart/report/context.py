@@ -767,7 +767,8 @@ def between_arms_context(protocol: Protocol, results: dict[str, Any]) -> dict[st
     differences = Table(["Endpoint", "Visit", "LS-mean difference (95% CI)", "SE", "df", "p"], diff_rows,
                         caption=f"MMRM treatment differences: {mmrm.get('model', '')}; {mmrm.get('method', '')}, "
                                 f"{mmrm.get('df', '')} df, {mmrm.get('covariance', '')}.", numeric_from=3,
-                        notes=["Log-scale endpoints: ratio of geometric LS means (back-transformed difference)."])
+                        notes=[("Log-scale endpoints (ratio): ratio of geometric LS means (the back-transformed "
+                               "difference of log LS means); their SE is on the log scale.")])
 
     change_rows = []
     per_arm = {a: {blk["paramcd"]: blk for blk in (between.get("efficacy") or {}).get(a, [])} for a in arms}
