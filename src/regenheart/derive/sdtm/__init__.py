@@ -21,17 +21,21 @@ from regenheart.derive.sdtm.occurrences import form_records
 from regenheart.derive.sdtm.special import build_dm, build_se, build_sv
 from regenheart.derive.sdtm.supp import build_supp
 from regenheart.derive.sdtm.trial_design import build_ta, build_te, build_ti, build_ts, build_tv
+from regenheart.protocol.loader import ProtocolError, ProtocolIssue
 from regenheart.protocol.models import Protocol
 from regenheart.store.snapshot import Snapshot
 
 __all__ = ["SdtmAnnotationError", "build_sdtm", "build_sdtm_traced", "check_annotations"]
 
 
-class SdtmAnnotationError(ValueError):
-    """The protocol's SDTM annotations name something that does not exist; ``problems`` lists each with its path."""
+class SdtmAnnotationError(ProtocolError):
+    """The protocol's SDTM annotations name something that does not exist; one issue per problem, with its path.
+
+    A :class:`~regenheart.protocol.ProtocolError`, so the command line reports it as one clear message."""
 
     def __init__(self, problems: list[str]):
-        super().__init__("invalid SDTM annotations in the protocol:\n  - " + "\n  - ".join(problems))
+        issues = [ProtocolIssue(*p.split(": ", 1)) for p in problems]
+        super().__init__("SDTM annotations", issues)
         self.problems = problems
 
 
