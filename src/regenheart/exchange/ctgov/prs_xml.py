@@ -104,8 +104,10 @@ def _measure_body(parent: etree._Element, measure: Measure, ids: dict[str, str],
                     _opt(entry, "dispersionUpperLimit", value.upper)
                 _opt(entry, "naComment", value.na_comment)
                 _opt(entry, "parameterValue", value.value)
-            if cls.analyzed is not None and key in cls.analyzed:
-                _sub(reported, "subjectsAnalyzed", cls.analyzed[key])
+            # numbers analysed per row and group: the row's own (e.g. per visit), else the measure's
+            analyzed = (cls.analyzed or {}).get(key, measure.analyzed.get(key))
+            if analyzed is not None:
+                _sub(reported, "subjectsAnalyzed", analyzed)
         _opt(row, "title", cls.title)
     _opt(parent, "measureDescription", measure.description)
     _sub(parent, "parameterType", PARAM_TYPES[measure.param_type])
