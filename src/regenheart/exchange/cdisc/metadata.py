@@ -7,6 +7,7 @@ Dataset-JSON and Define-XML files of one package always agree.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import re
@@ -249,6 +250,17 @@ def defined_length(dataset: Dataset, variable: Variable, values: pd.Series | Non
     if k in ("integer", "float", "sasdate", "sasdatetime"):
         return 8
     return None
+
+
+def with_text_columns(dataset: Dataset) -> Dataset:
+    """A copy of ``dataset`` whose character and ISO 8601 columns already hold text ('' when missing), so the
+    writers, which each read every column, convert each value once (same output, several times faster)."""
+    records = dataset.records.copy(deep=False)
+    for variable in dataset.variables:
+        if variable.name in records.columns and kind(dataset, variable) in ("text", "isodate"):
+            records[variable.name] = pd.Series(text_column(records[variable.name]), index=records.index,
+                                               dtype=object)
+    return dataclasses.replace(dataset, records=records)
 
 
 def subject_of(dataset: Dataset, row: int) -> str:

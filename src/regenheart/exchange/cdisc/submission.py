@@ -41,7 +41,7 @@ from regenheart.exchange.cdisc.define import (
     write_define,
 )
 from regenheart.exchange.cdisc.define_html import write_define_html
-from regenheart.exchange.cdisc.metadata import SubmissionError
+from regenheart.exchange.cdisc.metadata import SubmissionError, with_text_columns
 from regenheart.exchange.cdisc.pdf import PdfEngineUnavailable, pdf_engine, render_pdf
 from regenheart.exchange.cdisc.xpt import write_xpt
 from regenheart.protocol.models import Protocol
@@ -102,6 +102,7 @@ def write_standard(datasets: Mapping[str, Dataset], standard: str, folder: Path,
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     files = {}
+    datasets = {name: with_text_columns(ds) for name, ds in datasets.items()}
     for name, ds in datasets.items():
         if name != ds.name:
             raise SubmissionError(f"dataset {ds.name} is filed under the name {name}")
