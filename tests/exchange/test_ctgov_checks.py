@@ -148,3 +148,17 @@ def test_synthetic_record_is_never_clean(clean):
         r.draft = False
     found = _broken(clean, change)
     assert {f.rule for f in found} >= {"synthetic"}
+
+
+def test_organ_system_must_be_a_meddra_soc(clean):
+    def change(r):
+        r.adverse_events.serious.append(AdverseEvent("Heart thing", "Heart problems", {"MSC": EventStats(1, 1, 12)}))
+    finding = _one(_broken(clean, change), "organ-system", "seriousAdverseEvents/seriousEvent")
+    assert "Heart problems" in finding.message
+
+
+def test_every_protocol_soc_is_a_meddra_soc(protocol):
+    from regenheart.exchange.ctgov.checks import MEDDRA_SOCS
+
+    assert len(MEDDRA_SOCS) == 27
+    assert {item.soc for item in protocol.codelists["ae_category"]} <= MEDDRA_SOCS

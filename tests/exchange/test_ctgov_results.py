@@ -301,3 +301,26 @@ def test_ordinal_outcome_equals_the_sap_shift_tables(real_record, ctgov_study): 
     p_values = [p for p in p_values if p is not None]  # no test at a visit without any change
     assert [a.p_value for a in sign_tests] == [("<0.001" if p < 0.001 else f"{p:.3f}") for p in p_values]
     assert sign_tests
+
+
+def test_json_twin_is_valid_against_the_api_v2_model(synthetic_record, real_record):
+    """The OpenAPI 3 component schemas of ctg-oas-v2.yaml as JSON Schema (enums of paramType, dispersionType,
+    outcome type, assessment type, ...); the real posted example validates too, a wrong enum does not."""
+    import json
+
+    import jsonschema
+    import yaml
+    from tests.exchange._ctgov_data import SHARED
+
+    spec = yaml.safe_load((SHARED / "schemas" / "ctgov-prs" / "ctg-oas-v2.yaml").read_text(encoding="utf-8"))
+    defs = json.loads(json.dumps(spec["components"]["schemas"]).replace("#/components/schemas/", "#/$defs/"))
+    validator = jsonschema.Draft202012Validator({"$defs": defs, "$ref": "#/$defs/ResultsSection"})
+    for record in (synthetic_record, real_record):
+        section = results_document(record)["resultsSection"]
+        assert [e.message for e in validator.iter_errors(section)] == []
+    example = json.loads((SHARED / "examples" / "ctgov-prs" / "NCT02513394.study-with-results.json")
+                         .read_text(encoding="utf-8"))["resultsSection"]
+    assert list(validator.iter_errors(example)) == []
+    section = results_document(real_record)["resultsSection"]
+    section["outcomeMeasuresModule"]["outcomeMeasures"][0]["paramType"] = "AVERAGE"
+    assert list(validator.iter_errors(section))

@@ -40,6 +40,19 @@ DISPERSIONS = {
                                      "CONFIDENCE_95", "CONFIDENCE_975", "CONFIDENCE_99", "CONFIDENCE_OTHER"},
 }
 SPREAD = {"STANDARD_DEVIATION", "STANDARD_ERROR", "GEOMETRIC_COEFFICIENT"}
+# The 27 MedDRA system organ classes (PRS pick-list MeDRASOCTypeUtil; "Product issues" since MedDRA 19.0).
+MEDDRA_SOCS = frozenset({
+    "Blood and lymphatic system disorders", "Cardiac disorders", "Congenital, familial and genetic disorders",
+    "Ear and labyrinth disorders", "Endocrine disorders", "Eye disorders", "Gastrointestinal disorders",
+    "General disorders and administration site conditions", "Hepatobiliary disorders", "Immune system disorders",
+    "Infections and infestations", "Injury, poisoning and procedural complications", "Investigations",
+    "Metabolism and nutrition disorders", "Musculoskeletal and connective tissue disorders",
+    "Neoplasms benign, malignant and unspecified (incl cysts and polyps)", "Nervous system disorders",
+    "Pregnancy, puerperium and perinatal conditions", "Product issues", "Psychiatric disorders",
+    "Renal and urinary disorders", "Reproductive system and breast disorders",
+    "Respiratory, thoracic and mediastinal disorders", "Skin and subcutaneous tissue disorders",
+    "Social circumstances", "Surgical and medical procedures", "Vascular disorders",
+})
 
 
 @dataclass(frozen=True)
@@ -284,6 +297,9 @@ def check_results(record: ResultsRecord) -> list[Finding]:
             if not event.organ_system:
                 c.error(f"{where}/organSystemName", "required",
                         f"'{event.term}' has no organ system (give its code-list item a 'soc:' in the protocol)")
+            elif event.organ_system not in MEDDRA_SOCS:
+                c.error(f"{where}/organSystemName", "organ-system",
+                        f"'{event.organ_system}' (of '{event.term}') is not a MedDRA system organ class name")
             for key, s in event.stats.items():
                 label = f"{where}/eventStats[{titles.get(key, key)}]"
                 if s.affected > s.at_risk:
