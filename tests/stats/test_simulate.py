@@ -124,6 +124,13 @@ def test_randomized_type_one_error_and_coverage_within_monte_carlo_error(null_an
     # simulated MMRM power against statsmodels' two-sample t-test power at the same effect and SD
     # (the MMRM also uses M1/M3 of dropouts and KR df, hence the extra 0.03)
     assert abs(effect.power - effect.analytic_power) <= 3 * effect.power_mcse + 0.03
+    # sample size for 80%: hand formula n = 2 (z_0.975 + z_0.8)^2 / d^2 + z_0.975^2 / 4 (Guenther 1981's
+    # t correction of the normal approximation), divided by 1 - dropout
+    m = DEFAULT_LVEF_MODEL
+    sd = math.sqrt(((m.background[-1] + 3.5) ** 2 * 0.36 + 9 + m.background[-1] ** 2 * 0.36 + 9) / 2)
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    hand = (2 * z**2 / (3.5 / sd) ** 2 + stats.norm.ppf(0.975) ** 2 / 4) / 0.9
+    assert effect.analytic_n_per_arm_80 == pytest.approx(hand, rel=0.01)
 
 
 def test_single_arm_bias_is_the_background_improvement(null_and_effect_runs):
@@ -166,6 +173,7 @@ def test_outputs_table_json_and_figure(protocol, tmp_path):
     table = pd.read_csv(paths[0])
     assert len(table) == 4 and {"power", "power_mcse", "bias", "bias_mcse", "coverage", "coverage_mcse",
                                 "ci_width", "ci_width_mcse", "analytic_power"} <= set(table.columns)
+    assert (table["data"].str.startswith("SYNTHETIC")).all()
     doc = json.loads(paths[1].read_text())
     assert doc["synthetic"] is True and "SYNTHETIC" in doc["note"] and len(doc["results"]) == 4
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
