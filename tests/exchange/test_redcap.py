@@ -626,3 +626,58 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path, exported):
     # the default of 'regenheart protocol' is still to validate and show a protocol file
     shown = runner.invoke(app, ["protocol"])
     assert shown.exit_code == 0 and "NCT04325594" in flat(shown.output)
+
+
+# ------------------------------------------------------------------------------------------ data-quality rules
+def _redcap_eval(logic: str, values: dict[str, object]) -> bool:
+    """Evaluate REDCap logic of the shapes our translation writes ([f], = <> < <= > >=, and/or, if, abs)."""
+    import builtins
+
+    expression = re.sub(r"\[([a-z0-9_]+)\((\w+)\)\]", r"v['\1___\2']", logic)
+    expression = re.sub(r"\[([a-z0-9_]+)\]", r"v['\1']", expression)
+    expression = expression.replace(" <> ", " != ").replace(" = ", " == ").replace("if(", "_if(")
+    env = {"v": {k: ("" if x is None else x) for k, x in values.items()}, "abs": builtins.abs,
+           "_if": lambda c, a, b: a if c else b, "__builtins__": {}}
+    return bool(eval(expression, env))
+
+
+def test_quality_rules_flag_exactly_the_failing_checks(exported):
+    """Each check's REDCap rule is TRUE exactly when the check fails with every compared field filled."""
+    import itertools
+
+    from regenheart.exchange.redcap_logic import discrepancy_logic
+    from regenheart.protocol.rules import compile_rule
+
+    rules = {r["rule_name"].split(" ")[0]: r["rule_logic"] for r in read_rows(exported / "data_quality_rules.csv")}
+    assert rules["SIXMW01"] == "[performed] <> '' and ([performed] <> 'N' and [distance_m] = '')"
+    assert rules["VS01"] == "[dbp_mmhg] <> '' and [sbp_mmhg] <> '' and [dbp_mmhg] >= [sbp_mmhg]"
+    assert rules["AE01"] == "[ae_onset_date] <> '' and ([ae_stop_date] <> '' and [ae_stop_date] < [ae_onset_date])"
+    protocol = load_protocol()
+    grids = {
+        "dbp_mmhg < sbp_mmhg": {"dbp_mmhg": [None, 70, 120], "sbp_mmhg": [None, 90, 120]},
+        "performed == 'N' or distance_m is not None": {"performed": [None, "Y", "N"], "distance_m": [None, 0, 420]},
+        "stop_date is None or stop_date >= onset_date": {"stop_date": [None, "2020-01-01", "2020-02-01"],
+                                                         "onset_date": [None, "2020-01-15"]},
+        protocol.adverse_events.checks[3].rule: {"category": [None, "FEVER", "OTHER"],
+                                                 "max_temperature_c": [None, 37.5, 38.0, 39.1]},
+        "ctcae_grade != 5 or outcome == 'FATAL'": {"ctcae_grade": [None, 3, 5], "outcome": [None, "FATAL", "RECOVERED"]},
+        "nyha_class in (3, 4) and not lvef_pct > 35": {"nyha_class": [None, 2, 3], "lvef_pct": [None, 30, 40]},
+        "abs(a - b) <= 10": {"a": [None, 5, 30], "b": [None, 10]},
+        "'Y' in (default(x, 'N'), default(y, 'N')) or s == 'N'": {"x": [None, "Y", "N"], "y": [None, "Y"],
+                                                                  "s": [None, "Y", "N"]},
+    }
+    checked = 0
+    for rule, grid in grids.items():
+        names = {n: n for n in grid}
+        logic = discrepancy_logic(rule, names)
+        guarded = set(re.findall(r"\[(\w+)\] <> '' and", logic))
+        for combination in itertools.product(*grid.values()):
+            values = dict(zip(grid, combination, strict=True))
+            ours = compile_rule(rule).evaluate({k: v for k, v in values.items() if v is not None})
+            flagged = _redcap_eval(logic, values)
+            if flagged:
+                assert ours is False, (rule, values, logic)
+            elif ours is False:
+                assert any(values[n] is None for n in guarded), (rule, values, logic)
+            checked += 1
+    assert checked == 78  # every combination of every grid

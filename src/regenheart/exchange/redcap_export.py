@@ -43,6 +43,7 @@ from regenheart.exchange.redcap_format import (
     format_choices,
     write_csv,
 )
+from regenheart.exchange.redcap_logic import Untranslatable, discrepancy_logic
 from regenheart.protocol.models import FieldDef, Protocol
 from regenheart.protocol.rules import compile_rule
 from regenheart.store.snapshot import Snapshot
@@ -57,7 +58,9 @@ ENROLMENT_FIELDS = ("screening_date", "consent_date", "eligible", "enrolled_date
 TEXT_MAX = 255  # longer (or unlimited) text becomes a 'notes' box
 FILES = {"dictionary": "data_dictionary.csv", "arms": "arms.csv", "events": "events.csv",
          "mapping": "instrument_event_mapping.csv", "repeating": "repeating_instruments.csv",
-         "dags": "data_access_groups.csv", "records": "records.csv", "readme": "README.txt"}
+         "dags": "data_access_groups.csv", "rules": "data_quality_rules.csv", "records": "records.csv",
+         "readme": "README.txt"}
+DQ_COLUMNS = ("rule_name", "rule_logic", "real_time_execution")
 _OPTION = re.compile(r"^([a-z][a-z0-9_]*?)___([a-z0-9_]+)$")
 
 
@@ -316,6 +319,30 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("NaT", "nan")
 
 
+def quality_rules(layout: Layout, protocol: Protocol) -> tuple[list[dict[str, str]], list[str]]:
+    """The protocol's cross-field checks as REDCap custom data-quality rules; and those REDCap cannot say."""
+    containers = [(name, form) for name, form in protocol.forms.items()]
+    containers += [(key, log) for key, log in ((AE_FORM, protocol.adverse_events),
+                                               (DISPOSITION_FORM, protocol.disposition)) if log is not None]
+    rules, skipped = [], []
+    for name, container in containers:
+        names: dict[str, str] = {}
+        for item in next(i for i in layout.instruments if i.name == name).items:
+            if item.kind == "checkbox":
+                names.update({option: f"{item.name}({code})" for code, option in item.options.items()})
+            elif item.source is not None:
+                names[item.source] = item.name
+        for check in container.checks:
+            try:
+                logic = discrepancy_logic(check.rule, names)
+            except Untranslatable as exc:
+                skipped.append(f"{name} {check.id} ({exc})")
+                continue
+            rules.append({"rule_name": f"{check.id} ({name}, {check.severity}): {check.message}",
+                          "rule_logic": logic, "real_time_execution": "y"})
+    return rules, skipped
+
+
 def _cell(value: Any, decimals: int | None = None) -> str:
     if _missing(value):
         return ""
@@ -433,6 +460,8 @@ def export_redcap(snapshot: Snapshot, protocol: Protocol, out: str | Path) -> di
     write_csv(paths["dags"], ("data_access_group_name", "unique_group_name"),
               [{"data_access_group_name": f"{s.code} {s.name}"[:100], "unique_group_name": dag_for(s.code)}
                for s in protocol.study.sites])
+    rules, untranslated = quality_rules(layout, protocol)
+    write_csv(paths["rules"], DQ_COLUMNS, rules)
     header, rows = record_rows(layout, snapshot, protocol)
     write_csv(paths["records"], header, rows)
     scored = [f"{i.name} ({', '.join(x.source or '' for x in i.items)})" for i in layout.instruments
@@ -452,8 +481,10 @@ def export_redcap(snapshot: Snapshot, protocol: Protocol, out: str | Path) -> di
         "",
         "Derived scores are exported as @READONLY number fields, not calculated fields: " + (", ".join(scored) or
                                                                                           "none in this study"),
-        "Cross-field edit checks are not part of a REDCap dictionary; simple 'show only if' checks are branching",
-        "logic, the others stay regenheart checks. Plausible ranges are hard limits (@FORCE-MINMAX).",
+        "Cross-field edit checks are custom data-quality rules (data_quality_rules.csv: Data Quality > import;",
+        "TRUE = discrepancy, flagged once every field the rule compares is filled); simple 'show only if' checks",
+        "are also branching logic. Plausible ranges are hard limits (@FORCE-MINMAX).",
+        "Checks REDCap logic cannot express: " + ("; ".join(untranslated) or "none"),
         "",
     ]), encoding="utf-8")
     return paths
