@@ -287,7 +287,7 @@ def test_unknown_outcome_source_is_named(protocol, ctgov_study):  # noqa: F811
 
 def test_ordinal_outcome_equals_the_sap_shift_tables(real_record, ctgov_study):  # noqa: F811
     results = ctgov_study.results
-    tables = results["shift_tables"]["NYHA"] if "shift_tables" in results else results["nyha"]
+    tables = results["shift_tables"]["NYHA"]
     nyha = next(m for m in real_record.outcomes if m.source == "NYHA")
     assert nyha.param_type == "COUNT_OF_PARTICIPANTS" and nyha.dispersion == "NA"
     for cls, visit in zip(nyha.classes, ("M1", "M3", "M6"), strict=True):

@@ -53,10 +53,16 @@ def _efficacy_block(results: dict[str, Any], paramcd: str) -> dict[str, Any] | N
 
 
 def _ordinal_visit(results: dict[str, Any], paramcd: str, visit: str) -> dict[str, Any] | None:
-    """Shift table and improvement test of an ordinal endpoint at a visit (older results: ``nyha``)."""
-    if "shift_tables" in results:
-        return results["shift_tables"].get(paramcd, {}).get(visit)
-    return results.get("nyha", {}).get(visit) if paramcd == "NYHA" else None
+    """Shift table and improvement test of an ordinal endpoint at a visit."""
+    return results.get("shift_tables", {}).get(paramcd, {}).get(visit)
+
+
+def _population(results: dict[str, Any], flag: str, fallback: str) -> str:
+    """The SAP plan's label and definition of the population flagged ``flag`` in ADSL."""
+    for population in results.get("plan", {}).get("populations", []):
+        if population.get("flag") == flag:
+            return f"{population['label']}: {population.get('definition', '')}".strip()
+    return fallback
 
 
 def _mmrm(results: dict[str, Any], paramcd: str) -> dict[str, Any] | None:
@@ -485,7 +491,8 @@ def _primary_outcome(protocol: Protocol, results: dict[str, Any], data: Analysis
         _marked(mark, outcome.title) or "", "COUNT_OF_PARTICIPANTS", "NA", "Participants",
         [MeasureClass(None, [Category(None, {k: Value(str(n)) for k, n in counts.items()})])], analyzed,
         description=_marked(mark, outcome.description or primary.get("definition")),
-        population=_marked(mark, "Safety population: all participants who received the study intervention."),
+        population=_marked(mark, _population(results, "SAFFL", "Safety population: all participants who received "
+                                                               "the study intervention.")),
         outcome_type=outcome.type, time_frame=_marked(mark, outcome.time_frame), source="primary")
     conf = float(primary.get("conf", 0.95))
     for g in groups:
@@ -570,8 +577,8 @@ def _continuous_outcome(protocol: Protocol, results: dict[str, Any], data: Analy
         _marked(mark, outcome.title) or "", "MEAN", "CONFIDENCE_95", p.unit, classes,
         {g.key: max((c.analyzed or {}).get(g.key, 0) for c in classes) for g in groups},
         description=_marked(mark, outcome.description), population=_marked(
-            mark, "Efficacy population (participants with a baseline and at least one follow-up value); "
-                  "observed cases: participants with a value at baseline and at the visit."),
+            mark, _population(results, "EFFFL", "Efficacy population.")
+            + " Observed cases: participants with a value at baseline and at the visit."),
         outcome_type=outcome.type, time_frame=_marked(mark, outcome.time_frame), analyses=analyses, source=p.paramcd)
 
 
@@ -618,7 +625,8 @@ def _ordinal_outcome(protocol: Protocol, results: dict[str, Any], data: Analysis
         _marked(mark, outcome.title) or "", "COUNT_OF_PARTICIPANTS", "NA", "Participants", classes,
         {g.key: max((c.analyzed or {}).get(g.key, 0) for c in classes) for g in groups},
         description=_marked(mark, outcome.description), population=_marked(
-            mark, "Efficacy population; observed cases with a class at baseline and at the visit."),
+            mark, _population(results, "EFFFL", "Efficacy population.")
+            + " Observed cases: participants with a class at baseline and at the visit."),
         outcome_type=outcome.type, time_frame=_marked(mark, outcome.time_frame), analyses=analyses, source=p.paramcd)
 
 
