@@ -681,3 +681,13 @@ def test_quality_rules_flag_exactly_the_failing_checks(exported):
                 assert any(values[n] is None for n in guarded), (rule, values, logic)
             checked += 1
     assert checked == 78  # every combination of every grid
+
+
+def test_the_api_metadata_export_is_read_like_the_dictionary_download(tmp_path):
+    """API content=metadata names the same 18 columns in snake_case."""
+    from regenheart.exchange.redcap_format import API_COLUMNS
+
+    text = (EXAMPLES / "redcapr-simple" / "dictionary.csv").read_text(encoding="utf-8")
+    _, _, rest = text.partition("\n")
+    (tmp_path / "metadata.csv").write_text(",".join(API_COLUMNS) + "\n" + rest, encoding="utf-8")
+    assert read_dictionary(tmp_path / "metadata.csv") == read_dictionary(EXAMPLES / "redcapr-simple" / "dictionary.csv")
