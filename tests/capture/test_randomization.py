@@ -469,3 +469,29 @@ def test_single_arm_plan_has_no_arm_plans(protocol):
     from regenheart.synth import generate_cohort
 
     assert all(s.by_arm is None for s in generate_cohort(protocol, seed=1).subjects)
+
+
+def test_casebook_page_offers_no_arm_under_a_randomized_version(tmp_path, rct_protocol):
+    from fastapi.testclient import TestClient
+
+    from regenheart.capture.accounts import AccountService
+    from regenheart.web import create_app
+
+    from ..web.conftest import FAST_HASHER, PASSWORD, SETUP, no_scorer
+
+    path = tmp_path / "study.db"
+    engine = create_study_database(path, {"study": "x"})
+    AccountService(engine, rct_protocol, hasher=FAST_HASHER).create_user(SETUP, "inv1", "investigator", PASSWORD,
+                                                                          site="01", full_name="Ivan")
+    service = CaptureService(engine, rct_protocol, scorer=no_scorer, today=lambda: TODAY)
+    rz.generate_list(engine, rct_protocol, STATISTICIAN, seed=1)
+    screen_eligible(service, "01-001")
+    engine.dispose()
+    app = create_app(path, rct_protocol, scorer=no_scorer, today=lambda: TODAY, hasher=FAST_HASHER)
+    with TestClient(app) as client:
+        login = client.get("/login")
+        token = login.text.split('name="csrf_token" value="')[1].split('"')[0]
+        client.post("/login", data={"username": "inv1", "password": PASSWORD, "csrf_token": token})
+        page = client.get("/subjects/01-001")
+        assert page.status_code == 200 and 'id="enrol-form"' in page.text
+        assert 'name="arm_code"' not in page.text

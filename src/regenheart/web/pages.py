@@ -279,7 +279,8 @@ def _casebook(request: Request, user: UserView, code: str, status: int = 200,
                                                     "date": (subject["disposition"] or {}).get("date"),
                                                     "reason": (subject["disposition"] or {}).get("reason")},
                                                    errors, raw=raw or None),
-                  arms=ctx.protocol.active_version.arms)
+                  # randomized version: the arm comes from the concealed list, so no arm is offered
+                  arms=[] if ctx.protocol.active_version.randomization else ctx.protocol.active_version.arms)
 
 
 @router.post("/subjects/{code}/eligibility", response_class=HTMLResponse)
