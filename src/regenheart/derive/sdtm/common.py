@@ -66,7 +66,7 @@ class Context:
 
     items_by_form: dict[str, pd.DataFrame]
     scores_by_form: dict[str, pd.DataFrame]
-    _wide_cache: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    _wide_cache: dict[tuple[str, str], pd.DataFrame | pd.Series] = field(default_factory=dict)
 
     @property
     def visitnum(self) -> dict[str, float]:
@@ -74,21 +74,33 @@ class Context:
 
     def visit_dates(self, subject_codes: pd.Series, visit_codes: pd.Series) -> pd.Series:
         """The visit date of each (subject, visit) pair (None when the visit is not recorded)."""
-        dates = self.snap.visits.set_index(["subject_code", "visit_code"])["visit_date"]
-        dates = dates[~dates.index.duplicated()]
+        if ("visit_dates", "") not in self._wide_cache:
+            dates = self.snap.visits.set_index(["subject_code", "visit_code"])["visit_date"]
+            self._wide_cache[("visit_dates", "")] = dates[~dates.index.duplicated()]
+        dates = self._wide_cache[("visit_dates", "")]
         keys = pd.MultiIndex.from_arrays([subject_codes.to_numpy(), visit_codes.to_numpy()])
         return pd.Series(dates.reindex(keys).to_numpy(), index=subject_codes.index, dtype=object)
 
     def wide(self, form_code: str) -> pd.DataFrame:
         """One row per subject and visit of a form, one column per field (as :meth:`Snapshot.wide`)."""
-        key = ("items", form_code)
-        if key not in self._wide_cache:
-            self._wide_cache[key] = _unstack(self.items_by_form.get(form_code), "field")
-        return self._wide_cache[key].copy()
+        rows = self.items_by_form.get(form_code)
+        if rows is None or rows.empty:
+            return pd.DataFrame(columns=["subject_code", "visit_code"])
+        if ("items", "") not in self._wide_cache:  # one unstack of every form's items, split per form below
+            items = self.snap.items.drop_duplicates(["form_code", "subject_code", "visit_code", "field"])
+            self._wide_cache[("items", "")] = items.set_index(
+                ["form_code", "subject_code", "visit_code", "field"])["value"].unstack("field")
+        every = self._wide_cache[("items", "")]
+        part = every.xs(form_code, level="form_code")[list(dict.fromkeys(rows["field"]))]
+        part.columns.name = None
+        return part.reset_index()
 
     def scores(self, form_code: str) -> pd.DataFrame:
         """One row per subject and visit of a form, one column per derived score."""
-        return _unstack(self.scores_by_form.get(form_code), "name")
+        key = ("scores", form_code)
+        if key not in self._wide_cache:
+            self._wide_cache[key] = _unstack(self.scores_by_form.get(form_code), "name")
+        return self._wide_cache[key].copy()
 
 
 def _unstack(rows: pd.DataFrame | None, column: str) -> pd.DataFrame:
