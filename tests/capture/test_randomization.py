@@ -495,3 +495,13 @@ def test_casebook_page_offers_no_arm_under_a_randomized_version(tmp_path, rct_pr
         page = client.get("/subjects/01-001")
         assert page.status_code == 200 and 'id="enrol-form"' in page.text
         assert 'name="arm_code"' not in page.text
+
+
+def test_demo_refuses_an_unknown_protocol_version(tmp_path):
+    from typer.testing import CliRunner
+
+    from regenheart.cli.main import app
+
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--protocol-version", "3.0"])
+    assert result.exit_code == 2 and "no version '3.0'" in result.output and "1.0, 2.0" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "d").exists()
