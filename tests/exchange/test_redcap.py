@@ -691,3 +691,23 @@ def test_the_api_metadata_export_is_read_like_the_dictionary_download(tmp_path):
     _, _, rest = text.partition("\n")
     (tmp_path / "metadata.csv").write_text(",".join(API_COLUMNS) + "\n" + rest, encoding="utf-8")
     assert read_dictionary(tmp_path / "metadata.csv") == read_dictionary(EXAMPLES / "redcapr-simple" / "dictionary.csv")
+
+
+def test_commands_without_protocol_use_the_one_stored_by_db_init(tmp_path):
+    from regenheart.cli.web_commands import _load_protocol
+
+    protocol_file = tmp_path / "p.yaml"
+    assert runner.invoke(app, ["protocol", "from-redcap", str(EXAMPLES / "redcapr-checkboxes-1" / "dictionary.csv"),
+                               "--out", str(protocol_file), "--title", "Checkboxes"]).exit_code == 0
+    db = tmp_path / "s.db"
+    assert runner.invoke(app, ["db", "init", "--db", str(db), "--protocol", str(protocol_file)]).exit_code == 0
+    engine = open_study_database(db)
+    stored = _load_protocol(None, engine)  # what 'serve --db' and 'users add --db' use
+    assert stored.study.acronym == "Checkboxes" and list(stored.forms) == ["form_2"]
+    from regenheart.store.db import read_meta
+
+    meta = read_meta(engine)
+    import hashlib
+
+    assert meta["protocol_sha256"] == hashlib.sha256(protocol_file.read_bytes()).hexdigest()
+    engine.dispose()

@@ -44,12 +44,22 @@ def _open(db: str):
         raise _fail(f"cannot open the study database {db}: {exc.__class__.__name__}: {exc}") from None
 
 
-def _load_protocol(protocol: Path | None):
-    from regenheart.protocol import ProtocolError, load_protocol
+def _load_protocol(protocol: Path | None, engine=None):
+    """--protocol FILE, else the protocol stored in the database by 'db init --protocol', else RegenHeart's."""
+    import yaml
+
+    from regenheart.cli.redcap_commands import PROTOCOL_META_KEY
+    from regenheart.protocol import ProtocolError, load_protocol, parse_protocol
+    from regenheart.store.db import read_meta
 
     try:
-        return load_protocol(protocol) if protocol else load_protocol()
-    except (ProtocolError, OSError) as exc:
+        if protocol:
+            return load_protocol(protocol)
+        stored = read_meta(engine).get(PROTOCOL_META_KEY) if engine is not None else None
+        if stored:
+            return parse_protocol(yaml.safe_load(stored), "protocol stored in the study database")
+        return load_protocol()
+    except (ProtocolError, OSError, yaml.YAMLError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -57,7 +67,8 @@ def serve(
     db: str = typer.Option(..., "--db", help="Study database: a SQLite file path or a postgresql+psycopg:// URL."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    protocol: Path | None = typer.Option(None, "--protocol", help="Study definition (default: RegenHeart)."),
+    protocol: Path | None = typer.Option(None, "--protocol", help="Study definition (default: the one stored by "
+                                                                  "'db init --protocol', else RegenHeart)."),
     ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Serve HTTPS with this certificate."),
     ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="Private key of the certificate."),
     proxy_headers: bool = typer.Option(False, "--proxy-headers",
@@ -79,7 +90,7 @@ def serve(
     if not 1 <= workers <= 64:
         raise _fail(f"--workers must be between 1 and 64, not {workers}")
     engine = _open(db)
-    proto = _load_protocol(protocol)
+    proto = _load_protocol(protocol, engine)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if AccountService(engine, proto).count() == 0:
         typer.echo("warning: no user accounts yet; create one with "
@@ -121,14 +132,15 @@ def users_add(
                                                  "statistician or read_only."),
     site: str | None = typer.Option(None, "--site", help="Restrict the account to one site's subjects."),
     full_name: str | None = typer.Option(None, "--full-name", help="Printed name shown on e-signatures."),
-    protocol: Path | None = typer.Option(None, "--protocol", help="Study definition (default: RegenHeart)."),
+    protocol: Path | None = typer.Option(None, "--protocol", help="Study definition (default: the one stored by "
+                                                                  "'db init --protocol', else RegenHeart)."),
 ) -> None:
     """Create a user account (password from $REGENHEART_PASSWORD or a hidden prompt)."""
     from regenheart.capture.accounts import AccountService
     from regenheart.capture.errors import ValidationFailed
 
     engine = _open(db)
-    accounts = AccountService(engine, _load_protocol(protocol))
+    accounts = AccountService(engine, _load_protocol(protocol, engine))
     password = _password()
     try:
         user = accounts.create_user(_cli_actor(), username, role, password, site=site, full_name=full_name)
