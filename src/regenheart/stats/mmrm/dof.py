@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from ._errors import MMRMWarning
 from .covariance import Structure
@@ -154,7 +154,7 @@ class Inference:
         else:
             df = self._kr_df(l[None, :])[0]
         t = est / se if se > 0 else np.nan
-        p = 2 * stats.t.sf(abs(t), df) if np.isfinite(t) else np.nan
+        p = 2 * special.stdtr(df, -abs(t)) if np.isfinite(t) else np.nan  # = 2 t.sf(|t|, df), without its overhead
         return {"estimate": est, "std_error": se, "df": df, "t_value": t, "p_value": float(p)}
 
     def ftest(self, L: np.ndarray, beta: np.ndarray) -> dict:
