@@ -183,9 +183,11 @@ def test_coordinator_and_monitor_workflow(live_server, chromium, shots):
                                                                           "version": 0, "complete": False})
     page.goto("/subjects")
     row = page.locator("tr", has=page.locator("a.subject-link", has_text="01-004"))
-    expect(row).to_contain_text("M1")
-    expect(row).to_contain_text("target 2026-01-09")
-    expect(row).to_contain_text("2026-01-02 – 2026-01-16")
+    # next visit = the first visit with required forms missing: baseline (day -14, window -30 to -1)
+    expect(row).to_contain_text("SCR")
+    expect(row).to_contain_text("8 of 13 forms missing")
+    expect(row).to_contain_text("target 2025-11-26")
+    expect(row).to_contain_text("2025-11-10 – 2025-12-09")
     page.screenshot(path=shots / "subjects.png", full_page=True)
 
     # --- edit the echo later: the reason prompt, then the change with a reason
