@@ -218,6 +218,11 @@ def finish_findings(ctx: Context, domain: str, raw: pd.DataFrame,
                        structure="One record per subject per test per visit (per location/method/time point)",
                        origins=origins, codelists=codelists, value_level=vlm, methods=methods,
                        comment="; ".join(comments) or None)
+    if comments:  # e.g. sponsor-defined test codes: say so on the test code and category variables
+        from dataclasses import replace
+        note = "; ".join(comments)
+        ds.variables[:] = [replace(v, comment=note) if v.name in (f"{domain}TESTCD", f"{domain}TEST", f"{domain}CAT")
+                           else v for v in ds.variables]
     trace = pd.DataFrame({"subject_code": rec["subject_code"], "visit_code": rec["_visit"], "form": rec["_form"],
                           "item": rec["_item"], "DOMAIN": domain, "SEQ": rec[f"{domain}SEQ"].to_numpy(),
                           "SRCVAR": np.where(rec[f"{domain}STRESN"].notna(), f"{domain}STRESN", f"{domain}STRESC"),
