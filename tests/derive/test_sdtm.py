@@ -47,9 +47,9 @@ def demo(tmp_path_factory):
     enter_cohort(CaptureService(engine, protocol), generate_cohort(protocol, seed=20200301))
     snap = take_snapshot(engine)
     engine.dispose()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: the shared test machine's load does not inflate it much
     datasets, trace = build_sdtm_traced(snap, protocol)
-    return protocol, snap, datasets, trace, time.perf_counter() - started
+    return protocol, snap, datasets, trace, time.process_time() - started
 
 
 def test_record_counts_match_the_snapshot(demo):
@@ -207,8 +207,9 @@ def test_findings_qualifiers_and_lobxfl(demo):
 
 def test_performance_whole_sdtm(demo):
     *_, seconds = demo
-    # Goal: well under a couple of seconds on an idle 2-core machine; generous bound for a loaded one.
-    assert seconds < 20, seconds
+    # Measured 1.3-1.6 s CPU for the 30-subject demo (~11,000 records) on a 2-core machine at load 10;
+    # the bound leaves room for slower machines while catching a per-row Python regression (10x).
+    assert seconds < 5, seconds
 
 
 TINY = """
