@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -136,6 +137,10 @@ class AdverseEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     data: Mapped[str] = mapped_column(Text)  # canonical JSON of every captured field
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Review state, as on form records (migration 0004): SDV, lock, current investigator signature.
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    locked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class AuditRecord(Base):
@@ -234,6 +239,8 @@ class DataQuery(Base):
     closed_by: Mapped[str | None] = mapped_column(String(64))
     closed_utc: Mapped[str | None] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # A query on an adverse event's field (migration 0004); visit_code/form_code then hold "ae" / "AE<seq>".
+    ae_id: Mapped[int | None] = mapped_column(ForeignKey("adverse_events.id"), index=True)
 
     messages: Mapped[list[QueryMessage]] = relationship(back_populates="query", order_by="QueryMessage.id")
 
@@ -264,6 +271,21 @@ class Signature(Base):
     __tablename__ = "signatures"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     record_id: Mapped[int] = mapped_column(ForeignKey("form_records.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    full_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    meaning: Mapped[str] = mapped_column(String(200))
+    ts_utc: Mapped[str] = mapped_column(String(32))
+    record_version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AdverseEventSignature(Base):
+    """An electronic signature of one adverse event (append-only; as :class:`Signature`, migration 0004)."""
+
+    __tablename__ = "ae_signatures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ae_id: Mapped[int] = mapped_column(ForeignKey("adverse_events.id"), index=True)
     username: Mapped[str] = mapped_column(String(64))
     full_name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(32))
