@@ -44,8 +44,8 @@ def test_sdtm_package_counts_match_package_59():
 ])
 def test_codelists_by_code_and_short_name(code, short, extensible, n_terms, values):
     ct = sdtm_ct()
-    by_code, by_name = ct.get(code), ct.get(short)
-    assert by_code is by_name
+    by_code, by_short = ct.get(code), ct.get(short)
+    assert by_code is by_short and ct.get(by_code.name) is by_code
     assert by_code.short_name == short and by_code.extensible is extensible
     assert len(by_code.terms) == n_terms and values <= set(by_code.terms)
 

@@ -59,10 +59,11 @@ class Terminology:
     path: Path
     codelists: dict[str, Codelist]      # by NCI code
     by_short_name: dict[str, Codelist]
+    by_name: dict[str, Codelist] = field(default_factory=dict)
 
     def find(self, ref: str) -> Codelist | None:
-        """The codelist named by NCI code (``C66731``) or short name (``SEX``), or None."""
-        return self.codelists.get(ref) or self.by_short_name.get(ref)
+        """The codelist named by NCI code (``C66731``), short name (``SEX``) or name (``Sex``), or None."""
+        return self.codelists.get(ref) or self.by_short_name.get(ref) or self.by_name.get(ref)
 
     def get(self, ref: str) -> Codelist:
         """Like :meth:`find` but raises :class:`TerminologyError` naming the package when absent."""
@@ -92,7 +93,8 @@ def _parse(frame: pd.DataFrame, standard: str, version: str, path: Path) -> Term
             raise TerminologyError(f"{path}: term {row.code} names codelist {row.parent}, which has no header row")
         synonyms = tuple(s.strip() for s in row.synonyms.split(";") if s.strip())
         parent.terms[row.value] = Term(row.code, row.value, synonyms, row.preferred, row.definition)
-    return Terminology(standard, version, path, codelists, {c.short_name: c for c in codelists.values()})
+    return Terminology(standard, version, path, codelists, {c.short_name: c for c in codelists.values()},
+                       {c.name: c for c in codelists.values()})
 
 
 def _version_of(path: Path) -> str:
