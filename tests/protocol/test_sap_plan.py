@@ -41,6 +41,8 @@ def test_regenheart_plan_states_what_the_sap_runs():
     assert (nyha.codelist, nyha.improvement, nyha.test) == ("nyha", "lower", "sign")
     sens = plan.sensitivity[0]
     assert (sens.paramcd, sens.visit, sens.imputations, sens.seed) == ("LVEF", "M6", 50, 20200301)
+    assert {e.paramcd: e.decimals for e in plan.endpoints if e.decimals is not None} == {
+        "NTPROBNP": 0, "NYHA": 2, "CTIVS": 2, "CTLVPW": 2}
     assert [e.paramcd for e in plan.endpoints if e.analysis("mmrm")] == [
         "LVEF", "LVEDV", "LVESV", "LVEDD", "LVESD", "NTPROBNP", "SIXMWD", "KCCQOS", "KCCQCS", "SF12PCS", "SF12MCS",
         "MLHFQTOT"]

@@ -356,3 +356,15 @@ def test_randomized_mmrm_shows_cell_arm_and_difference(protocol, small_study):
     block = _lvef_block(html)
     assert "4.6 (3.0, 6.0)" in block and "9.9 (8.0, 11.0)" not in block
     assert "MSC - CTRL at Month 1: -5.3 (-7.0, -3.0), p = 0.200" in block
+
+
+def test_plan_decimals_drive_the_tables(protocol, small_study):
+    """Decimals come from the plan's endpoint entry (no parameter names in report code)."""
+    endpoints = [e.model_copy(update={"decimals": 3}) if e.paramcd == "LVEF" else e
+                 for e in protocol.analysis_plan.endpoints]
+    plan = protocol.analysis_plan.model_copy(update={"endpoints": endpoints})
+    html = build_report(protocol.model_copy(update={"sap": plan}), small_study.snapshot, small_study.data,
+                        small_study.results, synthetic=True)
+    v = next(b for b in small_study.results["efficacy"] if b["paramcd"] == "LVEF")["visits"][0]
+    assert f.mean_sd(v["change"]["mean"], v["change"]["sd"], 3) in _lvef_block(html)
+    assert "LVEF 3" in html[html.index('id="methods"'):]

@@ -168,6 +168,7 @@ class EndpointPlan(_Strict):
     population: str = "efficacy"
     visits: list[str] = Field(min_length=1)
     analyses: list[EndpointAnalysis] = Field(min_length=1)
+    decimals: int | None = Field(default=None, ge=0, le=6)  # report decimals of means, SDs, CIs (None: default)
 
     @model_validator(mode="before")
     @classmethod

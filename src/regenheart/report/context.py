@@ -166,10 +166,18 @@ def flow_context(protocol: Protocol, results: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ baseline
+def _decimals(protocol: Protocol, paramcd: str) -> int:
+    """Decimals of a parameter's means, SDs and CIs: the plan's, else the report's default rules."""
+    endpoint = protocol.analysis_plan.endpoint(paramcd)
+    if endpoint is not None and endpoint.decimals is not None:
+        return endpoint.decimals
+    return f.decimals_for(paramcd)
+
+
 def _decimals_for_label(protocol: Protocol, label: str) -> int:
     for p in protocol.all_parameters:
         if p.label == label:
-            return f.decimals_for(p.paramcd)
+            return _decimals(protocol, p.paramcd)
     return f.DEFAULT_DECIMALS
 
 
@@ -299,7 +307,7 @@ def _se_unusable(value: Any) -> bool:
 
 def efficacy_block(protocol: Protocol, results: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
     paramcd = block["paramcd"]
-    d = f.decimals_for(paramcd)
+    d = _decimals(protocol, paramcd)
     log_scale = any("gmr" in v for v in block["visits"])
     status, mmrm = _mmrm_lookup(results, paramcd)
     planned = protocol.analysis_plan.endpoint(paramcd)
@@ -531,7 +539,7 @@ def _sensitivity_entry(protocol: Protocol, key: str, s: dict[str, Any]) -> dict[
         what, unit = param.label, param.unit
     except KeyError:
         what, unit = paramcd, ""
-    d = f.decimals_for(paramcd)
+    d = _decimals(protocol, paramcd)
     cc = s.get("complete_case") or {}
     rows = [["Observed cases (complete case)", f.integer(cc.get("n")), f.num(cc.get("mean"), d),
              f.num(cc.get("se"), 2), f.ci(cc.get("lower"), cc.get("upper"), d), f.num(cc.get("df"), 1), f.DASH,
@@ -627,7 +635,8 @@ def methods_context(protocol: Protocol, results: dict[str, Any], methods_notes: 
                             "imputations": f.integer(sens.get("imputations")), "seed": f.text(sens.get("seed")),
                             "model": sens.get("imputation_model")})
     notes = [(name, text) for name, text in (methods_notes or {}).items()]
-    decimals = ", ".join(f"{code} {n}" for code, n in sorted(f.PARAMETER_DECIMALS.items()))
+    stated = {**f.PARAMETER_DECIMALS, **{e.paramcd: e.decimals for e in plan.endpoints if e.decimals is not None}}
+    decimals = ", ".join(f"{code} {n}" for code, n in sorted(stated.items()))
     primary = results.get("primary") or {}
     return {
         "plan_title": (results.get("plan") or {}).get("title") or plan.title,
@@ -756,7 +765,7 @@ def between_arms_context(protocol: Protocol, results: dict[str, Any]) -> dict[st
             diff_rows.append([entry.get("label") or paramcd, f.DASH, f"MMRM failed: {entry['error']}", f.DASH, f.DASH,
                               f.DASH])
             continue
-        d = f.decimals_for(paramcd)
+        d = _decimals(protocol, paramcd)
         log = bool(entry.get("log_scale"))
         for e in entry.get("differences") or []:
             estimate = f.estimate_ci(e.get("ratio"), e.get("ratio_lower"), e.get("ratio_upper"), f.RATIO_DECIMALS) \
@@ -773,7 +782,7 @@ def between_arms_context(protocol: Protocol, results: dict[str, Any]) -> dict[st
     change_rows = []
     per_arm = {a: {blk["paramcd"]: blk for blk in (between.get("efficacy") or {}).get(a, [])} for a in arms}
     for blk in (between.get("efficacy") or {}).get(arms[0] if arms else "", []):
-        d = f.decimals_for(blk["paramcd"])
+        d = _decimals(protocol, blk["paramcd"])
         title = blk["label"] + (f" ({blk['unit']})" if blk.get("unit") not in (None, "", "class") else "")
         for k, v in enumerate(blk["visits"]):
             cells = []

@@ -273,9 +273,11 @@ def efficacy_tables(protocol: Protocol, data: AnalysisDatasets, plan: SapPlan | 
         ids = population_ids(plan, data.adsl, endpoint.population)
         if subjects is not None:
             ids &= subjects
-        out.append(_parameter_block(protocol, data.adeff, p.paramcd, p.label, p.unit, p.direction, endpoint.group,
-                                    endpoint.visits, ids,
-                                    log_scale=endpoint.analysis("geometric_mean_ratio") is not None))
+        block = _parameter_block(protocol, data.adeff, p.paramcd, p.label, p.unit, p.direction, endpoint.group,
+                                 endpoint.visits, ids, log_scale=endpoint.analysis("geometric_mean_ratio") is not None)
+        if endpoint.decimals is not None:
+            block["decimals"] = endpoint.decimals
+        out.append(block)
     if plan.supportive is not None:
         ids = population_ids(plan, data.adsl, plan.supportive.population)
         if subjects is not None:
