@@ -219,13 +219,14 @@ def demo_engine(tmp_path_factory):
     protocol = load_protocol()
     path = tmp_path_factory.mktemp("demo") / "study.db"
     engine = create_study_database(path, {"study": protocol.study.nct_id, "synthetic": "true"}, durable=False)
-    enter_cohort(CaptureService(engine, protocol, today=lambda: dt.date(2026, 1, 1)), generate_cohort(protocol))
-    yield protocol, engine
+    cohort = generate_cohort(protocol)
+    enter_cohort(CaptureService(engine, protocol, today=lambda: dt.date(2026, 1, 1)), cohort)
+    yield protocol, engine, cohort
     engine.dispose()
 
 
 def test_dashboard_of_the_35_subject_demo_is_fast_and_reads_each_table_once(demo_engine):
-    protocol, engine = demo_engine
+    protocol, engine, _ = demo_engine
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args):
@@ -243,3 +244,36 @@ def test_dashboard_of_the_35_subject_demo_is_fast_and_reads_each_table_once(demo
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 4, selects  # subjects, visits, form records, query counts
     assert elapsed < 0.5, f"dashboard took {elapsed:.3f} s"
+
+
+def test_data_quality_of_the_synthetic_cohort_matches_its_plan(demo_engine):
+    """Expected findings computed from the cohort plan alone: a follow-up visit is missing when its
+    window opened before the subject's end of study (disposition date) and the plan has no date for
+    it (the missed month-3 visit; month 3 of the patient lost after month 1, declared lost 60 days
+    later); a visit is out of window when its planned study day lies outside the protocol window."""
+    protocol, engine, cohort = demo_engine
+    today = dt.date(2026, 1, 1)
+    expected_missing, expected_window = set(), set()
+    for plan in cohort.subjects:
+        if not plan.enrol:
+            continue
+        day0 = plan.visit_dates["D0"]
+        end = plan.disposition["date"] if plan.disposition else today
+        for visit in protocol.visits:
+            opens = day0 + dt.timedelta(days=visit.window[0])
+            closes = day0 + dt.timedelta(days=visit.window[1])
+            if visit.code not in plan.visit_dates and opens <= end and closes < today:
+                expected_missing |= {(plan.code, visit.code, form) for form in visit.forms}
+            if visit.code in plan.visit_dates:
+                day = (plan.visit_dates[visit.code] - day0).days
+                if not visit.window[0] <= day <= visit.window[1]:
+                    expected_window.add((plan.code, visit.code))
+    start = time.perf_counter()
+    findings = dash.data_quality(engine, protocol, DM, today)
+    elapsed = time.perf_counter() - start
+    assert {(f.subject_id, f.visit, f.form) for f in findings if f.kind == "missing_form"} == expected_missing
+    assert len(expected_missing) == 16  # two month-3 visits of 8 forms
+    assert {(f.subject_id, f.visit) for f in findings if f.kind == "out_of_window"} == expected_window
+    assert len(expected_window) == 1  # the late month-6 visit
+    assert not [f for f in findings if f.kind == "edit_check"]
+    assert elapsed < 3.0, f"data quality took {elapsed:.2f} s"
