@@ -75,12 +75,8 @@ def protocol():
     return parse_protocol(yaml.safe_load(PROTOCOL_YAML), "draft.yaml")
 
 
-@pytest.fixture(scope="module")
-def analysed(protocol, tmp_path_factory):
-    from regenheart.cli.pipeline import analyze
-
-    folder = tmp_path_factory.mktemp("default-plan")
-    engine = create_study_database(folder / "study.db", {"study": "DRAFT"}, durable=False)
+def enter_values(engine, protocol) -> None:
+    """Screen, enrol and enter VALUES through the capture service (the only write path)."""
     service = CaptureService(engine, protocol, today=lambda: dt.date(2024, 12, 31))
     start = dt.date(2024, 3, 1)
     for subject, visits in VALUES.items():
@@ -97,6 +93,15 @@ def analysed(protocol, tmp_path_factory):
             service.record_visit(COORDINATOR, subject, visit, date)
             for form, data in visits[visit].items():
                 service.save_form(COORDINATOR, subject, visit, form, data, visit_date=date)
+
+
+@pytest.fixture(scope="module")
+def analysed(protocol, tmp_path_factory):
+    from regenheart.cli.pipeline import analyze
+
+    folder = tmp_path_factory.mktemp("default-plan")
+    engine = create_study_database(folder / "study.db", {"study": "DRAFT"}, durable=False)
+    enter_values(engine, protocol)
     run = analyze(engine, protocol, folder / "out")
     engine.dispose()
     return run
@@ -147,3 +152,26 @@ def test_report_shows_the_default_plan(analysed):
     body = html.split("</style>", 1)[1]
     assert ">None<" not in body and " None " not in body  # no Python None rendered for a missing identity field
     assert "The analysis plan has no adverse-event analysis" in body and "Any serious adverse event" not in body
+
+
+def test_analyze_command_runs_the_default_plan_of_the_stored_protocol(protocol, tmp_path):
+    """``regenheart db init --protocol draft.yaml`` stores the protocol; ``regenheart analyze`` runs its
+    default plan and prints a summary without an endpoint to name (exit 0, no traceback)."""
+    from typer.testing import CliRunner
+
+    from regenheart.cli.main import app
+    from regenheart.store.db import make_engine
+
+    runner = CliRunner()
+    (tmp_path / "draft.yaml").write_text(PROTOCOL_YAML, encoding="utf-8")
+    db = tmp_path / "study.db"
+    created = runner.invoke(app, ["db", "init", "--db", str(db), "--protocol", str(tmp_path / "draft.yaml")])
+    assert created.exit_code == 0, created.output
+    engine = make_engine(db)
+    enter_values(engine, protocol)
+    engine.dispose()
+    result = runner.invoke(app, ["analyze", "--db", str(db), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "Analysis plan: Default analysis plan" in " ".join(result.output.split())
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert [v["field"] for v in results["descriptive"]] == ["sbp", "weight", "smoker"]

@@ -25,20 +25,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-PROTOCOL_META_KEY = "protocol_yaml"  # the protocol text a database may carry ('db init --protocol')
-
-
-def _stored_protocol(engine):
-    """The protocol stored in the study database, if it carries one."""
-    import yaml
-
-    from regenheart.protocol.loader import parse_protocol
-    from regenheart.store.db import read_meta
-
-    stored = read_meta(engine).get(PROTOCOL_META_KEY)
-    return parse_protocol(yaml.safe_load(stored), "protocol stored in the study database") if stored else None
-
-
 def export_odm(
     out: Annotated[Path, typer.Option("--out", help="ODM XML file to write.")],
     db: Annotated[str | None, typer.Option("--db", help="Study database file (SQLite) or database URL.")] = None,
@@ -56,6 +42,7 @@ def export_odm(
     from regenheart.exchange.odm import OdmExportError, write_metadata_odm, write_odm
     from regenheart.protocol import ProtocolError, load_protocol
     from regenheart.store.db import DatabaseError, open_study_database
+    from regenheart.store.study import study_protocol
 
     if not out.parent.exists():
         raise _fail(f"the folder of {out} does not exist")
@@ -72,7 +59,7 @@ def export_odm(
         raise _fail("--db is required (or --metadata-only for the study definition alone)")
     try:
         engine = open_study_database(db)
-        study = load_protocol(protocol) if protocol is not None else _stored_protocol(engine) or load_protocol()
+        study = study_protocol(engine, protocol)
     except (ProtocolError, DatabaseError, FileNotFoundError, yaml.YAMLError) as exc:
         raise _fail(str(exc)) from None
     except SQLAlchemyError as exc:  # unreachable server, not a database, missing driver: one clear line

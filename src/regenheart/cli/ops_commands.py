@@ -22,10 +22,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _protocol():
-    from regenheart.protocol import load_protocol
+def _protocol(engine=None):
+    from regenheart.store.study import study_protocol
 
-    return load_protocol()
+    return study_protocol(engine)
 
 
 def register(db_app: typer.Typer) -> None:
@@ -55,7 +55,7 @@ def register(db_app: typer.Typer) -> None:
 
         try:
             with console.status(f"Restoring {backup} and verifying its audit trail"):
-                report = restore_database(backup, db, _protocol())
+                report = restore_database(backup, db)  # checked against the restored database's own protocol
         except DatabaseError as exc:
             raise _fail(str(exc)) from None
         console.print(f"[green]Restored[/] {backup} -> {db}: {report.chain.records} audit records verified, "
@@ -72,7 +72,7 @@ def register(db_app: typer.Typer) -> None:
             raise _fail(f"no database at {db}")
         try:
             engine = make_engine(url)
-            health = check_database(engine, _protocol())
+            health = check_database(engine, _protocol(engine))
         except DatabaseError as exc:
             raise _fail(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - a damaged file or unreachable server: say so, no traceback

@@ -23,6 +23,7 @@ from regenheart.store.audit import utc_now
 from regenheart.store.db import DatabaseError, create_study_database, make_engine, read_meta
 from regenheart.store.reconcile import require_integrity
 from regenheart.store.snapshot import Snapshot, take_snapshot
+from regenheart.store.study import PROTOCOL_VERSION_KEY, with_active_version
 from regenheart.synth import enter_cohort, generate_cohort
 from regenheart.synth.cohort import cohort_sizes
 
@@ -67,22 +68,6 @@ def _snapshot_summary(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-def with_active_version(protocol: Protocol, version: str | None) -> Protocol:
-    """``protocol`` with ``version`` as its active protocol version (None: unchanged).
-
-    Raises :class:`ProtocolError` naming the versions the protocol has.
-    """
-    if version is None or version == protocol.active_protocol_version:
-        return protocol
-    versions = [v.version for v in protocol.protocol_versions]
-    if version not in versions:
-        from regenheart.protocol.loader import ProtocolError, ProtocolIssue
-
-        raise ProtocolError("--protocol-version", [ProtocolIssue("protocol_versions", f"no version '{version}'; "
-                                                                 f"the protocol has {', '.join(versions)}")])
-    return protocol.model_copy(update={"active_protocol_version": version})
-
-
 # The demo's design-cost simulation (report appendix): small, so the demo stays quick; the figures
 # are Monte Carlo estimates with their standard errors. 'regenheart simulate' runs the full study.
 DEMO_DESIGN_SIMS = 200
@@ -112,7 +97,9 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     The database's recorded protocol version (study meta) is the one analysed. ``design_cost``
     (a design simulation summary) becomes ``results.json``'s ``design_cost`` and a report appendix.
     """
-    protocol = with_active_version(protocol, _recorded_version(engine, protocol))
+    recorded = read_meta(engine).get(PROTOCOL_VERSION_KEY)
+    if recorded in {v.version for v in protocol.protocol_versions}:
+        protocol = with_active_version(protocol, recorded)
     from regenheart import instruments
     from regenheart.report import build_report, write_report
     from regenheart.report.exports import write_adam
@@ -149,12 +136,6 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     datasets = write_adam(data, out_dir / "datasets")
     ctgov_path = write_ctgov_files(protocol, document, data, out_dir)
     return AnalysisRun(document, report_path, results_path, datasets, ctgov_path)
-
-
-def _recorded_version(engine: Engine, protocol: Protocol) -> str | None:
-    """The protocol version the database was created under, if the protocol has it."""
-    recorded = read_meta(engine).get("protocol_version")
-    return recorded if recorded in [v.version for v in protocol.protocol_versions] else None
 
 
 CTGOV_PREVIEW = "ctgov_preview.html"

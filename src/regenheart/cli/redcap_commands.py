@@ -15,31 +15,18 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from regenheart.cli.export_app import export_app
+from regenheart.store.study import PROTOCOL_TEXT_KEY, study_protocol
 
 __all__ = ["export_app", "register"]
 
 console = Console()
 err = Console(stderr=True)
-PROTOCOL_META_KEY = "protocol_yaml"  # study_meta key holding the protocol text of 'db init --protocol'
+PROTOCOL_META_KEY = PROTOCOL_TEXT_KEY  # study_meta key holding the protocol text of 'db init --protocol'
 
 
 def _fail(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(2)
-
-
-def study_protocol(engine, protocol_file: Path | None):
-    """The protocol given on the command line, else the one stored in the database, else RegenHeart's."""
-    import yaml
-
-    from regenheart.protocol import load_protocol, parse_protocol
-    from regenheart.store.db import read_meta
-
-    if protocol_file is not None:
-        return load_protocol(protocol_file)
-    stored = read_meta(engine).get(PROTOCOL_META_KEY)
-    return parse_protocol(yaml.safe_load(stored), "protocol stored in the study database") if stored \
-        else load_protocol()
 
 
 def export_redcap_command(

@@ -46,20 +46,12 @@ def _open(db: str):
 
 def _load_protocol(protocol: Path | None, engine=None):
     """--protocol FILE, else the protocol stored in the database by 'db init --protocol', else RegenHeart's."""
-    import yaml
-
-    from regenheart.cli.redcap_commands import PROTOCOL_META_KEY
-    from regenheart.protocol import ProtocolError, load_protocol, parse_protocol
-    from regenheart.store.db import read_meta
+    from regenheart.protocol import ProtocolError
+    from regenheart.store.study import study_protocol
 
     try:
-        if protocol:
-            return load_protocol(protocol)
-        stored = read_meta(engine).get(PROTOCOL_META_KEY) if engine is not None else None
-        if stored:
-            return parse_protocol(yaml.safe_load(stored), "protocol stored in the study database")
-        return load_protocol()
-    except (ProtocolError, OSError, yaml.YAMLError) as exc:
+        return study_protocol(engine, protocol)
+    except (ProtocolError, OSError) as exc:
         raise _fail(str(exc)) from None
 
 

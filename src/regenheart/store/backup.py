@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from regenheart.protocol.models import Protocol
 from regenheart.store.db import DatabaseError, current_revision, database_url, head_revision, open_study_database
 from regenheart.store.reconcile import IntegrityReport, check_integrity
+from regenheart.store.study import study_protocol
 
 
 class BackupError(DatabaseError):
@@ -118,7 +119,7 @@ def restore_database(backup: str | Path, target: str | Path, protocol: Protocol 
     try:
         engine = open_study_database(target)
         try:
-            report = check_integrity(engine, protocol)
+            report = check_integrity(engine, protocol or study_protocol(engine))
         finally:
             engine.dispose()
     except DatabaseError as exc:
