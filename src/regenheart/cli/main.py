@@ -195,16 +195,16 @@ def db_init(db: DbOption, protocol: ProtocolOption = None) -> None:
     import hashlib
 
     from regenheart.cli.pipeline import study_meta
-    from regenheart.cli.redcap_commands import PROTOCOL_META_KEY
     from regenheart.protocol import load_protocol
     from regenheart.store.db import create_study_database
+    from regenheart.store.study import PROTOCOL_SHA256_KEY, PROTOCOL_TEXT_KEY
 
     study = load_protocol(protocol)
     meta = study_meta(study, synthetic=False)
     if protocol is not None:  # later commands (export, ...) load the study's own protocol from the database
         text = protocol.read_text(encoding="utf-8")
-        meta.update({"study_nct_id": study.study.nct_id or "", PROTOCOL_META_KEY: text,
-                     "protocol_sha256": hashlib.sha256(text.encode()).hexdigest(), "protocol_source": str(protocol)})
+        meta.update({"study_nct_id": study.study.nct_id or "", PROTOCOL_TEXT_KEY: text,
+                     PROTOCOL_SHA256_KEY: hashlib.sha256(text.encode()).hexdigest(), "protocol_source": str(protocol)})
     create_study_database(db, meta).dispose()
     console.print(f"Created study database {db} for {study.study.acronym}")
 
@@ -232,11 +232,12 @@ def audit_verify(db: DbOption) -> None:
     Names the first broken audit record, and every stored value (table, record, field) that differs
     from the last audited value for it: a direct change to the data tables is found here.
     """
-    from regenheart.protocol import load_protocol
     from regenheart.store.db import open_study_database
     from regenheart.store.reconcile import check_integrity
+    from regenheart.store.study import study_protocol
 
-    report = check_integrity(open_study_database(db), load_protocol())
+    engine = open_study_database(db)
+    report = check_integrity(engine, study_protocol(engine))
     chain, data = report.chain, report.reconciliation
     if chain.ok:
         console.print(f"[green]OK[/]: {chain.records} audit records verified; head hash {chain.head_hash}")
@@ -261,11 +262,12 @@ def analyze(db: DbOption,
             out: Annotated[Path, typer.Option(help="Folder for report.html and results.json.")] = Path("regenheart-report")) -> None:
     """Analyse a study database: analysis datasets, SAP, report.html and results.json."""
     from regenheart.cli.pipeline import analyze as run_analysis
-    from regenheart.protocol import load_protocol
     from regenheart.store.db import open_study_database
+    from regenheart.store.study import study_protocol
 
+    engine = open_study_database(db)
     with console.status("Deriving analysis datasets and running the SAP"):
-        run = run_analysis(open_study_database(db), load_protocol(), out)
+        run = run_analysis(engine, study_protocol(engine), out)
     _print_summary(run.results)
     console.print(f"Report: [bold]{run.report_path}[/]\nResults: {run.results_path}\n"
                   f"ADaM datasets: {run.datasets[0].parent}\nClinicalTrials.gov results draft: {run.ctgov_path}")
