@@ -311,7 +311,8 @@ def test_adae_and_adsl_trace_to_sdtm(demo, adam):
     assert (adae["AETERM"].to_numpy() == source["AETERM"].to_numpy()).all()
     assert (adae["ASTDT"].map(str).to_numpy() == source["AESTDTC"].to_numpy()).all()
     assert (pd.Series(adae["ASTDY"].to_numpy()).fillna(-9999) == pd.Series(source["AESTDY"].to_numpy()).fillna(-9999)).all()
-    assert (adae["AESER"].to_numpy() == source["AESER"].to_numpy()).all()
+    for column in ("AESER", "AEOUT", "AEREL", "AEBODSYS"):
+        assert (adae[column].to_numpy() == source[column].to_numpy()).all(), column
     dm = sdtm["DM"].records.set_index("USUBJID")
     adsl = adam["ADSL"].records.set_index("USUBJID")
     assert set(adsl.index) == set(dm.index)

@@ -356,13 +356,18 @@ class AnalysisDatasets:
 
 def derive_all(protocol: Protocol, snap: Snapshot) -> AnalysisDatasets:
     """Derive every analysis dataset from a snapshot."""
+    return _derive_with_sdtm(protocol, snap)[0]
+
+
+def _derive_with_sdtm(protocol: Protocol, snap: Snapshot) -> tuple[AnalysisDatasets, dict[str, Dataset]]:
+    """The analysis datasets and the SDTM tabulations they trace to (built once)."""
     adsl = derive_adsl(protocol, snap)
-    _, trace = build_sdtm_traced(snap, protocol)
+    sdtm, trace = build_sdtm_traced(snap, protocol)
     adeff = derive_adeff(protocol, snap, adsl, trace)
     adsl = add_efficacy_flag(adsl, adeff, protocol)
     adae = derive_adae(protocol, snap, adsl)
     adpse = derive_adpse(protocol, snap, adsl, adae)
-    return AnalysisDatasets(adsl, adeff, adae, adpse)
+    return AnalysisDatasets(adsl, adeff, adae, adpse), sdtm
 
 
 # ---- ADaM datasets with metadata (ADaMIG 1.3) -------------------------------------------------------
@@ -431,7 +436,9 @@ _ADAM_VARIABLES: dict[str, tuple[str, str, str, str | None]] = {
     "SAECRIT": ("Serious Criteria Met", _T, "Derived", "AE.AESDTH-AESMIE"),
     "AREL": ("Analysis Causality (Cell Product)", _T, "Collected", "adverse_events.related_product"),
     "ARELPR": ("Analysis Causality (Procedure)", _T, "Predecessor", "SUPPAE.QVAL (AERELPRC)"),
-    "AEOUT": ("Outcome of Adverse Event (Code)", _T, "Collected", "adverse_events.outcome"),
+    "AEOUT": ("Outcome of Adverse Event", _T, "Predecessor", "AE.AEOUT"),
+    "AEREL": ("Causality", _T, "Predecessor", "AE.AEREL"),
+    "AEBODSYS": ("Body System or Organ Class", _T, "Predecessor", "AE.AEBODSYS"),
     "TRTEMFL": ("Treatment Emergent Analysis Flag", _T, "Derived", "MT.TRTEMFL"),
     "PERIFL": ("Peri-procedural (Day 0-5) Flag", _T, "Derived", "MT.PERIFL"),
     "PRIMFL": ("Primary Safety Composite Flag", _T, "Derived", "MT.PRIMFL"),
@@ -496,7 +503,7 @@ def _adam_dataset(name: str, frame: pd.DataFrame, protocol: Protocol) -> Dataset
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
         elif typ == _T:
             frame[column] = frame[column].astype(object).where(frame[column].notna() & (frame[column] != ""), None)
-        codelist = {"SEX": "C66731", "AGEU": "C66781", "AESER": "C66742", "SAFFL": "C66742", "ENRLFL": "C66742",
+        codelist = {"SEX": "C66731", "AGEU": "C66781", "AESER": "C66742", "AEOUT": "C66768", "SAFFL": "C66742", "ENRLFL": "C66742",
                     "SCRNFL": "C66742", "EFFFL": "C66742", "ELIGFL": "C66742"}.get(column)
         if column in _RECORD_FLAGS:
             codelist = "C66742"
@@ -525,8 +532,16 @@ def _adam_dataset(name: str, frame: pd.DataFrame, protocol: Protocol) -> Dataset
 def adam_datasets(snapshot: Snapshot, protocol: Protocol) -> dict[str, Dataset]:
     """ADSL, ADEFF, ADAE and ADPSE as :class:`Dataset` objects with ADaM metadata (names <= 8, labels <= 40,
     origins, methods, value-level metadata of AVAL per PARAMCD); record flags are Y or null."""
-    data = derive_all(protocol, snapshot)
+    data, sdtm = _derive_with_sdtm(protocol, snapshot)
+    adae = data.adae.copy()
+    if "AE" in sdtm and not adae.empty:
+        # The submitted ADAE carries the SDTM AE values (CDISC CT) beside the analysis codes AREL/ARELPR.
+        ae = sdtm["AE"].records.set_index(["USUBJID", "AESEQ"])
+        keys = pd.MultiIndex.from_arrays([adae["USUBJID"], adae["AESEQ"].astype(int)])
+        for column in ("AEBODSYS", "AEREL", "AEOUT"):
+            if column in ae:
+                adae[column] = ae[column].reindex(keys).to_numpy()
     return {"ADSL": _adam_dataset("ADSL", data.adsl, protocol),
             "ADEFF": _adam_dataset("ADEFF", data.adeff, protocol),
-            "ADAE": _adam_dataset("ADAE", data.adae, protocol),
+            "ADAE": _adam_dataset("ADAE", adae, protocol),
             "ADPSE": _adam_dataset("ADPSE", data.adpse, protocol)}
