@@ -213,3 +213,15 @@ def test_responders_of_a_lower_is_better_parameter_count_decreases():
     rows = data.adeff[(data.adeff["PARAMCD"] == "NTPROBNP") & (data.adeff["AVISIT"] == "Month 6")]
     assert out[0]["n_events"] == int((rows["CHG"] <= -500).sum()) and out[0]["n_total"] == len(rows)
     assert out[0]["source"] == "test threshold"
+
+
+def test_population_whose_flag_is_not_derived_is_reported_empty():
+    from regenheart.protocol.sap import SapPlan
+
+    doc = PROTOCOL.analysis_plan.model_dump()
+    doc["populations"].append({"name": "per_protocol", "label": "Per protocol", "flag": "PPROTFL",
+                               "definition": "No major protocol deviation."})
+    out = sap.plan_summary(PROTOCOL, SapPlan.model_validate(doc), make_data())
+    pp = next(p for p in out["populations"] if p["name"] == "per_protocol")
+    assert (pp["n"], pp["flag_derived"]) == (0, False)
+    assert next(p for p in out["populations"] if p["name"] == "safety")["n"] == 12

@@ -615,8 +615,9 @@ def methods_context(protocol: Protocol, results: dict[str, Any], methods_notes: 
                     [[v.label, str(v.day), f"{v.window[0]} to {v.window[1]}"] for v in protocol.visits
                      if v.baseline or v.code in planned_visits or (not planned_visits and plan.descriptive)],
                     numeric_from=1)
-    populations = [(p["label"], p["flag"], p["definition"], f.integer(p.get("n")))
-                   for p in (results.get("plan") or {}).get("populations", [])]
+    populations = [(p["label"], p["flag"], p["definition"] + ("" if p.get("flag_derived", True) else
+                                                              f" (ADSL has no {p['flag']} flag: no subjects)"),
+                    f.integer(p.get("n"))) for p in (results.get("plan") or {}).get("populations", [])]
 
     def labels(kind: str, **match: Any) -> list[str]:
         out = []

@@ -589,5 +589,6 @@ def plan_summary(protocol: Protocol, plan: SapPlan, data: AnalysisDatasets) -> d
         "randomized": is_randomized(protocol, plan),
         "headline": plan.headline,
         "populations": [{"name": p.name, "label": p.label, "flag": p.flag, "definition": " ".join(p.definition.split()),
-                         "n": len(population_ids(plan, data.adsl, p.name))} for p in plan.populations],
+                         "n": len(population_ids(plan, data.adsl, p.name)), "flag_derived": p.flag in data.adsl.columns}
+                        for p in plan.populations],
     }
