@@ -715,6 +715,9 @@ class CaptureService:
                                                             AdverseEvent.ae_seq == ae_seq)).one_or_none()
             if ae is None:
                 raise NotFound(f"adverse event {ae_seq} of subject {subject_code} not found")
+            if ae.locked:
+                raise StateError(f"adverse event {ae_seq} of {subject_code} is locked; a data manager must unlock "
+                                 "it before it can be changed")
             if expected_version is not None and expected_version != ae.version:
                 raise Conflict(f"adverse event {ae_seq} is at version {ae.version}, not {expected_version}")
             existing = self.adverse_event_values(ae)
@@ -729,11 +732,20 @@ class CaptureService:
                 return ae.version
             self._apply_ae(ae, values, subject.infusion_date)
             ae.version += 1
-            audit.append(session, [
+            entries = [
                 self._entry(actor, "update", "adverse_event", subject_code, record_key=f"{subject_code}/AE{ae_seq}",
                             field=k, old_value=canonical(existing.get(k)), new_value=canonical(values[k]),
                             reason=reason) for k in changed
-            ])
+            ]
+            # changed data need SDV and signature again, as for forms (entity "ae_state": the AE's review flags)
+            for flag, action, why in (("verified", "unverify", "data changed after SDV"),
+                                      ("signed", "unsign", "data changed after signature")):
+                if getattr(ae, flag):
+                    setattr(ae, flag, False)
+                    entries.append(self._entry(actor, action, "ae_state", subject_code,
+                                               record_key=f"{subject_code}/AE{ae_seq}", field=flag,
+                                               old_value="true", new_value="false", reason=why))
+            audit.append(session, entries)
             return ae.version
 
     @staticmethod

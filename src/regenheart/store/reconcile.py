@@ -4,7 +4,7 @@ The hash chain proves that the trail was not altered; it says nothing of the dat
 SQL change of a stored value (say a baseline LVEF 14.4 -> 55.0 in ``item_values``) leaves the
 chain intact. :func:`reconcile` replays the trail (the newest audited value per record and field)
 and compares it with what the tables hold now: item values, derived scores, visit dates, subject
-status and dates, adverse events and form states. Every difference is named (table, record,
+status and dates, adverse events (data and review flags) and form states. Every difference is named (table, record,
 field, stored value, audited value). A value that exists without any audit record, and an audited
 value whose row is gone, are differences too.
 
@@ -35,6 +35,8 @@ FORM_FLAGS = {"status": None, "verified": False, "locked": False, "signed": Fals
 # Adverse-event columns copied from the audited values (``data`` holds every captured field).
 AE_COLUMNS = ("term", "category", "onset_date", "stop_date", "ctcae_grade", "related_product",
               "related_procedure", "outcome")
+# Adverse-event review flags (migration 0004), audited as entity "ae_state" like form flags; False until set.
+AE_FLAGS = ("verified", "locked", "signed")
 _ABSENT = object()
 
 
@@ -72,7 +74,7 @@ def _audited(session: Session) -> dict[tuple[str, str, str], str | None]:
     """The newest audited value per (entity, record key, field), replaying the trail in order."""
     rows = session.execute(
         select(AuditRecord.entity, AuditRecord.record_key, AuditRecord.field, AuditRecord.new_value)
-        .where(AuditRecord.entity.in_(("subject", "visit", "item", "score", "form", "adverse_event")))
+        .where(AuditRecord.entity.in_(("subject", "visit", "item", "score", "form", "adverse_event", "ae_state")))
         .order_by(AuditRecord.seq)).all()
     return {(entity, key or "", name or ""): value for entity, key, name, value in rows}
 
@@ -157,6 +159,12 @@ def reconcile(engine: Engine, protocol: Protocol | None = None) -> ReconcileRepo
         cmp.missing_rows("derived_values", "score")
 
         columns = [getattr(AdverseEvent, c) for c in AE_COLUMNS]
+        flags = [getattr(AdverseEvent, f) for f in AE_FLAGS]
+        for row in session.execute(select(AdverseEvent.subject_id, AdverseEvent.ae_seq, *flags)).all():
+            for name, stored in zip(AE_FLAGS, row[2:], strict=True):
+                cmp.check("adverse_events", "ae_state", f"{codes[row[0]]}/AE{row[1]}", name, canonical(stored),
+                          canonical(False))
+        cmp.missing_rows("adverse_events", "ae_state")
         for row in session.execute(select(AdverseEvent.subject_id, AdverseEvent.ae_seq, AdverseEvent.data,
                                           AdverseEvent.serious, *columns)).all():
             key = f"{codes[row[0]]}/AE{row[1]}"
