@@ -42,6 +42,8 @@ Scorer = Callable[[str, Mapping[str, Any]], tuple[dict[str, float | None], str]]
 SUBJECT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 # SAE criteria are the AE log's yes/no fields named sae_* (RegenHeart: death, life-threatening, ...).
 SAE_PREFIX = "sae_"
+# Marks a screen failure recorded by withdrawal (not by the eligibility rules) in eligibility_failed.
+WITHDRAWN_AT_SCREENING = "withdrawn at screening"
 
 
 def default_scorer(instrument: str, items: Mapping[str, Any]) -> tuple[dict[str, float | None], str]:
@@ -278,6 +280,13 @@ class CaptureService:
             violations.append(Violation("site_code", site_code, "codelist", f"must be one of: {', '.join(sites)}"))
         elif not actor.sees_site(site_code):
             raise PermissionDenied(f"user {actor.username} may not screen subjects at site {site_code}")
+        rule = self.protocol.study.subject_code
+        if rule is not None and site_code in sites and SUBJECT_CODE.match(subject_code or "") \
+                and not re.fullmatch(rule.regex_for(site_code), subject_code):
+            example = f" (e.g. {rule.example})" if rule.example else ""
+            violations.append(Violation("subject_code", subject_code, "pattern",
+                                        f"does not follow the protocol's subject code rule {rule.pattern} with "
+                                        f"site {site_code}{example}"))
         screening = self._date("screening_date", screening_date, violations)
         consent = self._date("consent_date", consent_date, violations)
         if screening and consent and consent > screening:
@@ -334,6 +343,8 @@ class CaptureService:
             subject = self._subject(session, actor, subject_code)
             if subject.status not in ("screening", "eligible", "screen_failed"):
                 raise StateError(f"subject {subject_code} is already {subject.status}")
+            if subject.eligibility_failed and WITHDRAWN_AT_SCREENING in subject.eligibility_failed:
+                raise StateError(f"subject {subject_code} was withdrawn at screening; eligibility is not re-evaluated")
             outcome = evaluate_eligibility(self.protocol, self.screening_values(session, subject))
             failed = outcome.failed + [f"{c} (not assessed)" for c in outcome.not_assessed]
             self._set_subject(session, actor, subject, {
@@ -342,6 +353,25 @@ class CaptureService:
                 "status": "eligible" if outcome.eligible else "screen_failed",
             }, "eligibility", None)
             return outcome
+
+    def withdraw_screen_failure(self, actor: Actor, subject_code: str, reason: str | None) -> None:
+        """Withdraw a subject who is still in screening (screening or eligible, not enrolled) as a screen
+        failure, e.g. one registered under a wrong code: status 'screen_failed', audited with the reason.
+        The subject's data stay; the patient, if still to be screened, gets a new, correct code."""
+        self._require(actor, "screen_subject")
+        if not (reason or "").strip():
+            raise ValidationFailed([Violation("reason", reason, "reason_required",
+                                              "a reason is required to withdraw a subject at screening")])
+        with self._transaction() as session:
+            subject = self._subject(session, actor, subject_code)
+            if subject.status not in ("screening", "eligible"):
+                raise StateError(f"subject {subject_code} is {subject.status}: only a subject in screening can be "
+                                 "withdrawn as a screen failure")
+            self._set_subject(session, actor, subject, {
+                "eligible": False,
+                "eligibility_failed": json.dumps([f"{WITHDRAWN_AT_SCREENING}: {reason.strip()}"]),
+                "status": "screen_failed",
+            }, "withdraw", reason.strip())
 
     def enrol(self, actor: Actor, subject_code: str, enrolled_date: Any, arm_code: str | None = None) -> str:
         """Enrol an eligible subject; returns the arm.

@@ -8,6 +8,7 @@ names existing fields, an endpoint names an existing form field or instrument sc
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,6 +35,28 @@ class Site(_Strict):
     city: str | None = None
 
 
+class SubjectCodeRule(_Strict):
+    """How subject codes are written: ``pattern`` is a regular expression in which ``{site}`` stands
+    for the screening site's code (e.g. ``^{site}-\\d{3}$``: site code, hyphen, three digits);
+    ``example`` is shown to the user beside the rule."""
+
+    pattern: str
+    example: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value.replace("{site}", "01"))
+        except re.error as exc:
+            raise ValueError(f"subject code pattern {value!r} is not a valid regular expression: {exc}") from exc
+        return value
+
+    def regex_for(self, site_code: str) -> str:
+        """The pattern with ``{site}`` replaced by the (escaped) site code."""
+        return self.pattern.replace("{site}", re.escape(site_code))
+
+
 class StudyIdentity(_Strict):
     """Registry identifiers and design descriptors of the study."""
 
@@ -52,6 +75,8 @@ class StudyIdentity(_Strict):
     intervention: str | None = None
     day0_definition: str | None = None
     sites: list[Site] = Field(min_length=1)
+    # Optional: without it any code of letters, digits and hyphens is accepted.
+    subject_code: SubjectCodeRule | None = None
 
 
 class Arm(_Strict):
@@ -240,6 +265,9 @@ class FieldDef(_Strict):
     codelist: str | None = None
     codes: list[int | str] | None = None
     max_length: int | None = Field(default=None, gt=0)
+    # Short generic labels of a ``codes`` field's responses, one per code in order (e.g. questionnaire
+    # anchors "1 most limited" .. "5 not limited"): never an instrument's copyrighted wording.
+    labels: list[str] | None = None
     sdtm: SdtmField | None = None
 
     @model_validator(mode="after")
@@ -252,6 +280,8 @@ class FieldDef(_Strict):
         if self.type == "code":
             if (self.codelist is None) == (self.codes is None):
                 raise ValueError("a code field needs exactly one of 'codelist' or 'codes'")
+            if self.labels is not None and (self.codes is None or len(self.labels) != len(self.codes)):
+                raise ValueError("'labels' needs 'codes' and one label per code")
         elif self.codelist is not None or self.codes is not None:
             raise ValueError(f"'codelist'/'codes' are only allowed on code fields, not on type '{self.type}'")
         return self
@@ -310,6 +340,9 @@ class FormDef(_FieldContainer):
     label: str
     cdisc_domain: str | None = None
     instrument: str | None = None
+    # A site holding the instrument's licence may name a local file (YAML or JSON: field name -> item
+    # wording) whose text the forms then show; the wording itself is never shipped with the protocol.
+    wording_file: str | None = None
 
 
 class Visit(_Strict):
