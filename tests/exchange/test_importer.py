@@ -286,3 +286,15 @@ def test_progress_is_reported_per_subject(service, plan):
     import_source(service, IMPORTER, plan_to_source(plan), progress=lambda d, t, c: calls.append((d, t, c)))
     assert calls == [(i, 4, f"01-00{i}") for i in range(1, 5)]
 
+
+
+def test_a_benchmark_sized_cohort_keeps_the_trial_mix_and_past_dates(protocol):
+    from regenheart.synth.cohort import cohort_sizes
+
+    assert cohort_sizes(35) == {"n_enrolled": 30, "n_screen_failures": 5}
+    assert cohort_sizes(1000) == {"n_enrolled": 857, "n_screen_failures": 143}  # 1000 x 5/35 = 142.9
+    big = generate_cohort(protocol, seed=2, **cohort_sizes(1000))
+    assert len(big.subjects) == 1000 and big.n_enrolled == 857
+    assert len({s.code for s in big.subjects}) == 1000
+    last = max(date for s in big.subjects for date in s.visit_dates.values())
+    assert last < dt.date(2026, 1, 1)  # every date a site could have entered by the fixed 'today' of the tests

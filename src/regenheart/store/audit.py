@@ -68,6 +68,7 @@ class AuditEntry:
 
 
 _BATCH_HEAD = "regenheart.audit_batch_head"
+_INSERT_RECORDS = insert(AuditRecord.__table__)
 
 
 @dataclass
@@ -117,8 +118,10 @@ def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = Non
         content = {**entry.__dict__, "seq": seq, "ts_utc": ts, "prev_hash": prev}
         content["hash"] = prev = record_hash(content)
         rows.append(content)
-    # One multi-row INSERT: the trail of a form save is written in a single statement.
-    session.execute(insert(AuditRecord), rows)
+    # One multi-row INSERT (a prepared Core statement: no ORM bookkeeping per row), after the pending
+    # data changes it records.
+    session.flush()
+    session.connection().execute(_INSERT_RECORDS, rows)
     head.seq, head.hash = seq, prev
     return rows
 
