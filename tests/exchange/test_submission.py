@@ -22,7 +22,7 @@ from regenheart.capture.service import CaptureService
 from regenheart.cli.main import app
 from regenheart.cli.pipeline import study_meta
 from regenheart.exchange.cdisc.metadata import SubmissionError
-from regenheart.exchange.cdisc.submission import build_submission, write_package
+from regenheart.exchange.cdisc.submission import build_submission, study_info, write_package
 from regenheart.store.db import create_study_database, make_engine
 from regenheart.synth import enter_cohort, generate_cohort
 
@@ -184,3 +184,11 @@ def test_cli_builds_a_valid_package_from_a_study_database(small_study, tmp_path)
     rows = list(csv.DictReader((out / "conformance.csv").open(encoding="utf-8")))
     errors = {(r["dataset"], r["variable"], r["rule"]) for r in rows if r["severity"] == "Error"}
     assert errors <= set(KNOWN_BUILDER_ERRORS), sorted(errors - set(KNOWN_BUILDER_ERRORS))[:10]
+
+
+def test_define_links_the_report_pdf_only_when_there_is_one(protocol):
+    with_pdf = study_info(protocol, data.sdtm(), "2026-01-01T00:00:00Z", synthetic=False)
+    assert with_pdf.documents == (("LF.REPORT", "../report.pdf", "Study report (PDF)"),)
+    assert with_pdf.name == "TEST01" and with_pdf.note is None  # STUDYID from the data; not synthetic
+    without = study_info(protocol, data.sdtm(), "2026-01-01T00:00:00Z", synthetic=True, report_pdf=False)
+    assert without.documents == () and "SYNTHETIC" in without.note

@@ -79,7 +79,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def study_info(protocol: Protocol, sdtm: Mapping[str, Dataset], created_utc: str, *, synthetic: bool) -> StudyInfo:
+def study_info(protocol: Protocol, sdtm: Mapping[str, Dataset], created_utc: str, *, synthetic: bool,
+               report_pdf: bool = True) -> StudyInfo:
     """Define-XML study identification from the protocol and the STUDYID carried by the data."""
     studyid = None
     for ds in sdtm.values():
@@ -93,7 +94,8 @@ def study_info(protocol: Protocol, sdtm: Mapping[str, Dataset], created_utc: str
     return StudyInfo(oid=f"STUDY.{studyid}", name=studyid, description=protocol.study.brief_title,
                      protocol_name=f"{protocol.study.acronym} protocol {version.version} ({version.date.isoformat()})",
                      created_utc=created_utc, source_system="regenheart", source_system_version=__version__,
-                     note=note, documents=(("LF.REPORT", "../report.pdf", "Study report (PDF)"),))
+                     note=note,
+                     documents=(("LF.REPORT", "../report.pdf", "Study report (PDF)"),) if report_pdf else ())
 
 
 def write_standard(datasets: Mapping[str, Dataset], standard: str, folder: Path, study: StudyInfo,
@@ -262,7 +264,11 @@ def build_submission(engine: Engine, protocol: Protocol, out_dir: Path, *, proto
     build_seconds = time.perf_counter() - t
     created = utc_now()
     synthetic = snap.meta.get("synthetic") == "true"
-    study = study_info(protocol, sdtm, created, synthetic=synthetic)
+    try:  # define.xml links the report PDF only when there will be one
+        will_have_pdf = pdf and report_html is not None and bool(pdf_engine())
+    except PdfEngineUnavailable:
+        will_have_pdf = False
+    study = study_info(protocol, sdtm, created, synthetic=synthetic, report_pdf=will_have_pdf)
     provenance = {
         "database": {"audit_records": snap.audit_records, "audit_head_hash": snap.audit_head_hash,
                      "audit_chain_verified": True, "snapshot_utc": snap.taken_utc,
