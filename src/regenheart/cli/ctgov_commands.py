@@ -48,17 +48,16 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_from_database(db: Path, protocol_file: Path | None, *, draft: bool):
-    """Database -> verified audit chain -> snapshot -> ADaM -> SAP -> results record and PRS findings."""
+    """Database -> verified, reconciled audit trail -> snapshot -> ADaM -> SAP -> results record and PRS findings."""
     from regenheart.derive.adam import derive_all
     from regenheart.exchange.ctgov.checks import check_results
     from regenheart.exchange.ctgov.results import build_results
-    from regenheart.protocol import load_protocol
     from regenheart.stats.sap import run_sap
-    from regenheart.store.audit import verify_chain
-    from regenheart.store.db import DatabaseError, open_study_database
+    from regenheart.store.db import open_study_database
+    from regenheart.store.reconcile import require_integrity
     from regenheart.store.snapshot import take_snapshot
+    from regenheart.store.study import study_protocol
 
-    protocol = load_protocol(protocol_file)
     steps = ["Verifying the audit trail", "Reading the snapshot", "Deriving analysis datasets",
              "Running the SAP", "Building the results record"]
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -66,10 +65,9 @@ def build_from_database(db: Path, protocol_file: Path | None, *, draft: bool):
         task = progress.add_task(steps[0], total=len(steps))
         engine = open_study_database(db)
         try:
-            chain = verify_chain(engine)
-            if not chain.ok:
-                raise DatabaseError(f"audit trail does not verify at record {chain.first_bad_seq}: {chain.problem}; "
-                                    "refusing to report results of data whose history is broken")
+            protocol = study_protocol(engine, protocol_file)
+            # the chain verifies and every stored value matches its trail, or nothing is reported
+            require_integrity(engine, protocol, "reported to ClinicalTrials.gov")
             progress.update(task, advance=1, description=steps[1])
             snap = take_snapshot(engine)
         finally:
@@ -77,7 +75,7 @@ def build_from_database(db: Path, protocol_file: Path | None, *, draft: bool):
         progress.update(task, advance=1, description=steps[2])
         data = derive_all(protocol, snap)
         progress.update(task, advance=1, description=steps[3])
-        results = run_sap(protocol, data)
+        results = run_sap(protocol, data, items=snap.items)
         results["synthetic"] = snap.meta.get("synthetic") == "true"
         progress.update(task, advance=1, description=steps[4])
         record = build_results(protocol, results, data, draft=draft)
