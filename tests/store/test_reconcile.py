@@ -119,3 +119,29 @@ def test_cli_audit_verify_and_analyze_refuse_a_tampered_database(study_file, tmp
     assert refused.exit_code == 2 and "cannot be analysed" in refused.output
     assert not (tmp_path / "out" / "results.json").exists()
     assert "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "redcap", "--out", "{out}"],
+    ["export", "odm", "--out", "{out}/study.xml"],
+    ["ctgov", "results", "--draft", "--out", "{out}/results.xml"],
+    ["submission", "--out", "{out}", "--no-pdf"],
+])
+def test_exports_refuse_a_database_that_does_not_reconcile(study_file, tmp_path, command):
+    from typer.testing import CliRunner
+
+    from regenheart.cli.main import app
+
+    target = tmp_path / "tampered.db"
+    shutil.copy(study_file, target)
+    engine = open_study_database(target)
+    tamper(engine, f"UPDATE item_values SET value = '55.0' WHERE id = ({ITEM})")
+    engine.dispose()
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [part.format(out=out) for part in command] + ["--db", str(target)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0, result.output
+    assert "differ from the audit trail" in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+    assert not [p for p in out.rglob("*") if p.is_file()], "nothing may be written"

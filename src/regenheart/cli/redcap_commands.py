@@ -39,6 +39,7 @@ def export_redcap_command(
     from regenheart.exchange.redcap_export import export_redcap
     from regenheart.protocol import ProtocolError
     from regenheart.store.db import DatabaseError, open_study_database
+    from regenheart.store.reconcile import require_integrity
     from regenheart.store.snapshot import take_snapshot
 
     try:
@@ -47,13 +48,14 @@ def export_redcap_command(
         raise _fail(str(exc)) from None
     try:
         study = study_protocol(engine, protocol)
+        require_integrity(engine, study, "exported")  # chain verified, every value matches its trail
         with Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
             bar.add_task("Reading the study database", total=None)
             snapshot = take_snapshot(engine)
             bar.add_task("Writing the REDCap files", total=None)
             paths = export_redcap(snapshot, study, out)
-    except ProtocolError as exc:
+    except (ProtocolError, DatabaseError) as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
