@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from regenheart.capture.accounts import UserView
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
-from regenheart.capture.workflow import SIGNATURE_MEANINGS
+from regenheart.capture.workflow import SIGNATURE_MEANINGS, ConfirmationRequired
 from regenheart.web import views
 from regenheart.web.requests import api_actor, api_user, client_address, ctx_of
 
@@ -112,6 +112,36 @@ class SignRequest(_Body):
     password: str
     meaning: str = Field("approval", description=f"one of {', '.join(SIGNATURE_MEANINGS)}")
     version: int | None = None
+
+
+class AeQueryOpenRequest(_Body):
+    field: str = Field(description="A field of the adverse-event log")
+    text: str
+
+
+class ReviewedItem(_Body):
+    key: str = Field(description="'VISIT/form' (e.g. SCR/echo) or 'AE<n>' as listed by the review endpoint")
+    version: int = Field(description="The version the user reviewed")
+
+
+class BulkRequest(_Body):
+    items: list[ReviewedItem] | None = Field(None, description="The items the user reviewed (from GET .../review); "
+                                                               "if the action now applies to others, 409 and "
+                                                               "nothing changes. Omitted: whatever applies now")
+
+
+class BulkVerifyRequest(BulkRequest):
+    comment: str | None = None
+
+
+class BulkLockRequest(BulkRequest):
+    confirm: bool = Field(False, description="Lock incomplete or unverified forms too (without: 409 listing them)")
+    reason: str | None = None
+
+
+class BulkSignRequest(BulkRequest):
+    password: str = Field(description="Entered once for every form signed")
+    meaning: str = Field("approval", description=f"one of {', '.join(SIGNATURE_MEANINGS)}")
 
 
 class UserCreateRequest(_Body):
@@ -395,6 +425,151 @@ def update_adverse_event(subject_id: str, seq: int, body: LogFormRequest, reques
     ctx.capture.update_adverse_event(actor, subject_id, seq, body.data, reason=body.reason,
                                      expected_version=body.version)
     return views.adverse_event(ctx.engine, actor, subject_id, seq)
+
+
+# ---------------------------------------------------------------------------------------------- AE review
+def _ae_json(request: Request, actor: Actor, subject_id: str, seq: int) -> dict[str, Any]:
+    return views.adverse_event(ctx_of(request).engine, actor, subject_id, seq)
+
+
+@router.post("/subjects/{subject_id}/adverse-events/{seq}/queries", tags=["adverse events"], status_code=201,
+             responses=ERRORS)
+def open_ae_query(subject_id: str, seq: int, body: AeQueryOpenRequest, request: Request,
+                  actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Raise a query on one field of an adverse event (monitors, data managers); answer and close it as any
+    query (``/queries/{seq}/answer|close|reopen``)."""
+    return ctx_of(request).workflow.open_ae_query(actor, subject_id, seq, body.field, body.text).as_dict()
+
+
+@router.post("/subjects/{subject_id}/adverse-events/{seq}/verify", tags=["adverse events"], responses=ERRORS)
+def verify_ae(subject_id: str, seq: int, request: Request, body: VerifyRequest | None = None,
+              actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Source-data verification of an adverse event (monitors); a later change clears it."""
+    body = body or VerifyRequest()
+    ctx_of(request).workflow.verify_ae(actor, subject_id, seq, expected_version=body.version, comment=body.comment)
+    return _ae_json(request, actor, subject_id, seq)
+
+
+@router.post("/subjects/{subject_id}/adverse-events/{seq}/lock", tags=["adverse events"], responses=ERRORS)
+def lock_ae(subject_id: str, seq: int, request: Request, body: LockRequest | None = None,
+            actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Lock an adverse event against changes (data managers; unresolved queries must be closed first)."""
+    body = body or LockRequest()
+    ctx_of(request).workflow.lock_ae(actor, subject_id, seq, reason=body.reason, expected_version=body.version)
+    return _ae_json(request, actor, subject_id, seq)
+
+
+@router.post("/subjects/{subject_id}/adverse-events/{seq}/unlock", tags=["adverse events"], responses=ERRORS)
+def unlock_ae(subject_id: str, seq: int, body: UnlockRequest, request: Request,
+              actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Unlock an adverse event (data managers; reason required)."""
+    ctx_of(request).workflow.unlock_ae(actor, subject_id, seq, reason=body.reason)
+    return _ae_json(request, actor, subject_id, seq)
+
+
+@router.post("/subjects/{subject_id}/adverse-events/{seq}/sign", tags=["adverse events"], status_code=201,
+             responses=ERRORS)
+def sign_ae(subject_id: str, seq: int, body: SignRequest, request: Request,
+            actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Electronic signature of an adverse event by an investigator (password re-entered; 21 CFR 11.50)."""
+    return ctx_of(request).workflow.sign_ae(actor, subject_id, seq, password=body.password, meaning=body.meaning,
+                                            expected_version=body.version, channel="api",
+                                            client=client_address(request)).as_dict()
+
+
+@router.get("/subjects/{subject_id}/adverse-events/{seq}/signatures", tags=["adverse events"], responses=ERRORS)
+def ae_signatures(subject_id: str, seq: int, request: Request, actor: Actor = Depends(api_actor)) -> list[dict]:
+    """Every signature of the adverse event: printed name, UTC time, meaning, version signed, still current."""
+    return [s.as_dict() for s in ctx_of(request).workflow.ae_signatures(actor, subject_id, seq)]
+
+
+# ---------------------------------------------------------------------------------------------- review in bulk
+BULK = ("verify", "lock", "sign")
+
+
+def _expected(body: BulkRequest | None) -> dict[str, int] | None:
+    return None if body is None or body.items is None else {i.key: i.version for i in body.items}
+
+
+def _bulk(request: Request, actor: Actor, subject_id: str, visit: str | None, action: str,
+          body: BulkRequest | None) -> Any:
+    wf = ctx_of(request).workflow
+    if action == "verify":
+        b = body if isinstance(body, BulkVerifyRequest) else BulkVerifyRequest()
+        return wf.verify_many(actor, subject_id, visit, expected=_expected(body), comment=b.comment).as_dict()
+    if action == "lock":
+        b = body if isinstance(body, BulkLockRequest) else BulkLockRequest()
+        try:
+            return wf.lock_many(actor, subject_id, visit, confirm=b.confirm, reason=b.reason,
+                                expected=_expected(body)).as_dict()
+        except ConfirmationRequired as exc:
+            return JSONResponse({"error": "confirmation_required", "detail": str(exc), "violations": [
+                {"field": i.key, "value": i.status, "rule": "incomplete" if i.status != "complete" else "unverified",
+                 "message": f"{i.label}: {i.note}"} for i in exc.items]}, status_code=409)
+    sign = body if isinstance(body, BulkSignRequest) else BulkSignRequest(password="")
+    return wf.sign_many(actor, subject_id, visit, password=sign.password, meaning=sign.meaning,
+                        expected=_expected(body), channel="api", client=client_address(request)).as_dict()
+
+
+_BULK_DOC = {
+    "verify": "Source-data verify every complete, unverified form{scope} in one transaction (monitors).",
+    "lock": "Lock every entered form{scope} in one transaction (data managers). Refused (409) while a form has "
+            "unresolved queries; 409 ``confirmation_required`` listing incomplete, unverified or unentered forms "
+            "in ``violations`` unless ``confirm`` is true.",
+    "sign": "Sign every complete, unsigned form{scope} with one password entry (investigators): one signature with "
+            "its own content hash per form, all in one transaction.",
+}
+_BULK_BODY = {"verify": BulkVerifyRequest, "lock": BulkLockRequest, "sign": BulkSignRequest}
+
+
+def _bulk_route(action: str, casebook: bool):
+    body_type = _BULK_BODY[action]
+    if casebook:
+        if action == "sign":
+            def handler(subject_id: str, body: body_type, request: Request,  # type: ignore[valid-type]
+                        actor: Actor = Depends(api_actor)) -> Any:
+                return _bulk(request, actor, subject_id, None, action, body)
+        else:
+            def handler(subject_id: str, request: Request, body: body_type | None = None,  # type: ignore[valid-type]
+                        actor: Actor = Depends(api_actor)) -> Any:
+                return _bulk(request, actor, subject_id, None, action, body)
+    elif action == "sign":
+        def handler(subject_id: str, visit: str, body: body_type, request: Request,  # type: ignore[valid-type]
+                    actor: Actor = Depends(api_actor)) -> Any:
+            return _bulk(request, actor, subject_id, visit, action, body)
+    else:
+        def handler(subject_id: str, visit: str, request: Request,  # type: ignore[valid-type]
+                    body: body_type | None = None, actor: Actor = Depends(api_actor)) -> Any:
+            return _bulk(request, actor, subject_id, visit, action, body)
+    # this module's annotations are strings (PEP 563): give FastAPI the body model itself
+    handler.__annotations__["body"] = body_type if action == "sign" else body_type | None
+    handler.__name__ = f"{action}_{'casebook' if casebook else 'visit'}"
+    handler.__doc__ = _BULK_DOC[action].format(scope=" of the casebook and every adverse event" if casebook
+                                               else " of the visit")
+    return handler
+
+
+for _action in BULK:
+    router.add_api_route(f"/subjects/{{subject_id}}/visits/{{visit}}/{_action}", _bulk_route(_action, False),
+                         methods=["POST"], tags=["review in bulk"], responses=ERRORS)
+    router.add_api_route(f"/subjects/{{subject_id}}/casebook/{_action}", _bulk_route(_action, True),
+                         methods=["POST"], tags=["review in bulk"], responses=ERRORS)
+
+
+@router.get("/subjects/{subject_id}/visits/{visit}/review", tags=["review in bulk"], responses=ERRORS)
+def review_visit(subject_id: str, visit: str, request: Request,
+                 action: str = Query(description="verify, lock or sign"),
+                 actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """What a bulk action on the visit would do: every form with its state, the keys it applies to (``todo``),
+    the ones needing confirmation (``warnings``) and those blocking a lock (``blockers``)."""
+    return ctx_of(request).workflow.review_plan(actor, subject_id, action, visit).as_dict()
+
+
+@router.get("/subjects/{subject_id}/casebook/review", tags=["review in bulk"], responses=ERRORS)
+def review_casebook(subject_id: str, request: Request, action: str = Query(description="verify, lock or sign"),
+                    actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """As ``/visits/{visit}/review`` for every visit and adverse event of the subject."""
+    return ctx_of(request).workflow.review_plan(actor, subject_id, action, None).as_dict()
 
 
 # ---------------------------------------------------------------------------------------------- queries

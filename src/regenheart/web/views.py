@@ -191,7 +191,9 @@ def subject_detail(engine: Engine, protocol: Protocol, actor: Actor, code: str, 
                                   bool(record and record.verified), bool(record and record.locked),
                                   bool(record and record.signed),
                                   counts.get((subject.id, vdef.code, form), 0)).as_dict()
-                             | {"label": protocol.forms[form].label})
+                             # the entry status under a lock or SDV mark (a locked form may be incomplete)
+                             | {"label": protocol.forms[form].label,
+                                "entry": record.status if record else "not_started"})
             out["visits"].append({
                 "visit": vdef.code, "label": vdef.label, "day": vdef.day, "window": list(vdef.window),
                 **window_dates(vdef, subject.infusion_date),
@@ -251,7 +253,8 @@ def adverse_events(engine: Engine, actor: Actor, code: str) -> list[dict[str, An
                  "ctcae_grade": a.ctcae_grade, "serious": a.serious,
                  "sae_criteria": json.loads(a.sae_criteria) if a.sae_criteria else [],
                  "related_product": a.related_product, "related_procedure": a.related_procedure,
-                 "outcome": a.outcome, "data": json.loads(a.data)} for a in rows]
+                 "outcome": a.outcome, "data": json.loads(a.data),
+                 "verified": a.verified, "locked": a.locked, "signed": a.signed} for a in rows]
 
 
 def adverse_event(engine: Engine, actor: Actor, code: str, seq: int) -> dict[str, Any]:
