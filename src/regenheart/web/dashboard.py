@@ -94,14 +94,21 @@ class StudyRows:
 
 
 # ---------------------------------------------------------------------------------------------- pure schedule logic
-def _day0_visit(protocol: Protocol) -> str:
-    return next(v.code for v in protocol.visits if v.day == 0)
+_ANCHORS: dict[int, tuple[str, str]] = {}
+
+
+def _anchors(protocol: Protocol) -> tuple[str, str]:
+    """(baseline visit code, day-0 visit code) of a protocol, computed once per protocol object."""
+    key = id(protocol)
+    if key not in _ANCHORS or _ANCHORS[key][0] not in protocol.visit_codes:
+        _ANCHORS[key] = (protocol.baseline_visit.code, next(v.code for v in protocol.visits if v.day == 0))
+    return _ANCHORS[key]
 
 
 def visit_timing(protocol: Protocol, visit: VisitDef, subject: SubjectFacts, today: dt.date,
                  visit_recorded: bool = False) -> Timing:
     """Is ``visit`` expected of ``subject`` on ``today``? (window in days relative to day 0 = infusion)."""
-    baseline = protocol.baseline_visit.code
+    baseline, day0 = _anchors(protocol)
     infusion = subject.infusion_date
     start = end = target = None
     if infusion is not None:
@@ -121,7 +128,7 @@ def visit_timing(protocol: Protocol, visit: VisitDef, subject: SubjectFacts, tod
             return Timing("overdue", start, end, target, "the subject was enrolled: baseline forms are overdue")
         return Timing("due", start, end, target, "screening in progress")
     if infusion is None:
-        if visit.code == _day0_visit(protocol) and subject.status in ENROLLED:
+        if visit.code == day0 and subject.status in ENROLLED:
             return Timing("due", start, end, target, "enrolled: infusion (day 0) to be recorded")
         return Timing("not_due", start, end, target, "dates known once day 0 (infusion) is recorded")
     assert start is not None and end is not None
@@ -158,7 +165,6 @@ def subject_grid(protocol: Protocol, subject: SubjectFacts, rows: StudyRows, tod
                           "open_queries": rows.open_queries.get((subject.id, vdef.code, form), 0),
                           "entered": record is not None})
         missing = sum(1 for c in cells if not c["entered"])
-        states = Counter(c["state"] for c in cells)
         if missing == 0:
             summary = min((c["state"] for c in cells), key=CELL_STATES.index)  # least advanced form
         elif timing.state == "not_due" and missing == len(cells):
@@ -166,7 +172,7 @@ def subject_grid(protocol: Protocol, subject: SubjectFacts, rows: StudyRows, tod
         else:
             summary = "overdue" if timing.state == "overdue" else ("due" if timing.state == "due" else "incomplete")
         out.append({"visit": vdef.code, "label": vdef.label, "timing": timing, "cells": cells, "missing": missing,
-                    "entered": len(cells) - missing, "forms": len(cells), "state": summary, "states": states,
+                    "entered": len(cells) - missing, "forms": len(cells), "state": summary,
                     "open_queries": sum(c["open_queries"] for c in cells),
                     "visit_date": visit.visit_date if visit else None,
                     "in_window": visit.in_window if visit else None})
@@ -219,25 +225,36 @@ def _visible_subjects(session: Session, actor: Actor, site: str | None) -> list[
 def load_study(session: Session, actor: Actor, site: str | None = None) -> StudyRows:
     """Subjects, visits, form records and unresolved-query counts of the actor's sites (4 queries)."""
     require(actor, "view")
-    subjects = _visible_subjects(session, actor, site)
-    ids = [s.id for s in subjects]
-    rows = StudyRows([SubjectFacts(s.id, s.subject_code, s.site_code, s.status, s.screening_date, s.enrolled_date,
-                                   s.infusion_date, s.disposition_date) for s in subjects])
-    if not ids:
+    sites = [c for c in (actor.site, site) if c]
+
+    def visible(stmt, subject_id):
+        # restrict by a join on the subject's site (no IN list of ids: one plan whatever the study size)
+        if not sites:
+            return stmt
+        stmt = stmt.join(Subject, Subject.id == subject_id)
+        for code in sites:
+            stmt = stmt.where(Subject.site_code == code)
+        return stmt
+    subject_stmt = select(Subject.id, Subject.subject_code, Subject.site_code, Subject.status,
+                          Subject.screening_date, Subject.enrolled_date, Subject.infusion_date,
+                          Subject.disposition_date).order_by(Subject.subject_code)
+    for code in sites:
+        subject_stmt = subject_stmt.where(Subject.site_code == code)
+    rows = StudyRows([SubjectFacts(*row) for row in session.execute(subject_stmt)])
+    if not rows.subjects:
         return rows
-    for sid, code, date, day, inside in session.execute(
-            select(Visit.subject_id, Visit.visit_code, Visit.visit_date, Visit.study_day, Visit.in_window)
-            .where(Visit.subject_id.in_(ids))):
+    visit_stmt = select(Visit.subject_id, Visit.visit_code, Visit.visit_date, Visit.study_day, Visit.in_window)
+    for sid, code, date, day, inside in session.execute(visible(visit_stmt, Visit.subject_id)):
         rows.visits[(sid, code)] = VisitFacts(date, day, inside)
+    record_stmt = select(FormRecord.subject_id, FormRecord.visit_code, FormRecord.form_code, FormRecord.status,
+                         FormRecord.verified, FormRecord.locked, FormRecord.signed, FormRecord.version)
     for sid, visit, form, status, verified, locked, signed, version in session.execute(
-            select(FormRecord.subject_id, FormRecord.visit_code, FormRecord.form_code, FormRecord.status,
-                   FormRecord.verified, FormRecord.locked, FormRecord.signed, FormRecord.version)
-            .where(FormRecord.subject_id.in_(ids))):
+            visible(record_stmt, FormRecord.subject_id)):
         rows.records[(sid, visit, form)] = RecordFacts(status, bool(verified), bool(locked), bool(signed), version)
-    for sid, visit, form, n in session.execute(
-            select(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code, func.count())
-            .where(DataQuery.status.in_(UNRESOLVED), DataQuery.subject_id.in_(ids))
-            .group_by(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code)):
+    query_stmt = (select(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code, func.count())
+                  .where(DataQuery.status.in_(UNRESOLVED))
+                  .group_by(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code))
+    for sid, visit, form, n in session.execute(visible(query_stmt, DataQuery.subject_id)):
         rows.open_queries[(sid, visit, form)] = n
     return rows
 
@@ -336,11 +353,11 @@ def _form_link(subject: str, visit: str, form: str | None, field_name: str | Non
     return f"/subjects/{subject}/forms/{visit}/{form}" + (f"#row-{field_name}" if field_name else "")
 
 
-def _stored_values(session: Session, record_ids: list[int]) -> dict[int, dict[str, Any]]:
+def _stored_values(session: Session, record_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """Decoded item values by form record (one scan of the table, filtered in Python)."""
     values: dict[int, dict[str, Any]] = defaultdict(dict)
-    for chunk in range(0, len(record_ids), 900):  # SQLite's bound-parameter limit
-        for rid, name, raw in session.execute(select(ItemValue.record_id, ItemValue.field, ItemValue.value)
-                                              .where(ItemValue.record_id.in_(record_ids[chunk:chunk + 900]))):
+    for rid, name, raw in session.execute(select(ItemValue.record_id, ItemValue.field, ItemValue.value)):
+        if rid in record_ids:
             values[rid][name] = None if raw is None else json.loads(raw)
     return values
 
@@ -360,12 +377,11 @@ def data_quality(engine: Engine, protocol: Protocol, actor: Actor, today: dt.dat
         rows = load_study(session, actor, site)
         ids = {s.id for s in rows.subjects}
         record_ids = {}
-        if ids:
-            for rid, sid, visit, form in session.execute(
-                    select(FormRecord.id, FormRecord.subject_id, FormRecord.visit_code, FormRecord.form_code)
-                    .where(FormRecord.subject_id.in_(ids))):
+        for rid, sid, visit, form in session.execute(
+                select(FormRecord.id, FormRecord.subject_id, FormRecord.visit_code, FormRecord.form_code)):
+            if sid in ids:
                 record_ids[(sid, visit, form)] = rid
-        values = _stored_values(session, list(record_ids.values()))
+        values = _stored_values(session, set(record_ids.values()))
     findings: list[Finding] = []
     for subject in rows.subjects:
         code = subject.code
