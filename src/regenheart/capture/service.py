@@ -29,7 +29,7 @@ from regenheart.capture.common import audit_entry, find_form_record, find_subjec
 from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibility
 from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
 from regenheart.capture.permissions import Actor
-from regenheart.capture.validation import Violation, validate_record
+from regenheart.capture.validation import Violation, run_checks, validate_record
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.schedule import in_window, study_day
 from regenheart.store import audit
@@ -694,6 +694,35 @@ class CaptureService:
             return FormView(subject_code, visit_code, form_code,
                             {i.field: _decode(i.value) for i in record.items}, record.version, record.status,
                             derived, version, record.verified, record.locked, record.signed)
+
+    def acknowledge_warning(self, actor: Actor, subject_code: str, visit_code: str, form_code: str, check_id: str,
+                            reason: str | None) -> None:
+        """Acknowledge a soft-check warning that still stands on a saved form, with a reason (audited as
+        entity 'soft_check', field = the check's id, new value = the checked field's current value: a
+        later change of that value brings the warning back)."""
+        self._require(actor, "enter_data")
+        form = self.protocol.forms.get(form_code)
+        check = next((c for c in form.checks if c.id == check_id and c.severity == "warning"), None) if form else None
+        if check is None:
+            raise NotFound(f"form {form_code} has no soft check {check_id}")
+        if not (reason or "").strip():
+            raise ValidationFailed([Violation("reason", reason, "reason_required",
+                                              "a reason is required to acknowledge a warning")])
+        with self._transaction() as session:
+            subject = self._subject(session, actor, subject_code)
+            record = find_form_record(session, subject.id, visit_code, form_code)
+            if record is None:
+                raise StateError(f"form {form_code} at {visit_code} of {subject_code} is not saved yet")
+            if record.locked:
+                raise StateError(f"form {form_code} at {visit_code} of {subject_code} is locked")
+            values = {i.field: _decode(i.value) for i in record.items}
+            _errors, warnings = run_checks([check], values)
+            if not warnings:
+                raise StateError(f"check {check_id} does not raise a warning on the stored values")
+            audit.append(session, [self._entry(
+                actor, "acknowledge", "soft_check", subject_code, visit_code=visit_code, form_code=form_code,
+                record_key=f"{subject_code}/{visit_code}/{form_code}", field=check_id,
+                new_value=canonical(values.get(warnings[0].field)), reason=reason.strip())])
 
     # ------------------------------------------------------------------ adverse events
     def _ae_log(self):

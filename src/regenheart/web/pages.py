@@ -6,10 +6,12 @@ fields they concern, with the value entered and the rule broken.
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -20,11 +22,12 @@ from regenheart.capture.errors import (
     StateError,
     ValidationFailed,
 )
-from regenheart.capture.permissions import PERMISSIONS, ROLES
-from regenheart.capture.validation import Violation
+from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
+from regenheart.capture.validation import Violation, run_checks
 from regenheart.capture.workflow import SIGNATURE_MEANINGS
 from regenheart.protocol.models import FieldDef, Protocol
-from regenheart.web import views
+from regenheart.store.audit import canonical
+from regenheart.web import audit_trail, views
 from regenheart.web.requests import (
     CsrfFailed,
     client_address,
@@ -132,9 +135,12 @@ def field_widgets(protocol: Protocol, fields: list[FieldDef], values: dict[str, 
             if f.codelist:
                 options = [(str(c), f"{protocol.decode(f.codelist, c)}") for c in codes]
             else:
-                options = [(str(c), str(c)) for c in codes]
+                labels = f.labels or [str(c) for c in codes]
+                options = [(str(c), str(label)) for c, label in zip(codes, labels, strict=True)]
         widget = {"integer": "number", "float": "number", "date": "date", "text": "text"}.get(f.type, "select")
-        if f.type == "code" and len(options) <= 4:
+        if f.type == "code" and f.codes is not None:
+            widget = "scale"  # questionnaire-style items: one compact row of radio buttons, keyboard-friendly
+        elif f.type == "code" and len(options) <= 4:
             widget = "radio"
         if f.type == "text" and (f.max_length or 0) > 200:
             widget = "textarea"
@@ -186,6 +192,8 @@ def _login_page(request: Request, status: int = 200, error: str | None = None, u
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str | None = None) -> Response:
+    if ctx_of(request).accounts.count() == 0 and client_address(request) in LOCAL_CLIENTS:
+        return RedirectResponse("/setup", status_code=303)  # empty database: first use
     return _login_page(request, next_url=safe_return(next, "/subjects"))
 
 
@@ -207,6 +215,72 @@ async def login(request: Request) -> Response:
     set_session_cookie(request, response, ctx.signer.dump_session(session), ctx.signer.idle_timeout)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
+
+
+LOCAL_CLIENTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_SETUP_LOCK = threading.Lock()  # one first administrator, even when two browsers submit at once
+
+
+def _setup_refusal(request: Request) -> str | None:
+    """Why the first-administrator page is not offered (None: it is)."""
+    if ctx_of(request).accounts.count() > 0:
+        return "This study database already has accounts: log in, or ask an administrator."
+    if client_address(request) not in LOCAL_CLIENTS:
+        return ("The first administrator can only be created from the server itself (http://127.0.0.1:PORT/setup), "
+                "or on the command line: regenheart users add --role admin.")
+    return None
+
+
+@router.get("/setup", response_class=HTMLResponse)
+def setup_page(request: Request) -> Response:
+    """First use: create the first administrator (no account yet, browser on the server machine only)."""
+    refusal = _setup_refusal(request)
+    if refusal:
+        return render(request, "setup.html", 403, refusal=refusal, errors={}, raw={})
+    value, cookie = ctx_of(request).signer.login_csrf()
+    response = render(request, "setup.html", refusal=None, errors={}, raw={}, setup_csrf=value)
+    response.set_cookie(LOGIN_CSRF_COOKIE, cookie, max_age=3600, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/setup")
+    return response
+
+
+@router.post("/setup", response_class=HTMLResponse)
+async def setup_first_admin(request: Request) -> Response:
+    data = await posted_form(request, None)
+    ctx = ctx_of(request)
+    if not ctx.signer.check_login_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), data.get("csrf_token")):
+        return render(request, "setup.html", 403, errors={}, raw=data,
+                      refusal="The set-up form expired; reload the page and try again.")
+
+    def work() -> Response:
+        with _SETUP_LOCK:
+            refusal = _setup_refusal(request)
+            if refusal:
+                return render(request, "setup.html", 403, refusal=refusal, errors={}, raw={})
+            errors: dict[str, list[str]] = {}
+            if data.get("password", "") != data.get("password2", ""):
+                errors["password2"] = ["the two passwords differ"]
+            try:
+                if errors:
+                    raise ValidationFailed([])
+                actor = Actor(f"setup:{client_address(request)}"[:64], "admin")
+                new = ctx.accounts.create_user(actor, data.get("username", "").strip(), "admin",
+                                               data.get("password", ""), full_name=data.get("full_name") or None)
+            except ValidationFailed as exc:
+                errors.update(_violations_by_field(exc.violations))
+                value, cookie = ctx.signer.login_csrf()
+                response = render(request, "setup.html", 422, refusal=None, errors=errors,
+                                  raw={k: v for k, v in data.items() if "password" not in k}, setup_csrf=value)
+                response.set_cookie(LOGIN_CSRF_COOKIE, cookie, max_age=3600, httponly=True, samesite="strict",
+                                    secure=request.url.scheme == "https", path="/setup")
+                return response
+        session = ctx.signer.new_session(new.username, new.token_version)
+        response = redirect(request, "/admin/users", [("ok", (f"Administrator {new.username} created. Next: add "
+                                                             "the site staff's accounts."))])
+        set_session_cookie(request, response, ctx.signer.dump_session(session), ctx.signer.idle_timeout)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/setup")
+        return response
+    return await run_in_threadpool(work)
 
 
 @router.post("/logout")
@@ -321,6 +395,24 @@ async def enrol(request: Request, code: str, auth: Auth = Depends(page_session))
     return await run_in_threadpool(work)
 
 
+@router.post("/subjects/{code}/withdraw", response_class=HTMLResponse)
+async def withdraw_at_screening(request: Request, code: str, auth: Auth = Depends(page_session)) -> Response:
+    user, session = auth
+    data = await posted_form(request, session)
+
+    def work() -> Response:
+        try:
+            ctx_of(request).capture.withdraw_screen_failure(user.actor, code, data.get("withdraw_reason"))
+        except ValidationFailed as exc:
+            return _casebook(request, user, code, 422, [("error", "The subject was not withdrawn.")],
+                             {"withdraw_reason": [v.message for v in exc.violations]}, data)
+        except StateError as exc:
+            return _casebook(request, user, code, 409, [("error", str(exc))])
+        return redirect(request, f"/subjects/{quote(code)}",
+                        [("ok", f"Subject {code} withdrawn at screening (screen failure).")])
+    return await run_in_threadpool(work)
+
+
 @router.post("/subjects/{code}/disposition", response_class=HTMLResponse)
 async def disposition(request: Request, code: str, auth: Auth = Depends(page_session)) -> Response:
     user, session = auth
@@ -341,9 +433,51 @@ async def disposition(request: Request, code: str, auth: Auth = Depends(page_ses
 
 
 # ---------------------------------------------------------------------------------------------- forms
+def _next_form(protocol: Protocol, visit: str, form: str) -> str | None:
+    """The form after ``form`` in the visit's order (None after the last)."""
+    forms = protocol.visit(visit).forms
+    i = forms.index(form)
+    return forms[i + 1] if i + 1 < len(forms) else None
+
+
+def _wording(protocol: Protocol, form: str) -> dict[str, str]:
+    """Item wording from the licensed local file a form names (``wording_file``), if that file exists here.
+
+    The file maps field names to text; it is never shipped. Missing or unreadable: no wording, the short
+    labels stand alone."""
+    path = protocol.forms[form].wording_file if form in protocol.forms else None
+    if not path:
+        return {}
+    try:
+        import yaml
+
+        data = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _standing_warnings(request: Request, formdef: Any, data: dict[str, Any], code: str, visit: str,
+                       form: str) -> list[dict[str, Any]]:
+    """Soft-check warnings re-run on the stored values, each marked acknowledged when an audited
+    acknowledgement covers the field's current value."""
+    checks = [c for c in formdef.checks if c.severity == "warning"]
+    if not checks:
+        return []
+    acknowledged = audit_trail.acknowledged_checks(ctx_of(request).engine, code, visit, form)
+    out = []
+    for check in checks:
+        _errors, warnings = run_checks([check], data)
+        for w in warnings:
+            out.append({"check": check.id, "field": w.field, "message": f"{w.message} (check {check.id})",
+                        "acknowledged": acknowledged.get(check.id, "\0") == canonical(data.get(w.field))})
+    return [w for w in out if not w["acknowledged"]]
+
+
 def _form_page(request: Request, user: UserView, code: str, visit: str, form: str, *, status: int = 200,
                raw: dict[str, str] | None = None, errors: dict[str, list[str]] | None = None,
-               messages: list[tuple[str, str]] | None = None) -> HTMLResponse:
+               messages: list[tuple[str, str]] | None = None,
+               conflict: dict[str, str] | None = None) -> HTMLResponse:
     ctx = ctx_of(request)
     actor = user.actor
     view = ctx.capture.get_form(actor, code, visit, form)  # 404 for unknown visit/form/subject
@@ -360,10 +494,22 @@ def _form_page(request: Request, user: UserView, code: str, visit: str, form: st
     can_edit = actor.may("enter_data") and not view.locked and blocked is None
     signatures = ctx.workflow.signatures(actor, code, visit, form)
     visit_row = next(v for v in subject["visits"] if v["visit"] == visit)
+    standing = _standing_warnings(request, formdef, view.data, code, visit, form) if view.version else []
+    warnings: dict[str, list[str]] = {}
+    for w in standing:
+        warnings.setdefault(w["field"], []).append(w["message"])
+    widgets = field_widgets(ctx.protocol, formdef.fields, view.data, errors, warnings, per_field, raw)
+    for w in widgets:
+        w["wording"] = _wording(ctx.protocol, form).get(w["name"])
+    conflict_rows = [{"label": f.label, "current": _fmt_value(f, view.data.get(f.name)),
+                      "yours": conflict.get(f"f_{f.name}", "")}
+                     for f in formdef.fields
+                     if conflict is not None and conflict.get(f"f_{f.name}", "") != _fmt_value(f, view.data.get(f.name))]
     return render(
         request, "form.html", status, subject=subject, visit=vdef, visit_row=visit_row, formdef=formdef,
         form_code=form, view=view, vinfo=vinfo, can_edit=can_edit, blocked=blocked,
-        fields=field_widgets(ctx.protocol, formdef.fields, view.data, errors, None, per_field, raw),
+        fields=widgets, standing_warnings=standing, conflict_rows=conflict_rows, in_conflict=conflict is not None,
+        next_form=_next_form(ctx.protocol, visit, form),
         errors=errors or {}, raw=raw or {}, queries=queries, open_per_field=per_field, signatures=signatures,
         meanings=SIGNATURE_MEANINGS, messages=messages or [],
         visit_date_value=(raw or {}).get("visit_date", vinfo["visit_date"] if vinfo else ""),
@@ -407,14 +553,42 @@ async def save_form(request: Request, code: str, visit: str, form: str, auth: Au
                               messages=[("error", (f"Not saved: {n} problem{'s' * (n > 1)} to correct "
                                                    "(see the messages next to the fields)."))])
         except Conflict as exc:
-            return _form_page(request, user, code, visit, form, status=409, messages=[(
-                "error", f"Not saved: {exc}. The current values are shown below; re-enter your change.")])
+            # The form shows the user's own values and reason again; the saved values are listed beside
+            # them, so the user decides what to keep and saves against the current version.
+            return _form_page(request, user, code, visit, form, status=409, raw=data, conflict=data, messages=[(
+                "error", (f"Not saved: {exc}. Someone saved this form meanwhile: their values are listed "
+                          "beside yours below; your entries are kept in the form. Check them and save again."))])
         except StateError as exc:
             return _form_page(request, user, code, visit, form, status=409, messages=[("error", f"Not saved: {exc}")])
         messages = [("ok", f"Saved: version {result.version}, {result.status}"
                            + (f"; changed {', '.join(result.changed)}" if result.changed else "; no changes") + ".")]
         messages += [("warn", f"Check {w.field}: {w.message}") for w in result.warnings]
+        following = _next_form(ctx.protocol, visit, form)
+        if data.get("action") == "save_next" and not result.warnings:
+            target = f"/subjects/{quote(code)}/forms/{visit}/{following}" if following else f"/subjects/{quote(code)}"
+            return redirect(request, target, messages)
         return redirect(request, f"/subjects/{quote(code)}/forms/{visit}/{form}", messages)
+    return await run_in_threadpool(work)
+
+
+@router.post("/subjects/{code}/forms/{visit}/{form}/acknowledge", response_class=HTMLResponse)
+async def acknowledge_warning(request: Request, code: str, visit: str, form: str,
+                              auth: Auth = Depends(page_session)) -> Response:
+    user, session = auth
+    data = await posted_form(request, session)
+
+    def work() -> Response:
+        try:
+            ctx_of(request).capture.acknowledge_warning(user.actor, code, visit, form, data.get("check", ""),
+                                                        data.get("ack_reason"))
+        except ValidationFailed as exc:
+            return _form_page(request, user, code, visit, form, status=422, messages=[
+                ("error", "Warning not acknowledged: " + "; ".join(v.message for v in exc.violations))])
+        except StateError as exc:
+            return _form_page(request, user, code, visit, form, status=409,
+                              messages=[("error", f"Warning not acknowledged: {exc}")])
+        return redirect(request, f"/subjects/{quote(code)}/forms/{visit}/{form}",
+                        [("ok", f"Warning {data.get('check')} acknowledged; the reason is in the audit trail.")])
     return await run_in_threadpool(work)
 
 
@@ -462,18 +636,53 @@ for _action in ("verify", "lock", "unlock", "sign"):
 
 
 # ---------------------------------------------------------------------------------------------- audit
+def _audit_filter(user: str | None, date_from: str | None, date_to: str | None, visit: str | None,
+                  form: str | None, field: str | None) -> audit_trail.AuditFilter:
+    return audit_trail.AuditFilter(user or None, audit_trail.parse_day(date_from), audit_trail.parse_day(date_to),
+                                   visit or None, form or None, field or None)
+
+
 @router.get("/subjects/{code}/audit", response_class=HTMLResponse)
 def audit_page(request: Request, code: str, visit: str | None = None, form: str | None = None,
-               field: str | None = None, auth: Auth = Depends(page_session)) -> Response:
+               field: str | None = None, user: str | None = None, date_from: str | None = Query(None, alias="from"),
+               date_to: str | None = Query(None, alias="to"), page: int = 1,
+               auth: Auth = Depends(page_session)) -> Response:
+    """One subject's audit trail: filtered by user, UTC date range, visit, form and field; newest first; paged."""
     ctx = ctx_of(request)
-    user = auth[0]
-    rows = views.audit_rows(ctx.engine, user.actor, code, visit=visit or None, form=form or None,
-                            field=field or None)
-    subject = views.subject_detail(ctx.engine, ctx.protocol, user.actor, code, ctx.today())
-    forms = sorted(ctx.protocol.forms)
-    fields = ctx.protocol.forms[form].field_names + ["visit_date"] if form in ctx.protocol.forms else []
-    return render(request, "audit.html", subject=subject, rows=rows, visit=visit or "", form=form or "",
-                  field=field or "", forms=forms, fields=fields, visits=ctx.protocol.visit_codes)
+    flt = _audit_filter(user, date_from, date_to, visit, form, field)
+    page = max(page, 1)
+    rows, total, users = audit_trail.audit_page(ctx.engine, ctx.protocol, auth[0].actor, code, flt, page=page)
+    pages = max((total + audit_trail.PAGE_SIZE - 1) // audit_trail.PAGE_SIZE, 1)
+    subject = views.subject_detail(ctx.engine, ctx.protocol, auth[0].actor, code, ctx.today())
+    forms = [(k, f.label) for k, f in ctx.protocol.forms.items()]
+    if form in ctx.protocol.forms:
+        fields = [(f.name, f.label) for f in ctx.protocol.forms[form].fields]
+    else:
+        fields = sorted({(f.name, f.label) for fd in ctx.protocol.forms.values() for f in fd.fields},
+                        key=lambda x: x[1].lower())
+    fields = [("visit_date", "Visit date")] + fields
+    query = {k: v for k, v in {"user": flt.username, "from": date_from, "to": date_to, "visit": flt.visit,
+                               "form": flt.form, "field": flt.field}.items() if v}
+    base = f"/subjects/{quote(code)}/audit"
+    return render(request, "audit.html", subject=subject, rows=rows, total=total, page=page, pages=pages, flt=flt,
+                  users=users, forms=forms, fields=fields, visits=ctx.protocol.visit_codes,
+                  csv_url=f"{base}.csv?{urlencode(query)}",
+                  page_url=lambda n: f"{base}?{urlencode({**query, 'page': n})}")
+
+
+@router.get("/subjects/{code}/audit.csv")
+def audit_csv(request: Request, code: str, visit: str | None = None, form: str | None = None,
+              field: str | None = None, user: str | None = None, date_from: str | None = Query(None, alias="from"),
+              date_to: str | None = Query(None, alias="to"), auth: Auth = Depends(page_session)) -> Response:
+    """The filtered audit trail as CSV (every matching row, newest first)."""
+    ctx = ctx_of(request)
+    flt = _audit_filter(user, date_from, date_to, visit, form, field)
+    rows, _total, _users = audit_trail.audit_page(ctx.engine, ctx.protocol, auth[0].actor, code, flt, page_size=0)
+    ctx.accounts.log_access(auth[0].username, auth[0].role, "export", "web", client_address(request),
+                            f"audit trail CSV of {code}: {len(rows)} rows")
+    name = f"audit_{code}.csv".replace("/", "_")
+    return Response(audit_trail.audit_csv(rows), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 # ---------------------------------------------------------------------------------------------- adverse events
