@@ -45,7 +45,8 @@ from regenheart.exchange.cdisc.metadata import SubmissionError, with_text_column
 from regenheart.exchange.cdisc.pdf import PdfEngineUnavailable, pdf_engine, render_pdf
 from regenheart.exchange.cdisc.xpt import write_xpt
 from regenheart.protocol.models import Protocol
-from regenheart.store.audit import utc_now, verify_chain
+from regenheart.store.audit import utc_now
+from regenheart.store.reconcile import check_integrity
 from regenheart.store.snapshot import Snapshot, take_snapshot
 
 MANIFEST = "manifest.json"
@@ -247,10 +248,9 @@ def build_submission(engine: Engine, protocol: Protocol, out_dir: Path, *, proto
     t0 = time.perf_counter()
     if progress:
         progress("verifying the audit trail")
-    chain = verify_chain(engine)
-    if not chain.ok:
-        raise SubmissionError(f"audit trail does not verify at record {chain.first_bad_seq}: {chain.problem}; "
-                              "refusing to build a submission from data whose history is broken")
+    integrity = check_integrity(engine, protocol)  # the chain verifies and every stored value matches its trail
+    if not integrity.ok:
+        raise SubmissionError(f"refusing to build a submission: {integrity.summary()}")
     snap = take_snapshot(engine)
     if expected_audit_head and snap.audit_head_hash != expected_audit_head:
         raise SubmissionError("the database changed while the submission was being built (audit head "
