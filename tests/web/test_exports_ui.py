@@ -95,7 +95,7 @@ def test_site_restricted_account_exports_its_site_only(client, app):
 def test_unknown_format_or_site_is_a_clear_422(client):
     login(client, "dm1")
     response = export(client, format="sas7bdat")
-    assert response.status_code == 422 and "format &#39;sas7bdat&#39; is not one of csv, redcap, adam" in response.text
+    assert response.status_code == 422 and "format &#39;sas7bdat&#39; is not one of csv, redcap, sdtm, adam" in response.text
     response = export(client, site="77")
     assert response.status_code == 422 and "site &#39;77&#39; is not a site of the study" in response.text
 
@@ -134,3 +134,14 @@ def test_export_refused_when_the_data_do_not_reconcile_with_the_audit_trail(clie
     assert "Traceback" not in response.text
     events = app.state.ctx.accounts.access_log(Actor("admin1", "admin"), username="dm1")
     assert [e.event for e in events if e.event.startswith("export")] == ["export_refused"]
+
+
+def test_sdtm_export_is_sas_transport_per_domain(client, tmp_path):
+    login(client, "dm1")
+    files = unzip(export(client, format="sdtm", site="01"))
+    assert {"dm.xpt", "ds.xpt"} <= set(files)
+    (tmp_path / "dm.xpt").write_bytes(files["dm.xpt"])
+    dm, meta = pyreadstat.read_xport(str(tmp_path / "dm.xpt"))
+    assert sorted(dm["USUBJID"].str[-6:]) == ["01-001", "01-002", "01-003"]  # site 01 only
+    assert meta.table_name.upper() == "DM"
+    assert sorted(dm["SEX"]) == ["M", "M", "M"]

@@ -1,7 +1,8 @@
 """Exports from the browser: the study's data as one zip file built in memory.
 
 Formats: ``csv`` (one file per form, subjects, adverse events), ``redcap`` (REDCap flat records and
-project files, :mod:`exchange.redcap_export`), ``adam`` (ADaM datasets as SAS transport v5 and CSV,
+project files, :mod:`exchange.redcap_export`), ``sdtm`` (SDTM domains as SAS transport v5,
+:mod:`derive.sdtm` and :mod:`exchange.cdisc.xpt`), ``adam`` (ADaM datasets as SAS transport v5 and CSV,
 :func:`report.exports.write_adam`). Only accounts with the ``export`` permission; a site account
 exports its own site only. The database must verify and reconcile with its audit trail first
 (:func:`store.reconcile.require_integrity`).
@@ -30,6 +31,7 @@ from regenheart.store.snapshot import Snapshot, take_snapshot
 FORMATS = {
     "csv": "CSV, one file per form (+ subjects, adverse events)",
     "redcap": "REDCap flat records + data dictionary and project files",
+    "sdtm": "SDTM tabulation datasets (one per domain) as SAS XPT v5",
     "adam": "ADaM datasets (ADSL, ADEFF, ADAE, ADPSE) as SAS XPT v5 and CSV",
 }
 SYNTHETIC_NOTE = "SYNTHETIC DATA: generated for demonstration; not trial data."
@@ -157,6 +159,12 @@ def _write_files(protocol: Protocol, snapshot: Snapshot, fmt: str, labels: bool,
         paths = export_redcap(snapshot, protocol, folder)
         if labels:
             _redcap_labels(folder, paths["records"], paths["dictionary"])
+    elif fmt == "sdtm":
+        from regenheart.derive.sdtm import build_sdtm
+        from regenheart.exchange.cdisc.xpt import write_xpt
+
+        for name, dataset in build_sdtm(snapshot, _recorded_protocol(protocol, snapshot)).items():
+            write_xpt(dataset, folder / f"{name.lower()}.xpt")
     else:
         from regenheart.derive.adam import derive_all
         from regenheart.report.exports import write_adam
