@@ -203,6 +203,25 @@ def test_data_quality_findings(engine, web_protocol, client, auth):
     assert 'data-kind="missing_form"' not in html.split('id="dq-table"')[1]
 
 
+def test_data_quality_csv_and_page_cap(client, monkeypatch):
+    import csv
+    import io
+
+    from regenheart.web import pages_daily
+
+    login(client, "dm1")
+    response = client.get("/data-quality.csv?kind=missing_form&q=01-001")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert rows and {r["kind"] for r in rows} == {"missing_form"} and {r["subject_id"] for r in rows} == {"01-001"}
+    assert len(rows) == 42  # every overdue cell of 01-001 (see test_dashboard_counts_of_the_infused_subject)
+    assert rows[0]["link"].startswith("/subjects/01-001/forms/")
+    monkeypatch.setattr(pages_daily, "DQ_PAGE_ROWS", 5)
+    html = client.get("/data-quality?kind=missing_form").text
+    assert "Showing the first 5 of 42 findings" in html
+    assert html.count('data-kind="missing_form"', html.index('id="dq-table"')) == 5
+
+
 # ---------------------------------------------------------------------------------------------- pages and speed
 def test_dashboard_page_per_role(client):
     login(client, "coord2")

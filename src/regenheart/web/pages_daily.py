@@ -70,21 +70,48 @@ def dashboard_page(request: Request, site: str | None = None, visit: str | None 
 
 
 # ---------------------------------------------------------------------------------------------- data quality
-@router.get("/data-quality", response_class=HTMLResponse)
-def data_quality_page(request: Request, site: str | None = None, kind: str | None = None, q: str | None = None,
-                      auth: Auth = Depends(page_session)) -> Response:
+DQ_PAGE_ROWS = 500  # rows drawn on the page; the CSV has them all
+
+
+def _findings(request: Request, user: UserView, site: str | None, kind: str | None, q: str | None):
     ctx = ctx_of(request)
-    user = auth[0]
     sites = _sites(request, user)
     site = _choice(site, {s.code for s in sites})
     kind = _choice(kind, FINDING_KINDS)
     findings = dashboard.data_quality(ctx.engine, ctx.protocol, user.actor, ctx.today(), site=site)
-    counts = Counter(f.kind for f in findings)
     needle = (q or "").strip().lower()
     shown = [f for f in findings if (not kind or f.kind == kind) and (not needle or needle in f.subject_id.lower())]
-    return render(request, "data_quality.html", findings=shown, counts=counts, total=len(findings), sites=sites,
-                  site=site or "", kind=kind or "", q=q or "", kinds=FINDING_KINDS,
+    return findings, shown, sites, site, kind
+
+
+@router.get("/data-quality", response_class=HTMLResponse)
+def data_quality_page(request: Request, site: str | None = None, kind: str | None = None, q: str | None = None,
+                      auth: Auth = Depends(page_session)) -> Response:
+    ctx = ctx_of(request)
+    findings, shown, sites, site, kind = _findings(request, auth[0], site, kind, q)
+    query_string = request.url.query
+    return render(request, "data_quality.html", findings=shown[:DQ_PAGE_ROWS], matching=len(shown),
+                  counts=Counter(f.kind for f in findings), total=len(findings), sites=sites, site=site or "",
+                  kind=kind or "", q=q or "", kinds=FINDING_KINDS,
+                  csv_url="/data-quality.csv" + (f"?{query_string}" if query_string else ""),
                   form_labels={k: f.label for k, f in ctx.protocol.forms.items()})
+
+
+DQ_COLUMNS = ("kind", "kind_label", "subject_id", "site", "visit", "form", "field", "value", "rule", "message", "link")
+
+
+@router.get("/data-quality.csv")
+def data_quality_csv(request: Request, site: str | None = None, kind: str | None = None, q: str | None = None,
+                     auth: Auth = Depends(page_session)) -> Response:
+    """Every finding matching the filters, as CSV (UTF-8 with a byte-order mark)."""
+    _, shown, _, _, _ = _findings(request, auth[0], site, kind, q)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, DQ_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(f.as_dict() for f in shown)
+    stamp = ctx_of(request).today().isoformat()
+    return Response("\ufeff" + buffer.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="data_quality_{stamp}.csv"'})
 
 
 # ---------------------------------------------------------------------------------------------- queries
