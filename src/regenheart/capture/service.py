@@ -333,11 +333,13 @@ class CaptureService:
         """All values captured on the baseline visit's forms, merged into one mapping."""
         baseline = self.protocol.baseline_visit.code
         values: dict[str, Any] = {}
-        records = session.scalars(select(FormRecord).where(
-            FormRecord.subject_id == subject.id, FormRecord.visit_code == baseline)).all()
-        for record in records:
-            for item in record.items:
-                values[item.field] = _decode(item.value)
+        # One query for all forms' items (not one per form), in record then item order as before.
+        rows = session.execute(select(ItemValue.field, ItemValue.value)
+                               .join(FormRecord, ItemValue.record_id == FormRecord.id)
+                               .where(FormRecord.subject_id == subject.id, FormRecord.visit_code == baseline)
+                               .order_by(FormRecord.id, ItemValue.id))
+        for name, text in rows:
+            values[name] = _decode(text)
         return values
 
     def evaluate_eligibility(self, actor: Actor, subject_code: str) -> EligibilityOutcome:
