@@ -267,6 +267,8 @@ def test_a_second_protocol_gets_its_findings_from_its_annotations(tmp_path):
     assert list(vs["VSDY"]) == [1, 8] and list(vs["STUDYID"]) == ["TINY"] * 2
     assert list(vs["VSSEQ"]) == [1, 2] and sdtm["DM"].records["COUNTRY"].tolist() == ["FRA"]
     assert sdtm["DM"].records["ACTARMCD"].tolist() == ["DRUG"]
+    adam = adam_datasets(_tiny_snapshot(), protocol)  # no endpoints: empty BDS, one subject in ADSL
+    assert len(adam["ADSL"].records) == 1 and adam["ADEFF"].records.empty
 
 
 @pytest.fixture(scope="module")
