@@ -94,21 +94,18 @@ class StudyRows:
 
 
 # ---------------------------------------------------------------------------------------------- pure schedule logic
-_ANCHORS: dict[int, tuple[str, str]] = {}
-
-
-def _anchors(protocol: Protocol) -> tuple[str, str]:
-    """(baseline visit code, day-0 visit code) of a protocol, computed once per protocol object."""
-    key = id(protocol)
-    if key not in _ANCHORS or _ANCHORS[key][0] not in protocol.visit_codes:
-        _ANCHORS[key] = (protocol.baseline_visit.code, next(v.code for v in protocol.visits if v.day == 0))
-    return _ANCHORS[key]
+def anchors(protocol: Protocol) -> tuple[str, str]:
+    """(baseline visit code, day-0 visit code) of a protocol."""
+    return protocol.baseline_visit.code, next(v.code for v in protocol.visits if v.day == 0)
 
 
 def visit_timing(protocol: Protocol, visit: VisitDef, subject: SubjectFacts, today: dt.date,
-                 visit_recorded: bool = False) -> Timing:
-    """Is ``visit`` expected of ``subject`` on ``today``? (window in days relative to day 0 = infusion)."""
-    baseline, day0 = _anchors(protocol)
+                 visit_recorded: bool = False, visit_anchors: tuple[str, str] | None = None) -> Timing:
+    """Is ``visit`` expected of ``subject`` on ``today``? (window in days relative to day 0 = infusion).
+
+    ``visit_anchors``: :func:`anchors` of the protocol when the caller has it already.
+    """
+    baseline, day0 = visit_anchors or anchors(protocol)
     infusion = subject.infusion_date
     start = end = target = None
     if infusion is not None:
@@ -155,9 +152,10 @@ def cell_state(record: RecordFacts | None, timing: Timing) -> str:
 def subject_grid(protocol: Protocol, subject: SubjectFacts, rows: StudyRows, today: dt.date) -> list[dict[str, Any]]:
     """Every protocol visit of a subject with its timing and one cell per form."""
     out = []
+    fixed = anchors(protocol)
     for vdef in protocol.visits:
         visit = rows.visits.get((subject.id, vdef.code))
-        timing = visit_timing(protocol, vdef, subject, today, visit is not None)
+        timing = visit_timing(protocol, vdef, subject, today, visit is not None, fixed)
         cells = []
         for form in vdef.forms:
             record = rows.records.get((subject.id, vdef.code, form))
