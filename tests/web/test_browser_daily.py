@@ -44,7 +44,7 @@ def assert_layout(page, text_inputs: list[str]) -> None:
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_dashboard_filters_and_sorting(live_server, chromium, viewport):  # noqa: F811
+def test_dashboard_filters_and_sorting(live_server, chromium, shots, viewport):  # noqa: F811
     from playwright.sync_api import expect
 
     page = log_in(chromium, live_server, "dm1", viewport=viewport)
@@ -64,6 +64,7 @@ def test_dashboard_filters_and_sorting(live_server, chromium, viewport):  # noqa
     expect(rows.first.locator("a.dcell[data-form=kccq]")).to_have_attribute("data-state", "overdue")
     expect(rows.first.locator("a.dcell[data-form=nyha]")).to_have_attribute("data-state", "locked")
     assert_layout(page, ["#f-q"])
+    page.screenshot(path=shots / f"dashboard_visit_{viewport[0]}.png", full_page=True)
     # search and sort
     page.goto("/dashboard")
     page.fill("#f-q", "02-")
@@ -106,7 +107,7 @@ def test_data_quality_page(live_server, chromium, viewport):  # noqa: F811
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_queries_worklist(live_server, chromium, viewport):  # noqa: F811
+def test_queries_worklist(live_server, chromium, shots, viewport):  # noqa: F811
     from playwright.sync_api import expect
 
     monitor_api = api(live_server, "mon1")
@@ -130,6 +131,7 @@ def test_queries_worklist(live_server, chromium, viewport):  # noqa: F811
     assert text.splitlines()[0].startswith("number,subject_code,site") and "Q-2,02-001,02" in text
     assert "01-001" not in text
     assert_layout(page, ["#qf-subject"])
+    page.screenshot(path=shots / f"queries_worklist_{viewport[0]}.png", full_page=True)
     page.context.close()
     site1 = log_in(chromium, live_server, "coord1", viewport=viewport)
     expect(site1.locator("#nav-queries .count")).to_have_text("1")
