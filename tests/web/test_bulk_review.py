@@ -3,6 +3,9 @@ investigators sign), site restriction, the confirmation a bulk lock asks for, on
 
 from __future__ import annotations
 
+import re
+
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from regenheart.store.audit import verify_chain
@@ -142,3 +145,38 @@ def test_bulk_site_restriction_and_unknown_visit(client, auth):
     assert client.post(f"{S}/visits/NOPE/verify", headers=auth("monitor")).status_code == 404
     assert client.get(f"{S}/casebook/review", params={"action": "delete"},
                       headers=auth("monitor")).status_code == 422
+
+
+# ---------------------------------------------------------------------------------------------- pages
+def test_pages_list_forms_before_confirming_and_keep_entry_status_under_a_lock(app, client, auth):
+    from .test_pages import csrf_of, login
+
+    add_ae(client, auth)
+    monitor = TestClient(app)
+    assert login(monitor, "mon1").status_code == 303
+    page = monitor.get("/subjects/01-001/visits/SCR/review/sign")
+    assert page.status_code == 200 and "may not sign" in page.text and 'id="sign-password"' not in page.text
+    # SCR nyha was locked (complete, never verified): the cell says so under the lock
+    casebook = monitor.get("/subjects/01-001").text
+    cell = re.search(r'<a class="cell st-locked"[^>]*data-form="nyha"[^>]*>(.*?)</a>', casebook, re.DOTALL)
+    assert cell and 'data-entry="complete"' in casebook and "not verified" in cell.group(1)
+    # the investigator's page lists every form with the version to be signed, as hidden inputs
+    investigator = TestClient(app)
+    assert login(investigator, "inv1").status_code == 303
+    page = investigator.get("/subjects/01-001/casebook/review/sign").text
+    listed = dict(re.findall(r'name="item:([^"]+)" value="(\d+)"', page))
+    assert listed["AE1"] == "1" and listed["SCR/echo"] == "1" and "D0/catheterization" in listed
+    # a stale list (the AE changed meanwhile) is refused and nothing is signed
+    client.put(f"{S}/adverse-events/1", json={"data": {"ctcae_grade": 2}, "reason": "re-graded"},
+               headers=auth("coordinator"))
+    response = investigator.post("/subjects/01-001/casebook/review/sign", data={
+        "csrf_token": csrf_of(page), "password": PASSWORD, "meaning": "approval",
+        **{f"item:{k}": v for k, v in listed.items()}})
+    assert response.status_code == 409 and "AE1 changed" in response.text
+    assert client.get(f"{S}/forms/SCR/echo", headers=auth("investigator")).json()["signed"] is False
+    # a locked AE page offers no edit form, only the review panel
+    client.post(f"{S}/adverse-events/1/lock", headers=auth("data_manager"))
+    coordinator = TestClient(app)
+    assert login(coordinator, "coord1").status_code == 303
+    html = coordinator.get("/subjects/01-001/adverse-events/1").text
+    assert 'id="ae-form"' not in html and "locked by data management" in html and 'id="ae-review"' in html
