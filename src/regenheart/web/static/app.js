@@ -110,7 +110,8 @@
         document.querySelector(".field.has-error")) {
       initial = {};  // what is in the form was not saved: leaving it should ask
     }
-    form.addEventListener("submit", function () {
+    form.addEventListener("submit", function (event) {
+      if (event.defaultPrevented) { return; }  // e.g. the reason prompt stopped it: still on the page
       submitting = true;
       if (store) {
         try { store.setItem(key, JSON.stringify({ version: version, at: Date.now(), values: snapshot() })); }
