@@ -73,6 +73,7 @@ def test_questionnaire_items_are_radio_rows_with_short_labels_not_drop_downs(coo
     q1a = re.findall(r'name="f_q1a" value="([^"]*)"', page)
     assert q1a == ["1", "2", "3", "4", "5", "6", ""]
     assert "<span>1 lowest</span>" in page and "<span>6 other reason</span>" in page
+    assert page.count('aria-label="not answered"') == 23
     mlhfq = coord.get(f"/subjects/{SUBJECT}/forms/SCR/mlhfq").text
     assert mlhfq.count('class="scale"') == 21 and "<span>0 none</span>" in mlhfq and "<span>5 most</span>" in mlhfq
 
