@@ -180,3 +180,15 @@ def test_pages_list_forms_before_confirming_and_keep_entry_status_under_a_lock(a
     assert login(coordinator, "coord1").status_code == 303
     html = coordinator.get("/subjects/01-001/adverse-events/1").text
     assert 'id="ae-form"' not in html and "locked by data management" in html and 'id="ae-review"' in html
+
+
+def test_single_form_lock_button_asks_before_locking_an_unverified_form(app, client, auth):
+    from .test_pages import login
+
+    manager = TestClient(app)
+    assert login(manager, "dm1").status_code == 303
+    html = manager.get("/subjects/01-001/forms/SCR/echo").text
+    assert "not source-data verified" in html and re.search(r'id="lock-confirm"\s+required', html)
+    client.post(f"{S}/forms/SCR/demographics/verify", headers=auth("monitor"))
+    html = manager.get("/subjects/01-001/forms/SCR/demographics").text
+    assert 'id="lock"' in html and 'id="lock-confirm"' not in html  # complete and verified: no question
