@@ -14,7 +14,7 @@ from pathlib import Path
 from regenheart.capture.service import CaptureService
 from regenheart.derive.adam import derive_all
 from regenheart.protocol import load_protocol
-from regenheart.stats.sap import run_sap
+from regenheart.stats.analysis import run_sap
 from regenheart.store.audit import verify_chain
 from regenheart.store.db import create_study_database
 from regenheart.store.snapshot import take_snapshot

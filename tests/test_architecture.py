@@ -1,7 +1,8 @@
 """The layout is the architecture: imports point down the data's path and no two modules import each other.
 
 Every import statement of every module (top level and inside functions: a late import is still a
-dependency) is read with ``ast``; nothing is executed.
+dependency) is read with ``ast``; nothing is executed. Imports under ``if TYPE_CHECKING:`` are left
+out: they name a type for the checker and do not run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     own = _module_name(path)
     package = own if path.name == "__init__.py" else own.rpartition(".")[0]
     found: set[str] = set()
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                 and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
+                 for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("regenheart"))
         elif isinstance(node, ast.ImportFrom):

@@ -432,7 +432,7 @@ def test_cli_generate_twice_and_export(tmp_path, rct_protocol):
 # ------------------------------------------------------------------ the two-arm synthetic trial
 def test_two_arm_synthetic_cohort_through_capture_and_the_sap(engine, rct_protocol):
     from regenheart.derive.adam import derive_all
-    from regenheart.stats.sap import run_sap
+    from regenheart.stats.analysis import run_sap
     from regenheart.synth import enter_cohort, generate_cohort
     from regenheart.synth.entry import SYNTH_STATISTICIAN
 

@@ -17,7 +17,7 @@ from regenheart.capture.service import CaptureService
 from regenheart.derive.adam import AnalysisDatasets, derive_all
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.registry import Contact
-from regenheart.stats.sap import run_sap
+from regenheart.stats.analysis import run_sap
 from regenheart.store.db import create_study_database
 from regenheart.store.snapshot import take_snapshot
 from regenheart.synth import enter_cohort, generate_cohort

@@ -308,7 +308,7 @@ def test_round_trip_gives_back_the_same_study(study, reimported):
 
 def test_round_trip_gives_the_same_sap_results(study, reimported, protocol):
     from regenheart.derive.adam import derive_all
-    from regenheart.stats.sap import run_sap
+    from regenheart.stats.analysis import run_sap
 
     original = run_sap(protocol, derive_all(protocol, take_snapshot(study["engine"])))
     back = run_sap(protocol, derive_all(protocol, take_snapshot(reimported["engine"])))

@@ -10,7 +10,7 @@ import pytest
 
 from regenheart.capture.service import CaptureService
 from regenheart.derive.adam import AnalysisDatasets, derive_all
-from regenheart.stats.sap import run_sap
+from regenheart.stats.analysis import run_sap
 from regenheart.store.db import create_study_database
 from regenheart.store.snapshot import Snapshot, take_snapshot
 from regenheart.synth import enter_cohort, generate_cohort

@@ -14,7 +14,7 @@ from scipy import stats
 
 from regenheart.derive.adam import AnalysisDatasets
 from regenheart.protocol import load_protocol
-from regenheart.stats import sap
+from regenheart.stats import analysis, sap
 
 PROTOCOL = load_protocol()
 VISITS = [("M1", "Month 1", 30), ("M3", "Month 3", 90), ("M6", "Month 6", 180)]
@@ -200,7 +200,7 @@ def test_binary_proportion_with_exact_ci():
         ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
         assert (r["n_events"], r["n_total"]) == (k, n)
         assert (r["lower"], r["upper"]) == pytest.approx((ci.low, ci.high), abs=1e-10)
-    assert "proportions" in sap.run_sap(PROTOCOL, data, plan=plan, with_mmrm=False)
+    assert "proportions" in analysis.run_sap(PROTOCOL, data, plan=plan, with_mmrm=False)
 
 
 def test_responders_of_a_lower_is_better_parameter_count_decreases():
@@ -221,7 +221,7 @@ def test_population_whose_flag_is_not_derived_is_reported_empty():
     doc = PROTOCOL.analysis_plan.model_dump()
     doc["populations"].append({"name": "per_protocol", "label": "Per protocol", "flag": "PPROTFL",
                                "definition": "No major protocol deviation."})
-    out = sap.plan_summary(PROTOCOL, SapPlan.model_validate(doc), make_data())
+    out = analysis.plan_summary(PROTOCOL, SapPlan.model_validate(doc), make_data())
     pp = next(p for p in out["populations"] if p["name"] == "per_protocol")
     assert (pp["n"], pp["flag_derived"]) == (0, False)
     assert next(p for p in out["populations"] if p["name"] == "safety")["n"] == 12

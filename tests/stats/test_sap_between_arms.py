@@ -27,7 +27,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from regenheart.derive.adam import AnalysisDatasets
 from regenheart.protocol import load_protocol, parse_protocol
-from regenheart.stats import sap
+from regenheart.stats import analysis, sap
 from regenheart.stats.two_sample import exact_unconditional_ci, mann_whitney, newcombe_ci, risk_difference, wilson_ci
 
 ORACLES = Path(__file__).resolve().parents[2].parent / "shared" / "oracles"  # conftest.SHARED / "oracles"
@@ -258,7 +258,7 @@ def two_arm_data(n: int = 24, seed: int = 7) -> AnalysisDatasets:
 def two_arm_results():
     protocol = randomized_protocol()
     data = two_arm_data()
-    return protocol, data, sap.run_sap(protocol, data)
+    return protocol, data, analysis.run_sap(protocol, data)
 
 
 def test_randomized_version_runs_between_arm_analyses(two_arm_results):
@@ -329,7 +329,7 @@ def test_single_arm_version_has_no_between_arm_results():
     protocol = load_protocol()
     data = two_arm_data()
     assert sap.is_randomized(protocol) is False
-    assert "between_arms" not in sap.run_sap(protocol, data, with_mmrm=False)
+    assert "between_arms" not in analysis.run_sap(protocol, data, with_mmrm=False)
 
 
 def test_report_lays_out_between_arm_tables(two_arm_results):

@@ -52,7 +52,7 @@ def build_from_database(db: Path, protocol_file: Path | None, *, draft: bool):
     from regenheart.derive.adam import derive_all
     from regenheart.exchange.ctgov.checks import check_results
     from regenheart.exchange.ctgov.results import build_results
-    from regenheart.stats.sap import run_sap
+    from regenheart.stats.analysis import run_sap
     from regenheart.store.db import open_study_database
     from regenheart.store.reconcile import require_integrity
     from regenheart.store.snapshot import take_snapshot

@@ -18,7 +18,7 @@ from regenheart.capture.service import CaptureService
 from regenheart.derive.adam import derive_all
 from regenheart.protocol.loader import default_protocol_text
 from regenheart.protocol.models import Protocol
-from regenheart.stats.sap import run_sap
+from regenheart.stats.analysis import run_sap
 from regenheart.store.audit import utc_now
 from regenheart.store.db import DatabaseError, create_study_database, make_engine, read_meta
 from regenheart.store.reconcile import require_integrity

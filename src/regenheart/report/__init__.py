@@ -1,7 +1,7 @@
 """The RegenHeart study report: one self-contained HTML file (inline CSS, inline SVG figures).
 
 :func:`build_report` turns the protocol, the data snapshot, the analysis datasets and the SAP
-results (:func:`regenheart.stats.sap.run_sap`, i.e. ``results.json``) into HTML text;
+results (:func:`regenheart.stats.analysis.run_sap`, i.e. ``results.json``) into HTML text;
 :func:`write_report` writes it. The report opens offline (no external script, stylesheet, font or
 image) and prints with the synthetic-data banner on every page.
 
@@ -63,7 +63,7 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
                  methods_notes: dict[str, str] | None = None, synthetic: bool) -> str:
     """The study report as HTML text.
 
-    ``results`` is the dictionary of :func:`regenheart.stats.sap.run_sap` (extra keys such as
+    ``results`` is the dictionary of :func:`regenheart.stats.analysis.run_sap` (extra keys such as
     ``snapshot`` and ``scoring_versions``, as stored in results.json, are used when present).
     ``methods_notes`` maps an instrument name to its scoring paragraph for the methods section.
     The synthetic-data banner is shown when ``synthetic`` is true, and also whenever a subject in

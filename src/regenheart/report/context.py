@@ -1,7 +1,7 @@
 """The report's view model: the SAP results, snapshot and protocol turned into display rows.
 
 Every number shown in the report is read here from ``results`` (the dictionary of
-:func:`regenheart.stats.sap.run_sap`, stored as ``results.json``), from the snapshot or from the
+:func:`regenheart.stats.analysis.run_sap`, stored as ``results.json``), from the snapshot or from the
 protocol, and formatted with :mod:`regenheart.report.formatting`. Nothing is recomputed: the
 template only lays out the strings built here.
 """

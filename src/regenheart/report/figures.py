@@ -8,7 +8,7 @@ figure so several figures can share one HTML page). Figures are built on
 files, no display.
 
 The plotted summary numbers (means, confidence limits, tipping-point grid) are read from the
-``results`` dictionary of :func:`regenheart.stats.sap.run_sap`, the same numbers the tables show;
+``results`` dictionary of :func:`regenheart.stats.analysis.run_sap`, the same numbers the tables show;
 only the individual trajectories are read from the analysis dataset ADEFF.
 """
 
