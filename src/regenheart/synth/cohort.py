@@ -63,6 +63,24 @@ LATER_EVENTS = (
     ("CONTRAST_NEPHROPATHY", "Creatinine rise after contrast", 0.03, 1, "NOT", "PROBABLE", False),
 )
 
+# The coder's MedDRA preferred term and system organ class of each synthetic verbatim term (SYNTHETIC
+# coding for the demonstration; a real study codes with its licensed MedDRA version).
+SYNTHETIC_CODING = {
+    "Non-sustained ventricular tachycardia on monitoring": ("Ventricular tachycardia", "Cardiac disorders"),
+    "Radial access-site haematoma": ("Vascular access site haematoma",
+                                     "Injury, poisoning and procedural complications"),
+    "Troponin I rise after infusion": ("Troponin I increased", "Investigations"),
+    "Transient fever after cell infusion": ("Pyrexia", "General disorders and administration site conditions"),
+    "Slow flow (TIMI 2) after infusion": ("Coronary no-reflow phenomenon", "Cardiac disorders"),
+    "Urticarial rash after infusion": ("Urticaria", "Skin and subcutaneous tissue disorders"),
+    "Coronary dissection at catheter tip": ("Coronary artery dissection", "Cardiac disorders"),
+    "Worsening heart failure requiring hospitalization": ("Cardiac failure", "Cardiac disorders"),
+    "Upper respiratory tract infection": ("Upper respiratory tract infection", "Infections and infestations"),
+    "Paroxysmal atrial fibrillation": ("Atrial fibrillation", "Cardiac disorders"),
+    "Creatinine rise after contrast": ("Blood creatinine increased", "Investigations"),
+    "Sudden cardiac death": ("Sudden cardiac death", "Cardiac disorders"),
+}
+
 
 @dataclass
 class FormEntry:
@@ -483,6 +501,8 @@ def _ae(term: str, category: str, onset: dt.date, grade: int, rel_prod: str, rel
         "serious": "Y" if serious else "N", "related_product": rel_prod, "related_procedure": rel_proc,
         "outcome": outcome,
     }
+    if term in SYNTHETIC_CODING:
+        ae["coded_term"], ae["coded_soc"] = SYNTHETIC_CODING[term]
     if outcome != "FATAL":
         ae["stop_date"] = onset + dt.timedelta(days=duration)
     if serious:

@@ -69,8 +69,11 @@ def build_ae(ctx: Context) -> tuple[Dataset | None, pd.DataFrame, pd.DataFrame]:
     log = protocol.adverse_events
     category = next((f for f in log.fields if f.sdtm is not None and f.sdtm.var == "AECAT"), None)
     if category is not None and category.codelist and "category" in ctx.snap.adverse_events:
+        # the coder's system organ class where the event is coded, else the category's (assigned)
         soc = {str(i.code): i.soc for i in protocol.codelists[category.codelist]}
-        rec["AEBODSYS"] = ctx.snap.adverse_events[category.name].astype(str).map(soc).to_numpy()
+        by_category = ctx.snap.adverse_events[category.name].astype(str).map(soc).to_numpy()
+        coded = rec["AEBODSYS"].to_numpy() if "AEBODSYS" in rec else np.full(len(rec), None, dtype=object)
+        rec["AEBODSYS"] = np.where(pd.notna(coded), coded, by_category)
     rec["AESTDY"] = study_day(rec.get("AESTDTC"), rec["RFSTDTC"])
     rec["AEENDY"] = study_day(rec["AEENDTC"], rec["RFSTDTC"]) if "AEENDTC" in rec else None
     rec["EPOCH"] = epoch(rec["AESTDTC"], rec["RFSTDTC"])
@@ -99,14 +102,17 @@ def build_ae(ctx: Context) -> tuple[Dataset | None, pd.DataFrame, pd.DataFrame]:
         "AEENDY": ("Study Day of End of Adverse Event", "integer", "Timing", "Perm"),
     }
     origins = {v: ("Collected", f"adverse_events.{f.name}") for f in log.fields if f.sdtm and (v := f.sdtm.var)}
-    origins["AEBODSYS"] = ("Assigned", "ae_category code list (soc)")
+    if "AEBODSYS" not in origins:
+        origins["AEBODSYS"] = ("Assigned", "ae_category code list (soc)")
     origins["AESPID"] = ("Assigned", "AE log sequence")
     ds = build_dataset("AE", rec, order, keys=["STUDYID", "USUBJID", "AETERM", "AESTDTC"], specific=specific,
                        origins=origins, codelists={"AEREL": "SPONSOR:AEREL", "AECAT": "SPONSOR:AECAT",
                                                    "AETOXGR": "SPONSOR:CTCAE_GRADE"},
                        structure="One record per adverse event per subject", methods=["MT.SEQ", "MT.DY", "MT.EPOCH"],
-                       comment="Events are categorised by the protocol's safety list and graded by CTCAE; not "
-                               "MedDRA-coded, so AEDECOD is null (AEBODSYS is the category's system organ class).")
+                       comment="Events are categorised by the protocol's safety list and graded by CTCAE. AEDECOD "
+                               "and AEBODSYS are the coder's MedDRA preferred term and system organ class as "
+                               "entered on the adverse-event log; an uncoded event has AEDECOD null and the "
+                               "category's system organ class.")
     return ds, supp, anchors(ds, rec)
 
 
