@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -229,7 +230,7 @@ def test_audit_trail_filters_pages_and_csv(live_server, chromium, viewport, shot
         page.screenshot(path=shots / "audit_trail_filtered.png", full_page=True)
     with page.expect_download() as download:
         page.click("#audit-csv")
-    text = open(download.value.path(), encoding="utf-8").read()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
     assert text.splitlines()[0].startswith("seq,ts_utc,username") and "lvef_pct" in text
     assert all(",echo," in line for line in text.splitlines()[1:])
     page.context.close()
@@ -258,7 +259,7 @@ def empty_server(tmp_path, web_protocol) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_first_use_creates_the_first_administrator_in_the_browser(empty_server, chromium, viewport):
+def test_first_use_creates_the_first_administrator_in_the_browser(empty_server, chromium, viewport):  # noqa: F811
     from playwright.sync_api import expect
 
     context = chromium.new_context(viewport={"width": viewport[0], "height": viewport[1]}, base_url=empty_server)
