@@ -204,3 +204,30 @@ def test_a_wrongly_screened_subject_is_withdrawn_at_screening_with_an_audited_re
     infused = coord.post("/subjects/01-001/withdraw", data={"csrf_token": csrf_of(page), "withdraw_reason": "x"},
                          follow_redirects=False)
     assert infused.status_code == 409
+
+
+def test_an_adverse_event_conflict_keeps_the_users_values_beside_the_saved_ones(coord, app):
+    ae = {"term": "Fever", "category": "FEVER", "onset_date": "2025-01-25", "stop_date": "2025-01-26",
+          "ctcae_grade": "1", "serious": "N", "related_product": "POSSIBLE", "related_procedure": "PROBABLE",
+          "outcome": "RECOVERED", "max_temperature_c": "38.6"}
+    page = coord.get("/subjects/01-001/adverse-events")
+    posted = coord.post("/subjects/01-001/adverse-events", data={"csrf_token": csrf_of(page.text),
+                                                                  **{f"f_{k}": v for k, v in ae.items()}},
+                        follow_redirects=False)
+    assert posted.status_code == 303
+    stale = coord.get("/subjects/01-001/adverse-events/1")
+    other = TestClient(app)
+    login(other, "inv1")
+    theirs = other.get("/subjects/01-001/adverse-events/1")
+    assert other.post("/subjects/01-001/adverse-events/1", data={
+        "csrf_token": csrf_of(theirs.text), "version": "1", **{f"f_{k}": v for k, v in ae.items()},
+        "f_max_temperature_c": "38.9", "reason": "chart re-read"}, follow_redirects=False).status_code == 303
+    response = coord.post("/subjects/01-001/adverse-events/1", data={
+        "csrf_token": csrf_of(stale.text), "version": "1", **{f"f_{k}": v for k, v in ae.items()},
+        "f_max_temperature_c": "39.1", "reason": "nurse's note"}, follow_redirects=False)
+    assert response.status_code == 409
+    row = re.search(r"<tr><td>Peak temperature \(fever events\)</td><td class=\"current\">([^<]*)</td>"
+                    r"<td class=\"yours\">([^<]*)</td></tr>", response.text)
+    assert row and row.groups() == ("38.9", "39.1")
+    assert 'name="f_max_temperature_c" value="39.1"' in response.text and "nurse&#39;s note" in response.text
+    assert 'name="version" value="2"' in response.text

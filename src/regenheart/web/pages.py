@@ -688,16 +688,21 @@ def audit_csv(request: Request, code: str, visit: str | None = None, form: str |
 # ---------------------------------------------------------------------------------------------- adverse events
 def _ae_page(request: Request, user: UserView, code: str, *, seq: int | None = None, status: int = 200,
              raw: dict[str, str] | None = None, errors: dict[str, list[str]] | None = None,
-             messages: list[tuple[str, str]] | None = None) -> HTMLResponse:
+             messages: list[tuple[str, str]] | None = None, conflict: bool = False) -> HTMLResponse:
     ctx = ctx_of(request)
     subject = views.subject_detail(ctx.engine, ctx.protocol, user.actor, code, ctx.today())
     events = views.adverse_events(ctx.engine, user.actor, code)
     current = views.adverse_event(ctx.engine, user.actor, code, seq) if seq is not None else None
     values = current["data"] if current else {}
+    log_fields = ctx.protocol.adverse_events.fields
+    conflict_rows = [{"label": f.label, "current": _fmt_value(f, values.get(f.name)),
+                      "yours": (raw or {}).get(f"f_{f.name}", "")}
+                     for f in log_fields
+                     if conflict and (raw or {}).get(f"f_{f.name}", "") != _fmt_value(f, values.get(f.name))]
     return render(request, "adverse_events.html", status, subject=subject, events=events, current=current,
-                  fields=field_widgets(ctx.protocol, ctx.protocol.adverse_events.fields, values, errors, raw=raw),
-                  errors=errors or {}, raw=raw or {}, messages=messages or [],
-                  decode=lambda cl, c: ctx.protocol.decode(cl, c))
+                  fields=field_widgets(ctx.protocol, log_fields, values, errors, raw=raw),
+                  errors=errors or {}, raw=raw or {}, messages=messages or [], in_conflict=conflict,
+                  conflict_rows=conflict_rows, decode=lambda cl, c: ctx.protocol.decode(cl, c))
 
 
 @router.get("/subjects/{code}/adverse-events", response_class=HTMLResponse)
@@ -730,7 +735,11 @@ async def _save_ae(request: Request, code: str, seq: int | None, auth: Auth) -> 
             return _ae_page(request, user, code, seq=seq, status=422, raw=data,
                             errors=_violations_by_field(exc.violations),
                             messages=[("error", "Not saved: correct the fields marked below.")])
-        except (Conflict, StateError) as exc:
+        except Conflict as exc:  # keep the user's values and reason; the saved ones are listed beside them
+            return _ae_page(request, user, code, seq=seq, status=409, raw=data, conflict=True, messages=[
+                ("error", (f"Not saved: {exc}. Someone saved this event meanwhile: check the values below and "
+                          "save again."))])
+        except StateError as exc:
             return _ae_page(request, user, code, seq=seq, status=409, messages=[("error", str(exc))])
         return redirect(request, f"/subjects/{quote(code)}/adverse-events", [("ok", msg)])
     return await run_in_threadpool(work)
