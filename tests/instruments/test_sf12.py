@@ -32,19 +32,19 @@ def test_sf12v1_hand_worked_median():
     # gh1=3 (RGH1=3: PCS -3.02396), pf02=2 (-3.45555), pf04=2 (-2.73557), rp2=rp3=2 (0), re2=1 (+3.04365),
     # re3=1 (+2.32091), bp2=3 (RBP2=3: -6.50522), mh3=3 (RMH3=4: +1.36689), vt2=3 (RVT2=4: -1.14387),
     # mh4=3 (+2.34247), sf2=3 (-0.18043): sum -7.97068 -> PCS = 56.57706 - 7.97068 = 48.60638
-    items = dict(gh1=3, pf02=2, pf04=2, rp2=2, rp3=2, re2=1, re3=1, bp2=3, mh3=3, vt2=3, mh4=3, sf2=3)
+    items = {"gh1": 3, "pf02": 2, "pf04": 2, "rp2": 2, "rp3": 2, "re2": 1, "re3": 1, "bp2": 3, "mh3": 3, "vt2": 3, "mh4": 3, "sf2": 3}
     assert score("sf12v1", items)["pcs"] == pytest.approx(48.60638, abs=1e-9)
 
 
 def test_sf12v1_best_answers_give_the_constants():
-    best = dict(gh1=1, pf02=3, pf04=3, rp2=2, rp3=2, re2=2, re3=2, bp2=1, mh3=1, vt2=1, mh4=6, sf2=5)
+    best = {"gh1": 1, "pf02": 3, "pf04": 3, "rp2": 2, "rp3": 2, "re2": 2, "re3": 2, "bp2": 1, "mh3": 1, "vt2": 1, "mh4": 6, "sf2": 5}
     assert score("sf12v1", best) == {"pcs": pytest.approx(56.57706, abs=1e-12),
                                      "mcs": pytest.approx(60.75781, abs=1e-12)}
 
 
 @pytest.mark.parametrize("item", V1_ITEMS)
 def test_sf12v1_any_missing_item_gives_missing_summaries(item):
-    items = dict(gh1=3, pf02=2, pf04=2, rp2=2, rp3=2, re2=1, re3=1, bp2=3, mh3=3, vt2=3, mh4=3, sf2=3)
+    items = {"gh1": 3, "pf02": 2, "pf04": 2, "rp2": 2, "rp3": 2, "re2": 1, "re3": 1, "bp2": 3, "mh3": 3, "vt2": 3, "mh4": 3, "sf2": 3}
     items[item] = None
     assert score("sf12v1", items) == {"pcs": None, "mcs": None}
 

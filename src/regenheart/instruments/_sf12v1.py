@@ -126,8 +126,8 @@ SPEC = InstrumentSpec(
     rule_sets=RULES,
     references=(
         "Ware J Jr, Kosinski M, Keller SD. Med Care 1996;34(3):220-233.",
-        "Ware JE, Kosinski M, Keller SD. SF-12: How to Score the SF-12 Physical and Mental Health "
-        "Summary Scales. The Health Institute, New England Medical Center, 1995.",
+        ("Ware JE, Kosinski M, Keller SD. SF-12: How to Score the SF-12 Physical and Mental Health "
+         "Summary Scales. The Health Institute, New England Medical Center, 1995."),
     ),
     methods_note=METHODS_NOTE,
     compute=compute,

@@ -156,8 +156,8 @@ SPEC = InstrumentSpec(
     references=(
         "Spritzer K. SF12V2-1.SAS (UCLA, Hays programs and utilities).",
         "Bruun NH. Stata sf12 help, v0.12 (2021).",
-        "Official alternative (not used): Ware JE et al. How to Score Version 2 of the SF-12 Health "
-        "Survey. QualityMetric, 2002.",
+        ("Official alternative (not used): Ware JE et al. How to Score Version 2 of the SF-12 Health "
+         "Survey. QualityMetric, 2002."),
     ),
     methods_note=METHODS_NOTE,
     compute=compute,

@@ -566,7 +566,7 @@ def wilcoxon_signed_rank(
             raise ValueError("the exact signed-rank distribution does not apply with ties or zeros")
         counts = _signed_rank_null_counts(n)
         total = 2.0**n
-        iv = int(round(v))
+        iv = round(v)
         p_le = counts[: iv + 1].sum() / total
         p_ge = counts[iv:].sum() / total
         p = min(1.0, 2.0 * min(p_le, p_ge))
