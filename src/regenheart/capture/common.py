@@ -19,9 +19,15 @@ def require(actor: Actor, action: str) -> None:
         raise PermissionDenied(f"role '{actor.role}' may not {action.replace('_', ' ')}")
 
 
-def find_subject(session: Session, actor: Actor, subject_code: str) -> Subject:
-    """The subject, or :class:`NotFound` (also for another site's subject: its existence is not revealed)."""
-    subject = session.scalars(select(Subject).where(Subject.subject_code == subject_code)).one_or_none()
+def find_subject(session: Session, actor: Actor, subject_code: str, *, lock: bool = True) -> Subject:
+    """The subject, or :class:`NotFound` (also for another site's subject: its existence is not revealed).
+
+    ``lock`` (writers): the subject's row is locked until the transaction ends (``SELECT ... FOR UPDATE``
+    on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serializes writers), so two writers on one
+    subject take turns and a version check cannot be passed by both. Reads pass ``lock=False``.
+    """
+    query = select(Subject).where(Subject.subject_code == subject_code)
+    subject = session.scalars(query.with_for_update() if lock else query).one_or_none()
     if subject is None or not actor.sees_site(subject.site_code):
         raise NotFound(f"subject {subject_code} not found")
     return subject

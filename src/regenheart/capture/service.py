@@ -162,7 +162,7 @@ class CaptureService:
     # ------------------------------------------------------------------ helpers
     _require = staticmethod(require)
 
-    def _subject(self, session: Session, actor: Actor, subject_code: str) -> Subject:
+    def _subject(self, session: Session, actor: Actor, subject_code: str, *, lock: bool = True) -> Subject:
         """The subject (see :func:`find_subject`); a unit of work keeps the subjects it saw (no repeated query)."""
         work = getattr(self._local, "work", None)
         if work is not None:
@@ -171,7 +171,7 @@ class CaptureService:
                 if not actor.sees_site(subject.site_code):
                     raise NotFound(f"subject {subject_code} not found")
                 return subject
-        subject = find_subject(session, actor, subject_code)
+        subject = find_subject(session, actor, subject_code, lock=lock)
         if work is not None:
             work.subjects[subject_code] = subject
         return subject
@@ -686,7 +686,7 @@ class CaptureService:
         if visit_code not in self.protocol.visit_codes or form_code not in self.protocol.visit(visit_code).forms:
             raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
         with self._reading() as session:
-            subject = self._subject(session, actor, subject_code)
+            subject = self._subject(session, actor, subject_code, lock=False)
             record = find_form_record(session, subject.id, visit_code, form_code)
             if record is None:
                 return FormView(subject_code, visit_code, form_code, {}, 0, "not_started", {}, None,

@@ -381,7 +381,7 @@ class WorkflowService:
     def get_query(self, actor: Actor, subject_code: str, seq: int) -> QueryView:
         self._require(actor, "view")
         with self._sessions() as session:
-            subject = self._subject(session, actor, subject_code)
+            subject = self._subject(session, actor, subject_code, lock=False)
             return _query_view(subject_code, self._query(session, subject, seq))
 
     def list_queries(self, actor: Actor, subject_code: str | None = None, *, status: str | None = None,
@@ -391,7 +391,7 @@ class WorkflowService:
         with self._sessions() as session:
             stmt = select(DataQuery, Subject.subject_code).join(Subject, Subject.id == DataQuery.subject_id)
             if subject_code is not None:
-                subject = self._subject(session, actor, subject_code)
+                subject = self._subject(session, actor, subject_code, lock=False)
                 stmt = stmt.where(DataQuery.subject_id == subject.id)
             if actor.site is not None:
                 stmt = stmt.where(Subject.site_code == actor.site)
@@ -484,7 +484,7 @@ class WorkflowService:
                                         f"must be one of: {', '.join(SIGNATURE_MEANINGS)}"))
         # Check the record before asking for the password, so a refused request costs no attempt.
         with self._sessions() as session:
-            subject = self._subject(session, actor, subject_code)
+            subject = self._subject(session, actor, subject_code, lock=False)
             record = self._record(session, subject, visit_code, form_code)
             self._check_signable(record, expected_version, form_code, visit_code)
         if violations:
@@ -529,7 +529,7 @@ class WorkflowService:
         self._require(actor, "view")
         self._check_form(visit_code, form_code)
         with self._sessions() as session:
-            subject = self._subject(session, actor, subject_code)
+            subject = self._subject(session, actor, subject_code, lock=False)
             record = find_form_record(session, subject.id, visit_code, form_code)
             if record is None:
                 return []
@@ -642,7 +642,7 @@ class WorkflowService:
         self._require(actor, "sign")
         self._check_meaning(meaning)
         with self._sessions() as session:  # refuse before asking for the password: no attempt is spent
-            subject = self._subject(session, actor, subject_code)
+            subject = self._subject(session, actor, subject_code, lock=False)
             self._check_ae_signable(self._ae(session, subject, ae_seq), expected_version)
         signer = self.accounts.reauthenticate(actor, password, purpose=f"signature of {subject_code}/AE{ae_seq}",
                                               channel=channel, client=client)
@@ -679,7 +679,7 @@ class WorkflowService:
         """Every signature of an adverse event, oldest first; ``current`` marks the one that still applies."""
         self._require(actor, "view")
         with self._sessions() as session:
-            subject = self._subject(session, actor, subject_code)
+            subject = self._subject(session, actor, subject_code, lock=False)
             ae = self._ae(session, subject, ae_seq)
             rows = session.scalars(select(AdverseEventSignature).where(AdverseEventSignature.ae_id == ae.id)
                                    .order_by(AdverseEventSignature.id)).all()
@@ -726,7 +726,7 @@ class WorkflowService:
         user to review before confirming: every form with its state, and which ones the action applies to."""
         self._require(actor, "view")
         with self._sessions() as session:
-            return self._plan(session, self._subject(session, actor, subject_code), action, visit_code)
+            return self._plan(session, self._subject(session, actor, subject_code, lock=False), action, visit_code)
 
     @staticmethod
     def _check_expected(plan: ReviewPlan, expected: Mapping[str, int] | None) -> None:
@@ -818,7 +818,7 @@ class WorkflowService:
         self._require(actor, "sign")
         self._check_meaning(meaning)
         with self._sessions() as session:  # refuse before asking for the password: no attempt is spent
-            plan = self._plan(session, self._subject(session, actor, subject_code), "sign", visit_code)
+            plan = self._plan(session, self._subject(session, actor, subject_code, lock=False), "sign", visit_code)
             self._check_expected(plan, expected)
             if not plan.todo:
                 raise self._nothing_to_do(plan)

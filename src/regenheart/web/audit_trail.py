@@ -105,7 +105,7 @@ def audit_page(engine: Engine, protocol: Protocol, actor: Actor, code: str, flt:
     ``page_size`` 0 returns every matching row (the CSV export)."""
     require(actor, "view")
     with Session(engine) as session:
-        find_subject(session, actor, code)  # 404 for another site's subject
+        find_subject(session, actor, code, lock=False)  # 404 for another site's subject
         stmt = _statement(code, flt)
         total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         stmt = stmt.order_by(AuditRecord.seq.desc())

@@ -45,7 +45,7 @@ def _require_view(actor: Actor) -> None:
 def visible_subject(session: Session, actor: Actor, code: str) -> Subject:
     """The subject if the actor may view it (404 for another site's subject)."""
     _require_view(actor)
-    return find_subject(session, actor, code)
+    return find_subject(session, actor, code, lock=False)
 
 
 def window_dates(visit: VisitDef, infusion: dt.date | None) -> dict[str, str | None]:
