@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,11 +39,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(db_path, web_protocol) -> Iterator[str]:
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on a free loopback port; yields its base URL."""
     import uvicorn
 
-    app = create_app(db_path, web_protocol, scorer=no_scorer, today=lambda: TODAY, hasher=FAST_HASHER)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -55,6 +56,13 @@ def live_server(db_path, web_protocol) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(db_path, web_protocol) -> Iterator[str]:
+    with serving(create_app(db_path, web_protocol, scorer=no_scorer, today=lambda: TODAY,
+                            hasher=FAST_HASHER)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ The README screenshots docs/screenshots/dashboard.png and data_quality.png are t
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from regenheart.synth import enter_cohort, generate_cohort
 from regenheart.web import create_app
 
 from .conftest import FAST_HASHER, PASSWORD, SETUP
-from .test_browser import CHROMIUM, api, chromium, free_port, live_server, log_in, shots  # noqa: F401 (fixtures)
+from .test_browser import CHROMIUM, api, chromium, live_server, log_in, serving, shots  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.browser,
@@ -187,8 +185,6 @@ def test_subject_list_search_filter_sort(live_server, chromium, viewport):  # no
 # ---------------------------------------------------------------------------------------------- README screenshots
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory):
-    import uvicorn
-
     protocol = load_protocol()
     path = tmp_path_factory.mktemp("demo") / "study.db"
     engine = create_study_database(path, {"study": protocol.study.nct_id, "synthetic": "true"}, durable=False)
@@ -196,19 +192,8 @@ def demo_server(tmp_path_factory):
     AccountService(engine, protocol, hasher=FAST_HASHER).create_user(SETUP, "dm1", "data_manager", PASSWORD,
                                                                      full_name="Dana Manager")
     engine.dispose()
-    app = create_app(path, protocol, today=lambda: dt.date(2026, 1, 1), hasher=FAST_HASHER)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(path, protocol, today=lambda: dt.date(2026, 1, 1), hasher=FAST_HASHER)) as url:
+        yield url
 
 
 def test_screenshots_of_the_synthetic_cohort(demo_server, chromium, shots):  # noqa: F811

@@ -10,8 +10,6 @@ ae_form.png, audit_trail_filtered.png.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from regenheart.web import create_app
 
 from ..conftest import eligible_screening_data
 from .conftest import FAST_HASHER, PASSWORD, TODAY, no_scorer
-from .test_browser import CHROMIUM, api, chromium, free_port, live_server, log_in, shots  # noqa: F401 (fixtures)
+from .test_browser import CHROMIUM, api, chromium, live_server, log_in, serving, shots  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.browser,
@@ -239,23 +237,10 @@ def test_audit_trail_filters_pages_and_csv(live_server, chromium, viewport, shot
 # ---------------------------------------------------------------------------------------------- first use
 @pytest.fixture
 def empty_server(tmp_path, web_protocol) -> Iterator[str]:
-    import uvicorn
-
     path = tmp_path / "empty.db"
     create_study_database(path, {"study": web_protocol.study.nct_id}).dispose()
-    app = create_app(path, web_protocol, scorer=no_scorer, today=lambda: TODAY, hasher=FAST_HASHER)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(path, web_protocol, scorer=no_scorer, today=lambda: TODAY, hasher=FAST_HASHER)) as url:
+        yield url
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
