@@ -30,6 +30,7 @@ from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibil
 from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
 from regenheart.capture.permissions import Actor
 from regenheart.capture.validation import Violation, run_checks, validate_record
+from regenheart.protocol.missing import is_missing, plain, plain_value
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.schedule import in_window, study_day
 from regenheart.store import audit
@@ -89,6 +90,12 @@ def _today() -> dt.date:
 
 def _decode(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _no_missing_codes(values: Mapping[str, Any], record: str) -> list[Violation]:
+    """Log records (adverse events, disposition) hold values only: their fields map to typed columns."""
+    message = f"missing-data codes are for visit forms; the {record} record needs values (leave an optional field empty)"
+    return [Violation(name, value, "missing_code", message) for name, value in values.items() if is_missing(value)]
 
 
 class UnitOfWork:
@@ -339,7 +346,7 @@ class CaptureService:
                                .where(FormRecord.subject_id == subject.id, FormRecord.visit_code == baseline)
                                .order_by(FormRecord.id, ItemValue.id))
         for name, text in rows:
-            values[name] = _decode(text)
+            values[name] = plain_value(_decode(text))  # a coded value is missing to the eligibility rules
         return values
 
     def evaluate_eligibility(self, actor: Actor, subject_code: str) -> EligibilityOutcome:
@@ -591,8 +598,8 @@ class CaptureService:
             if new_items:
                 session.connection().execute(_INSERT_ITEMS, new_items)
             derived: dict[str, float | None] = {}
-            if form.instrument and changed:
-                derived = self._derive(session, actor, record, form.instrument, merged, entries, first_entry)
+            if form.instrument and changed:  # scored from values only: a coded item is missing to the scorer
+                derived = self._derive(session, actor, record, form.instrument, plain(merged), entries, first_entry)
             if record.status != status:
                 entries.append(self._entry(actor, "status", "form", subject_code, visit_code=visit_code,
                                            form_code=form_code, record_key=record_key, field="status",
@@ -614,7 +621,8 @@ class CaptureService:
                                            reason="data changed after signature"))
             audit.append(session, entries)
             if self._day0 and form_code == self._day0.form and visit_code == self._infusion_visit:
-                self._sync_infusion(session, actor, subject, reason, dose=merged.get(self._day0.field) or 0)
+                self._sync_infusion(session, actor, subject, reason,
+                                    dose=plain_value(merged.get(self._day0.field)) or 0)
             return SaveResult(record.version, status, changed, warnings, derived)
 
     def _derive(self, session: Session, actor: Actor, record: FormRecord, instrument: str,
@@ -666,7 +674,7 @@ class CaptureService:
             if dose is None:
                 record = find_form_record(session, subject.id, self._infusion_visit, self._day0.form)
                 stored = {i.field: _decode(i.value) for i in record.items} if record else {}
-                dose = stored.get(self._day0.field)
+                dose = plain_value(stored.get(self._day0.field))
             day0_date = visit.visit_date if visit is not None and (dose or 0) > 0 else None
             changes = {"infusion_date": day0_date}
             if subject.status in ("enrolled", "infused"):  # a closed subject keeps its end-of-study status
@@ -717,7 +725,7 @@ class CaptureService:
                 raise StateError(f"form {form_code} at {visit_code} of {subject_code} is not saved yet")
             if record.locked:
                 raise StateError(f"form {form_code} at {visit_code} of {subject_code} is locked")
-            values = {i.field: _decode(i.value) for i in record.items}
+            values = plain({i.field: _decode(i.value) for i in record.items})
             _errors, warnings = run_checks([check], values)
             if not warnings:
                 raise StateError(f"check {check_id} does not raise a warning on the stored values")
@@ -734,7 +742,8 @@ class CaptureService:
 
     def _ae_values(self, data: Mapping[str, Any], existing: Mapping[str, Any]) -> tuple[dict[str, Any], list[Violation], list[Violation]]:
         result = validate_record(self.protocol, self._ae_log(), data, existing=existing)
-        return {**existing, **result.values}, list(result.violations), list(result.warnings)
+        violations = list(result.violations) + _no_missing_codes(result.values, "adverse event")
+        return {**existing, **result.values}, violations, list(result.warnings)
 
     def _apply_ae(self, ae: AdverseEvent, values: Mapping[str, Any], infusion: dt.date | None) -> None:
         ae.term, ae.category = values["term"], values["category"]
@@ -839,7 +848,7 @@ class CaptureService:
             existing = {"status": subject.disposition, "date": subject.disposition_date,
                         "reason": subject.disposition_reason} if subject.disposition else {}
             result = validate_record(self.protocol, self.protocol.disposition, data, existing=existing)
-            violations = list(result.violations)
+            violations = list(result.violations) + _no_missing_codes(result.values, "disposition")
             values = {**existing, **result.values}
             if values.get("date") and values["date"] < subject.screening_date:
                 violations.append(Violation("date", data.get("date"), "order", "must not be before screening"))

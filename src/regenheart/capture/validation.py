@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from regenheart.protocol.missing import MISSING_KEY, REASON_KEY, coded, is_missing, plain, plain_value
 from regenheart.protocol.models import Check, FieldDef, FormDef, LogForm, Protocol
 from regenheart.protocol.rules import compile_rule
+
+# Longest free-text reason accepted with a missing-data code (characters).
+MAX_MISSING_REASON = 500
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,42 @@ def _decimals(value: float | str) -> int:
     return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
-def coerce_value(protocol: Protocol, field: FieldDef, raw: Any) -> tuple[Any, Violation | None]:
-    """Convert ``raw`` (from JSON, a form post or Python) to the field's type, or explain why not."""
+def coerce_missing(protocol: Protocol, field: FieldDef, raw: Mapping[str, Any]) -> tuple[Any, Violation | None]:
+    """Check a missing-data code given in place of a value (``{"missing": CODE, "reason": TEXT}``)."""
     name = field.name
+    extra = sorted(set(raw) - {MISSING_KEY, REASON_KEY})
+    if extra or MISSING_KEY not in raw:
+        return None, Violation(name, raw, "type", "must be a value, or a missing-data code given as "
+                                                  '{"missing": CODE, "reason": TEXT}')
+    code = raw[MISSING_KEY]
+    declared = protocol.missing_code(code) if isinstance(code, str) else None
+    if declared is None:
+        if not protocol.missing_codes:
+            return None, Violation(name, code, "missing_code", "this study declares no missing-data codes")
+        shown = ", ".join(f"{m.code} ({m.label})" for m in protocol.missing_codes)
+        return None, Violation(name, code, "missing_code", f"must be one of the study's missing-data codes: {shown}")
+    reason = raw.get(REASON_KEY)
+    if reason is not None and not isinstance(reason, str):
+        return None, Violation(name, reason, "type", "the reason of a missing-data code must be text")
+    reason = (reason or "").strip()
+    if len(reason) > MAX_MISSING_REASON:
+        return None, Violation(name, reason, "max_length",
+                               f"the reason of a missing-data code must be at most {MAX_MISSING_REASON} characters")
+    if declared.reason_required and not reason:
+        return None, Violation(name, code, "reason_required",
+                               f"missing-data code {code} ({declared.label}) needs a reason")
+    return coded(code, reason), None
+
+
+def coerce_value(protocol: Protocol, field: FieldDef, raw: Any) -> tuple[Any, Violation | None]:
+    """Convert ``raw`` (from JSON, a form post or Python) to the field's type, or explain why not.
+
+    A mapping ``{"missing": CODE, "reason": TEXT}`` records a missing-data code instead of a value
+    (see :mod:`regenheart.protocol.missing`).
+    """
+    name = field.name
+    if isinstance(raw, Mapping):
+        return coerce_missing(protocol, field, raw)
     if _is_blank(raw):
         return None, None
     if field.type == "integer":
@@ -174,16 +211,41 @@ def validate_record(
             values[name] = value
     merged = {**(existing or {}), **values}
     bad_fields = {v.field for v in violations}
-    if require_complete:
+    if require_complete:  # a coded field is answered: "not done" is a complete answer
         for field in form.fields:
             if field.required and merged.get(field.name) is None and field.name not in bad_fields:
                 violations.append(Violation(field.name, None, "required", "is required"))
+    violations.extend(_specify_violations(protocol, form, merged, require_complete, bad_fields))
+    bad_fields = {v.field for v in violations}
+    # Cross-field checks see a coded value as missing (not evaluable), like an empty one.
     if not violations:
-        errors, warnings = run_checks(form.checks, merged)
+        errors, warnings = run_checks(form.checks, plain(merged))
         violations.extend(errors)
     else:
         # Cross-field checks on values that passed their own checks still help the user.
-        checkable = {k: v for k, v in merged.items() if k not in bad_fields}
+        checkable = plain({k: v for k, v in merged.items() if k not in bad_fields})
         errors, warnings = run_checks(form.checks, checkable)
         violations.extend(e for e in errors if e.field not in bad_fields)
     return ValidationResult(values=values, violations=violations, warnings=warnings)
+
+
+def _specify_violations(protocol: Protocol, form: FormDef | LogForm, merged: Mapping[str, Any],
+                        require_complete: bool, bad_fields: set[str]) -> list[Violation]:
+    """An "Other" answer needs its specify text; any other answer leaves the specify field blank."""
+    violations = []
+    for field in form.fields:
+        if field.specify_for is None or field.name in bad_fields or field.specify_for in bad_fields:
+            continue
+        target = form.field(field.specify_for)
+        answer = plain_value(merged.get(target.name))
+        needs = protocol.specify_codes(target)
+        text = merged.get(field.name)
+        if answer in needs:
+            if text is None and require_complete:
+                violations.append(Violation(field.name, None, "specify_required",
+                                            f"is required when {target.name} is {answer}: say what it is"))
+        elif text is not None and not is_missing(text):
+            shown = ", ".join(str(c) for c in needs)
+            violations.append(Violation(field.name, text, "specify_not_applicable",
+                                        f"must be blank unless {target.name} is {shown}"))
+    return violations

@@ -66,9 +66,35 @@ def _cross_reference(protocol: Protocol) -> list[ProtocolIssue]:
                 if name not in names:
                     issues.append(ProtocolIssue(f"{path}[{i}].fields", f"unknown field '{name}'"))
 
+    def check_specify(path: str, fields: list[FieldDef]) -> None:
+        by_name = {f.name: f for f in fields}
+        specified = {}
+        for i, field in enumerate(fields):
+            if field.specify_for is None:
+                continue
+            target = by_name.get(field.specify_for)
+            if target is None or target.type != "code" or not protocol.specify_codes(target):
+                issues.append(ProtocolIssue(f"{path}[{i}].specify_for", f"'{field.specify_for}' is not a code field "
+                                            "of this form with an answer marked 'specify: true'"))
+            elif field.specify_for in specified:
+                issues.append(ProtocolIssue(f"{path}[{i}].specify_for",
+                                            f"'{field.specify_for}' already has specify field '{specified[field.specify_for]}'"))
+            specified[field.specify_for] = field.name
+        for i, field in enumerate(fields):
+            if field.type == "code" and field.codelist in protocol.codelists and protocol.specify_codes(field) \
+                    and field.name not in specified:
+                issues.append(ProtocolIssue(f"{path}[{i}]", f"code list '{field.codelist}' has an answer that needs "
+                                            f"free text: add a text field with 'specify_for: {field.name}'"))
+
+    codes = [m.code for m in protocol.missing_codes]
+    for i, code in enumerate(codes):
+        if code in codes[:i]:
+            issues.append(ProtocolIssue(f"missing_codes[{i}].code", f"missing-data code '{code}' is defined twice"))
+
     for form_name, form in protocol.forms.items():
         for i, field in enumerate(form.fields):
             check_field(f"forms.{form_name}.fields[{i}]", field)
+        check_specify(f"forms.{form_name}.fields", form.fields)
         check_rules(f"forms.{form_name}.checks", form.checks, set(form.field_names))
     for key in ("adverse_events", "disposition"):
         log_form = getattr(protocol, key)
@@ -76,6 +102,7 @@ def _cross_reference(protocol: Protocol) -> list[ProtocolIssue]:
             continue
         for i, field in enumerate(log_form.fields):
             check_field(f"{key}.fields[{i}]", field)
+        check_specify(f"{key}.fields", log_form.fields)
         check_rules(f"{key}.checks", log_form.checks, set(log_form.field_names))
 
     seen_visits: set[str] = set()

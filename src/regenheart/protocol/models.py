@@ -181,6 +181,22 @@ class CodeItem(_Strict):
     registry_reason: str | None = None
     # The CDISC submission value of the code in SDTM (e.g. NYHA 3 -> NYHA CLASS III).
     sdtm: str | None = None
+    # An answer that needs free text ("Other"): the form then has a text field with ``specify_for``
+    # naming the coded field, required exactly when such an answer is given.
+    specify: bool = False
+
+
+class MissingCode(_Strict):
+    """A missing-data code the study allows in place of any form value (REDCap's missing data codes).
+
+    ``reason_required``: the code must come with a free-text reason (e.g. ND not done: why). The reason
+    becomes SDTM --REASND; ``sdtm_stat`` is the --STAT value ("NOT DONE" for every code: SDTM knows no other).
+    """
+
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,7}$")
+    label: str
+    reason_required: bool = False
+    sdtm_stat: Literal["NOT DONE"] = "NOT DONE"
 
 
 class SdtmField(_Strict):
@@ -269,9 +285,13 @@ class FieldDef(_Strict):
     # anchors "1 most limited" .. "5 not limited"): never an instrument's copyrighted wording.
     labels: list[str] | None = None
     sdtm: SdtmField | None = None
+    # A text field holding the free text of another code field's "Other" answer (see CodeItem.specify).
+    specify_for: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldDef:
+        if self.specify_for is not None and self.type != "text":
+            raise ValueError("'specify_for' is only allowed on text fields")
         if self.range is not None:
             if self.type not in ("integer", "float"):
                 raise ValueError(f"a range is only allowed on numeric fields, not on type '{self.type}'")
@@ -486,6 +506,8 @@ class Protocol(_Strict):
     registry: Registry | None = None
     # The statistical analysis plan (protocol/sap.py); without one, default_plan() applies.
     sap: SapPlan | None = None
+    # Codes a site may record in place of a form value (not done, unknown, ...); none: values only.
+    missing_codes: list[MissingCode] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _stratification_uses_screening_fields(self) -> Protocol:
@@ -536,6 +558,16 @@ class Protocol(_Strict):
         if field.codes is not None:
             return list(field.codes)
         return [item.code for item in self.codelists[field.codelist or ""]]
+
+    def missing_code(self, code: str) -> MissingCode | None:
+        """The declared missing-data code ``code`` (None if the protocol does not declare it)."""
+        return next((m for m in self.missing_codes if m.code == code), None)
+
+    def specify_codes(self, field: FieldDef) -> list[str | int]:
+        """Codes of a code field whose answer needs a free-text "specify" (CodeItem.specify)."""
+        if field.codelist is None:
+            return []
+        return [item.code for item in self.codelists.get(field.codelist, []) if item.specify]
 
     def decode(self, codelist: str, code: str | int) -> str:
         """Human-readable label of ``code`` in ``codelist`` (the code itself if unknown)."""

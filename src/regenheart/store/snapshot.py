@@ -13,6 +13,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from regenheart.protocol.missing import missing_code, missing_reason
 from regenheart.store.audit import head_hash, utc_now
 from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, ItemValue, StudyMeta, Subject, Visit
 
@@ -25,7 +26,8 @@ class Snapshot:
     meta: dict[str, str]
     subjects: pd.DataFrame        # one row per subject
     visits: pd.DataFrame          # subject_code, visit_code, visit_date, study_day, in_window
-    items: pd.DataFrame           # long: subject_code, visit_code, form_code, field, value
+    items: pd.DataFrame           # long: subject_code, visit_code, form_code, field, value (None if coded),
+    #                               missing_code and missing_reason of a missing-data code
     derived: pd.DataFrame         # long: subject_code, visit_code, form_code, name, value, scoring_version
     forms: pd.DataFrame           # subject_code, visit_code, form_code, status, version, verified, locked
     adverse_events: pd.DataFrame  # one row per AE with every captured field
@@ -78,12 +80,18 @@ def take_snapshot(engine: Engine) -> Snapshot:
             "status": r.status, "version": r.version, "verified": r.verified, "locked": r.locked,
         } for r in records.values()], columns=["subject_code", "visit_code", "form_code", "status", "version",
                                               "verified", "locked"])
-        items = pd.DataFrame([{
-            "subject_code": codes[records[i.record_id].subject_id], "visit_code": records[i.record_id].visit_code,
-            "form_code": records[i.record_id].form_code, "field": i.field,
-            "value": None if i.value is None else json.loads(i.value),
-        } for i in session.scalars(select(ItemValue))], columns=["subject_code", "visit_code", "form_code",
-                                                               "field", "value"])
+        item_rows = []
+        for i in session.scalars(select(ItemValue)):
+            value = None if i.value is None else json.loads(i.value)
+            code = missing_code(value)  # a coded value is missing to analysis; its code is kept beside
+            item_rows.append({
+                "subject_code": codes[records[i.record_id].subject_id],
+                "visit_code": records[i.record_id].visit_code, "form_code": records[i.record_id].form_code,
+                "field": i.field, "value": None if code else value, "missing_code": code,
+                "missing_reason": missing_reason(value),
+            })
+        items = pd.DataFrame(item_rows, columns=["subject_code", "visit_code", "form_code", "field", "value",
+                                                 "missing_code", "missing_reason"])
         derived = pd.DataFrame([{
             "subject_code": codes[records[d.record_id].subject_id], "visit_code": records[d.record_id].visit_code,
             "form_code": records[d.record_id].form_code, "name": d.name, "value": d.value,

@@ -341,7 +341,9 @@ def _plan_subject(protocol: Protocol, plan: SubjectPlan, rng: np.random.Generato
         FormEntry("SCR", "demographics", {"age_years": b["age"], "sex": b["sex"], "height_cm": _round(b["height"]),
                                           "weight_kg": _round(b["weight"], 1)}),
         FormEntry("SCR", "medical_history", {
-            "hf_etiology": str(rng.choice(["IDCM", "IDCM", "IDCM", "FAMILIAL", "MYOCARDITIS", "OTHER"])),
+            "hf_etiology": (etiology := str(rng.choice(["IDCM", "IDCM", "IDCM", "FAMILIAL", "MYOCARDITIS", "OTHER"]))),
+            # "Other" needs its free text (protocol: specify_for); no random draw, so the cohort is unchanged
+            "hf_etiology_other": "SYNTHETIC: other non-ischemic cardiomyopathy" if etiology == "OTHER" else None,
             "hf_duration_months": int(rng.integers(6, 120)), "hf_hospitalizations_12m": int(rng.poisson(1.0)),
             "atrial_fibrillation": "Y" if rng.random() < 0.2 else "N",
             "hypertension": "Y" if rng.random() < 0.35 else "N", "diabetes": "Y" if rng.random() < 0.2 else "N",

@@ -62,8 +62,27 @@ class VisitRequest(_Body):
     reason: str | None = None
 
 
+class MissingValue(_Body):
+    """A missing-data code recorded in place of a field's value (the protocol lists the study's codes)."""
+
+    missing: str = Field(description="A missing-data code of the protocol (e.g. ND not done, UNK unknown)",
+                         examples=["ND"])
+    reason: str | None = Field(None, description="Why the value is missing (required by some codes)")
+
+
+# One field's value: a value of the field's type (JSON scalar; dates as YYYY-MM-DD) or a missing-data code.
+FieldValue = MissingValue | str | int | float | bool | None
+
+
+def _plain_data(data: dict[str, FieldValue]) -> dict[str, Any]:
+    """Form data as the capture service takes it (missing-data codes as plain mappings)."""
+    return {k: v.model_dump() if isinstance(v, MissingValue) else v for k, v in data.items()}
+
+
 class FormSaveRequest(_Body):
-    data: dict[str, Any] = Field(description="Field values (a partial update is allowed)")
+    data: dict[str, FieldValue] = Field(
+        description='Field values (a partial update is allowed); {"missing": CODE, "reason": TEXT} in place of a '
+                    "value records a missing-data code")
     version: int | None = Field(None, description="Version read with GET (0 for a new form); a different "
                                                   "current version is refused with 409")
     reason: str | None = Field(None, description="Required when changing saved data")
@@ -338,7 +357,7 @@ def save_form(subject_id: str, visit: str, form: str, body: FormSaveRequest, req
               actor: Actor = Depends(api_actor)) -> dict[str, Any]:
     """Validate and save form data through the capture service (edit checks, reason for change)."""
     ctx = ctx_of(request)
-    result = ctx.capture.save_form(actor, subject_id, visit, form, body.data, reason=body.reason,
+    result = ctx.capture.save_form(actor, subject_id, visit, form, _plain_data(body.data), reason=body.reason,
                                    expected_version=body.version, visit_date=body.visit_date,
                                    complete=body.complete)
     return _form_json(request, actor, subject_id, visit, form) | {
