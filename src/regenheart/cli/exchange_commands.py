@@ -19,7 +19,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console()
 err = Console(stderr=True)
 FORMATS = ("template", "redcap", "odm")
-PROTOCOL_META_KEY = "protocol_yaml"  # the protocol text a database may carry (db init --protocol)
 IMPORT_ACTIONS = ("screen_subject", "enter_data", "evaluate_eligibility", "enrol")
 PROGRESS_FROM = 20  # subjects: smaller imports finish before a progress bar would help
 
@@ -30,21 +29,14 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _protocol(protocol_file: Path | None, engine=None):
-    """The protocol given, else the one stored in the database, else the embedded RegenHeart protocol."""
-    import yaml
-
-    from regenheart.protocol import ProtocolError, load_protocol
-    from regenheart.protocol.loader import parse_protocol
-    from regenheart.store.db import read_meta
+    """The protocol given, else the one stored in the database, else the embedded RegenHeart protocol
+    (with the protocol version the database was created under as the active one)."""
+    from regenheart.protocol import ProtocolError
+    from regenheart.store.study import study_protocol
 
     try:
-        if protocol_file is not None:
-            return load_protocol(protocol_file)
-        stored = read_meta(engine).get(PROTOCOL_META_KEY) if engine is not None else None
-        if stored:
-            return parse_protocol(yaml.safe_load(stored), "protocol stored in the study database")
-        return load_protocol()
-    except (ProtocolError, OSError, yaml.YAMLError) as exc:
+        return study_protocol(engine, protocol_file)
+    except (ProtocolError, OSError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -137,7 +129,13 @@ def _draft(path: Path, source: Path, fmt: str, protocol, dictionary: Path | None
         forms = sorted({n.form for n in names if n.form})
         text = draft_mapping(protocol, names, forms=[SourceName(f) for f in forms])
     else:
-        raise _fail("--draft-mapping is available for --format template and redcap")
+        from regenheart.exchange.odm import odm_source_names
+
+        names, events, forms = odm_source_names(source)
+        if not names:
+            raise _fail(f"{source}: no ODM metadata (ItemDef/FormDef) to draft a mapping from; an ODM file with "
+                        "ClinicalData only needs a mapping written by hand")
+        text = draft_mapping(protocol, names, events=events, forms=forms)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
