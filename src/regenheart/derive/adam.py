@@ -125,6 +125,13 @@ def derive_adsl(protocol: Protocol, snap: Snapshot) -> pd.DataFrame:
     if "hf_etiology" in subjects:
         out["HFETIOL"] = subjects["hf_etiology"].values
         out["ICDFL"] = subjects["icd_implanted"].values
+    if protocol.active_version.randomization is not None:  # randomized design: population and strata
+        strata = [s if isinstance(s, str) else None for s in subjects.get("stratum", [None] * len(subjects))]
+        out["RANDFL"] = ["Y" if s else "N" for s in strata]
+        # enrolment takes the allocation slot: its date is the randomization date
+        out["RANDDT"] = pd.Series([d if s else None for s, d in zip(strata, subjects["enrolled_date"], strict=True)],
+                                  index=out.index, dtype=object)
+        out["STRATAR"] = pd.Series(strata, index=out.index, dtype=object)
     out["BMIBL"] = formulas.bmi(out["HEIGHTBL"].astype(float).to_numpy(), out["WEIGHTBL"].astype(float).to_numpy())
     out["BSABL"] = formulas.bsa_mosteller(out["HEIGHTBL"].astype(float).to_numpy(),
                                           out["WEIGHTBL"].astype(float).to_numpy())
@@ -408,6 +415,9 @@ _ADAM_VARIABLES: dict[str, tuple[str, str, str, str | None]] = {
     "DTHFL": ("Subject Death Flag", _T, "Derived", "DM.DTHFL"),
     "DTHDT": ("Date of Death", _D, "Derived", "DS.DSSTDTC"),
     "SYNTHFL": ("Synthetic Data Flag", _T, "Assigned", None),
+    "RANDFL": ("Randomized Population Flag", _T, "Derived", "MT.POP"),
+    "RANDDT": ("Date of Randomization", _D, "Derived", "MT.RANDDT"),
+    "STRATAR": ("Strata Used for Randomization", _T, "Derived", "MT.STRATAR"),
     "HFETIOL": ("Heart Failure Etiology", _T, "Predecessor", "MH.MHTERM"),
     "ICDFL": ("ICD Implanted Flag", _T, "Predecessor", "PR.PROCCUR"),
     "PARAMCD": ("Parameter Code", _T, "Assigned", None), "PARAM": ("Parameter", _T, "Assigned", None),
@@ -449,7 +459,11 @@ _ADAM_VARIABLES: dict[str, tuple[str, str, str, str | None]] = {
 _RECORD_FLAGS = ("ABLFL", "ANL01FL", "TRTEMFL", "PERIFL", "PRIMFL", "DTHFL")  # Y or null (ADaMIG 1.3)
 _ADAM_METHODS = {
     "MT.POP": "SCRNFL = Y for every screened subject; ELIGFL from the eligibility evaluation; ENRLFL = Y when "
-              "enrolled; SAFFL = Y when the cells were infused (Y/N).",
+              "enrolled; SAFFL = Y when the cells were infused (Y/N); RANDFL = Y when the subject took a "
+              "slot of the concealed allocation list (randomized designs).",
+    "MT.RANDDT": "The enrolment date of a randomized subject: enrolment takes the allocation slot.",
+    "MT.STRATAR": "The stratum of the allocation slot the subject took, factors as 'name=level' joined by '; ' "
+                  "(from the site and the screening data, by the protocol's stratification rules).",
     "MT.EFFFL": "EFFFL = Y: infused, with a baseline and at least one analysed post-baseline value of a "
                 "secondary endpoint.",
     "MT.TRT01": "TRT01P = the planned arm; TRT01A = the arm when the subject was treated (infused), else null.",

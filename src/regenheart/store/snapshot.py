@@ -15,7 +15,16 @@ from sqlalchemy.orm import Session
 
 from regenheart.protocol.missing import missing_code, missing_reason
 from regenheart.store.audit import head_hash, utc_now
-from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, ItemValue, StudyMeta, Subject, Visit
+from regenheart.store.models import (
+    AdverseEvent,
+    DerivedValue,
+    FormRecord,
+    ItemValue,
+    RandomizationSlot,
+    StudyMeta,
+    Subject,
+    Visit,
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,7 @@ class Snapshot:
 
     taken_utc: str
     meta: dict[str, str]
-    subjects: pd.DataFrame        # one row per subject
+    subjects: pd.DataFrame        # one row per subject (stratum: the randomization stratum, None if not randomized)
     visits: pd.DataFrame          # subject_code, visit_code, visit_date, study_day, in_window
     items: pd.DataFrame           # long: subject_code, visit_code, form_code, field, value (None if coded),
     #                               missing_code and missing_reason of a missing-data code
@@ -61,13 +70,16 @@ def take_snapshot(engine: Engine) -> Snapshot:
         meta = {m.key: m.value for m in session.scalars(select(StudyMeta))}
         subject_rows = session.scalars(select(Subject).order_by(Subject.subject_code)).all()
         codes = {s.id: s.subject_code for s in subject_rows}
+        # The stratum of each randomized subject (its used slot); unused slots stay concealed (never read).
+        strata = dict(session.execute(select(RandomizationSlot.subject_id, RandomizationSlot.stratum)
+                                      .where(RandomizationSlot.subject_id.is_not(None))).all())
         subjects = pd.DataFrame([{
             "subject_code": s.subject_code, "site_code": s.site_code, "status": s.status,
             "screening_date": s.screening_date, "consent_date": s.consent_date, "eligible": s.eligible,
             "eligibility_failed": json.loads(s.eligibility_failed) if s.eligibility_failed else [],
             "enrolled_date": s.enrolled_date, "arm_code": s.arm_code, "infusion_date": s.infusion_date,
             "disposition": s.disposition, "disposition_date": s.disposition_date,
-            "disposition_reason": s.disposition_reason, "synthetic": s.synthetic,
+            "disposition_reason": s.disposition_reason, "synthetic": s.synthetic, "stratum": strata.get(s.id),
         } for s in subject_rows])
         visits = pd.DataFrame([{
             "subject_code": codes[v.subject_id], "visit_code": v.visit_code, "visit_date": v.visit_date,
