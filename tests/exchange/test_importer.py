@@ -196,7 +196,7 @@ def test_values_in_locked_or_signed_forms_are_refused_not_overwritten(service, e
     accounts.create_user(admin, "inv1", "investigator", "correct horse battery staple 1", site="01",
                          full_name="Ivy Investigator")
     workflow = WorkflowService(engine, protocol, accounts)
-    workflow.lock(Actor("dm1", "data_manager"), "01-004", "M1", "echo")
+    workflow.lock(Actor("dm1", "data_manager"), "01-004", "M1", "echo", confirm=True)
     workflow.sign(Actor("inv1", "investigator", "01"), "01-004", "M6", "nyha",
                   password="correct horse battery staple 1")
     lvef = item(engine, "01-004", "M1", "echo", "lvef_pct")

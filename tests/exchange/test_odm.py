@@ -69,7 +69,8 @@ def study(tmp_path_factory, protocol):
     workflow = WorkflowService(engine, protocol, accounts)
     workflow.sign(Actor("inv.smith", "investigator", "01"), first.code, "SCR", "eligibility", password=PASSWORD)
     workflow.verify(Actor("mon1", "monitor"), first.code, "SCR", "demographics")
-    workflow.lock(Actor("dm1", "data_manager"), first.code, "SCR", "medical_history", reason="database lock")
+    workflow.lock(Actor("dm1", "data_manager"), first.code, "SCR", "medical_history", reason="database lock",
+                  confirm=True)
     workflow.open_query(Actor("mon1", "monitor"), first.code, "SCR", "vital_signs", "sbp_mmhg",
                         "Please confirm the systolic pressure against the source")
     result = write_odm(engine, protocol, folder / "study.xml")

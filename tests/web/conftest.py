@@ -78,7 +78,7 @@ def build_study(path: Path, protocol) -> None:
     capture.enrol(inv, "01-001", "2025-01-20")
     capture.save_form(coord, "01-001", "D0", "catheterization", CATH, visit_date="2025-01-24")
     workflow.open_query(Actor("mon1", "monitor"), "01-001", "SCR", "echo", "lvef_pct", "Please confirm LVEF.")
-    workflow.lock(Actor("dm1", "data_manager"), "01-001", "SCR", "nyha")
+    workflow.lock(Actor("dm1", "data_manager"), "01-001", "SCR", "nyha", confirm=True)
     screen(capture, coord, "01-002")
     screen(capture, coord, "01-003")
     capture.evaluate_eligibility(inv, "01-003")

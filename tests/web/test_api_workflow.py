@@ -108,7 +108,8 @@ def test_lock_blocks_saves_until_unlocked_with_reason(client, auth):
     response = client.post(f"{FORM}/echo/lock", headers=dm)
     assert response.status_code == 409 and "unresolved" in response.json()["detail"]
     client.post("/api/subjects/01-001/queries/1/close", json={"text": "fine"}, headers=dm)
-    assert client.post(f"{FORM}/echo/lock", json={"reason": "interim analysis"}, headers=dm).json()["locked"]
+    assert client.post(f"{FORM}/echo/lock", json={"reason": "interim analysis", "confirm": True},
+                       headers=dm).json()["locked"]
     assert client.post(f"{FORM}/echo/lock", headers=dm).status_code == 409  # already locked
 
 

@@ -438,8 +438,11 @@ class WorkflowService:
             return record.version
 
     def lock(self, actor: Actor, subject_code: str, visit_code: str, form_code: str, *,
-             reason: str | None = None, expected_version: int | None = None) -> None:
-        """Lock a form against changes (data managers). Unresolved queries must be closed first."""
+             reason: str | None = None, expected_version: int | None = None, confirm: bool = False) -> None:
+        """Lock a form against changes (data managers). Unresolved queries must be closed first.
+
+        An incomplete or not source-data verified form is locked only with ``confirm``: without it
+        :class:`ConfirmationRequired` says why (the same rule as :meth:`lock_many`)."""
         self._require(actor, "lock")
         with self._sessions.begin() as session:
             subject = self._subject(session, actor, subject_code)
@@ -453,6 +456,12 @@ class WorkflowService:
             if unresolved:
                 raise StateError(f"{form_code} at {visit_code} has {unresolved} unresolved "
                                  f"quer{'y' if unresolved == 1 else 'ies'}; close them before locking")
+            item = _review_item("lock", "form", visit_code, form_code, None,
+                                f"{visit_code} · {self.protocol.forms[form_code].label}", record.status,
+                                record.version, record.verified, record.locked, record.signed, 0)
+            if item.warning and not confirm:
+                raise ConfirmationRequired(f"{form_code} at {visit_code} is {item.note}. Confirm to lock it anyway.",
+                                           [item])
             self._flag(session, actor, subject, record, "locked", True, "lock",
                        (reason or "").strip() or f"locked (form version {record.version})")
 

@@ -10,6 +10,11 @@ value whose row is gone, are differences too.
 
 Values are compared in the trail's own canonical JSON text (:func:`regenheart.store.audit.canonical`),
 so a date, a number and a flag compare exactly as they were written.
+
+Audit records are never rewritten: a subject code corrected after screening (audited as entity
+``subject``, field ``subject_code``, old -> new) leaves the earlier records under the old code.
+:class:`CodeHistory` replays those corrections, so that every record is matched to the subject it was
+written for (a code freed by a correction and given to another subject later stays apart).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ AE_COLUMNS = ("term", "category", "onset_date", "stop_date", "ctcae_grade", "rel
 # Adverse-event review flags (migration 0004), audited as entity "ae_state" like form flags; False until set.
 AE_FLAGS = ("verified", "locked", "signed")
 _ABSENT = object()
+# The audited field of a subject-code correction (entity "subject"; record key and subject_code: the new code).
+SUBJECT_CODE_FIELD = "subject_code"
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,71 @@ class ReconcileReport:
         return not self.mismatches
 
 
+@dataclass(frozen=True)
+class CodeChange:
+    """One audited subject-code correction: at audit sequence number ``seq``, ``old`` became ``new``."""
+
+    seq: int
+    old: str
+    new: str
+
+
+class CodeHistory:
+    """Every subject-code correction of the trail, in order: which subject an audit record belongs to today."""
+
+    def __init__(self, changes: list[CodeChange]):
+        self.changes = changes
+
+    @classmethod
+    def load(cls, session: Session) -> CodeHistory:
+        rows = session.execute(select(AuditRecord.seq, AuditRecord.old_value, AuditRecord.new_value)
+                               .where(AuditRecord.entity == "subject", AuditRecord.field == SUBJECT_CODE_FIELD)
+                               .order_by(AuditRecord.seq)).all()
+        return cls([CodeChange(seq, json.loads(old), json.loads(new)) for seq, old, new in rows])
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def current(self, code: str, seq: int) -> str:
+        """The code today of the subject a record written under ``code`` at sequence ``seq`` belongs to."""
+        for change in self.changes:
+            if change.seq > seq and change.old == code:
+                code = change.new
+        return code
+
+    def rekey(self, key: str, seq: int) -> str:
+        """A record key ('CODE', 'CODE/VISIT/FORM', 'CODE/AE1'...) under the subject's code of today."""
+        code, sep, rest = key.partition("/")
+        return self.current(code, seq) + sep + rest
+
+    def segments(self, code: str) -> list[tuple[str, int, int | None]]:
+        """(code, first seq, end seq exclusive or None) of every stretch of the trail in which records under
+        ``code`` or an earlier code belong to the subject whose code is ``code`` today."""
+        out: list[tuple[str, int, int | None]] = []
+        end: int | None = None
+        while True:
+            before = [c for c in self.changes if end is None or c.seq < end]
+            came = next((c for c in reversed(before) if c.new == code), None)
+            # a code freed by an earlier correction: records before that belong to its previous holder
+            freed = max((c.seq + 1 for c in before if c.old == code), default=0)
+            start = max(came.seq if came else 0, freed)
+            out.append((code, start, end))
+            if came is None or came.seq < freed:
+                return out
+            code, end = came.old, came.seq
+
+
 def _audited(session: Session) -> dict[tuple[str, str, str], str | None]:
-    """The newest audited value per (entity, record key, field), replaying the trail in order."""
+    """The newest audited value per (entity, record key, field), replaying the trail in order (record keys under
+    the subject codes of today, see :class:`CodeHistory`)."""
     rows = session.execute(
-        select(AuditRecord.entity, AuditRecord.record_key, AuditRecord.field, AuditRecord.new_value)
+        select(AuditRecord.entity, AuditRecord.record_key, AuditRecord.field, AuditRecord.new_value, AuditRecord.seq)
         .where(AuditRecord.entity.in_(("subject", "visit", "item", "score", "form", "adverse_event", "ae_state")))
         .order_by(AuditRecord.seq)).all()
-    return {(entity, key or "", name or ""): value for entity, key, name, value in rows}
+    history = CodeHistory.load(session)
+    if not history:
+        return {(entity, key or "", name or ""): value for entity, key, name, value, _seq in rows}
+    return {(entity, history.rekey(key or "", seq), name or ""): value for entity, key, name, value, seq in rows}
 
 
 class _Comparer:
@@ -130,6 +195,8 @@ def reconcile(engine: Engine, protocol: Protocol | None = None) -> ReconcileRepo
             for name, value in zip(SUBJECT_FIELDS, row[2:], strict=True):
                 default = canonical(False) if name == "synthetic" else None
                 cmp.check("subjects", "subject", row[1], name, canonical(value), default)
+            # the code itself: audited only when corrected (until then it is the key of every record)
+            cmp.check("subjects", "subject", row[1], SUBJECT_CODE_FIELD, canonical(row[1]), canonical(row[1]))
         cmp.missing_rows("subjects", "subject")
 
         for subject_id, visit_code, visit_date in session.execute(

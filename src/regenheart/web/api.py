@@ -123,6 +123,11 @@ class LockRequest(_Body):
     reason: str | None = None
 
 
+class FormLockRequest(LockRequest):
+    confirm: bool = Field(False, description="Lock an incomplete or unverified form too (without: 409 "
+                                             "``confirmation_required`` saying why)")
+
+
 class UnlockRequest(_Body):
     reason: str
 
@@ -364,6 +369,25 @@ def save_form(subject_id: str, visit: str, form: str, body: FormSaveRequest, req
         "changed": result.changed, "warnings": [w.as_dict() for w in result.warnings]}
 
 
+class AcknowledgeRequest(_Body):
+    reason: str = Field(description="Why the value stands although the soft check warns (audited), e.g. "
+                                    "'confirmed with the echo lab'")
+
+
+@router.post("/subjects/{subject_id}/forms/{visit}/{form}/warnings/{check_id}/acknowledge", tags=["forms"],
+             responses=ERRORS | {409: {"description": "The form is not saved, locked, or the check does not warn on "
+                                                      "the stored values"},
+                                 422: {"description": "No reason given"}})
+def acknowledge_warning(subject_id: str, visit: str, form: str, check_id: str, body: AcknowledgeRequest,
+                        request: Request, actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+    """Acknowledge a soft-check (warning-severity) check that warns on the stored values, with a reason (site
+    staff, data managers). Audited as entity ``soft_check``; the warning is no longer listed as standing until the
+    checked value changes. Unknown check: 404."""
+    ctx_of(request).capture.acknowledge_warning(actor, subject_id, visit, form, check_id, body.reason)
+    return _form_json(request, actor, subject_id, visit, form) | {"acknowledged": check_id,
+                                                                   "reason": body.reason.strip()}
+
+
 @router.post("/subjects/{subject_id}/forms/{visit}/{form}/verify", tags=["workflow"], responses=ERRORS)
 def verify_form(subject_id: str, visit: str, form: str, request: Request, body: VerifyRequest | None = None,
                 actor: Actor = Depends(api_actor)) -> dict[str, Any]:
@@ -375,11 +399,16 @@ def verify_form(subject_id: str, visit: str, form: str, request: Request, body: 
 
 
 @router.post("/subjects/{subject_id}/forms/{visit}/{form}/lock", tags=["workflow"], responses=ERRORS)
-def lock_form(subject_id: str, visit: str, form: str, request: Request, body: LockRequest | None = None,
-              actor: Actor = Depends(api_actor)) -> dict[str, Any]:
-    """Lock a form against changes (data managers; unresolved queries must be closed first)."""
-    body = body or LockRequest()
-    ctx_of(request).workflow.lock(actor, subject_id, visit, form, reason=body.reason, expected_version=body.version)
+def lock_form(subject_id: str, visit: str, form: str, request: Request, body: FormLockRequest | None = None,
+              actor: Actor = Depends(api_actor)) -> Any:
+    """Lock a form against changes (data managers; unresolved queries must be closed first). An incomplete or
+    not source-data verified form: 409 ``confirmation_required`` saying why in ``violations``, unless ``confirm``."""
+    body = body or FormLockRequest()
+    try:
+        ctx_of(request).workflow.lock(actor, subject_id, visit, form, reason=body.reason,
+                                      expected_version=body.version, confirm=body.confirm)
+    except ConfirmationRequired as exc:
+        return _confirmation_required(exc)
     return _form_json(request, actor, subject_id, visit, form)
 
 
@@ -506,6 +535,13 @@ def ae_signatures(subject_id: str, seq: int, request: Request, actor: Actor = De
 BULK = ("verify", "lock", "sign")
 
 
+def _confirmation_required(exc: ConfirmationRequired) -> JSONResponse:
+    """409 listing what a lock would freeze unfinished (incomplete, unverified or not entered), one per item."""
+    return JSONResponse({"error": "confirmation_required", "detail": str(exc), "violations": [
+        {"field": i.key, "value": i.status, "rule": "incomplete" if i.status != "complete" else "unverified",
+         "message": f"{i.label}: {i.note}"} for i in exc.items]}, status_code=409)
+
+
 def _expected(body: BulkRequest | None) -> dict[str, int] | None:
     return None if body is None or body.items is None else {i.key: i.version for i in body.items}
 
@@ -522,9 +558,7 @@ def _bulk(request: Request, actor: Actor, subject_id: str, visit: str | None, ac
             return wf.lock_many(actor, subject_id, visit, confirm=b.confirm, reason=b.reason,
                                 expected=_expected(body)).as_dict()
         except ConfirmationRequired as exc:
-            return JSONResponse({"error": "confirmation_required", "detail": str(exc), "violations": [
-                {"field": i.key, "value": i.status, "rule": "incomplete" if i.status != "complete" else "unverified",
-                 "message": f"{i.label}: {i.note}"} for i in exc.items]}, status_code=409)
+            return _confirmation_required(exc)
     sign = body if isinstance(body, BulkSignRequest) else BulkSignRequest(password="")
     return wf.sign_many(actor, subject_id, visit, password=sign.password, meaning=sign.meaning,
                         expected=_expected(body), channel="api", client=client_address(request)).as_dict()

@@ -29,7 +29,9 @@ from regenheart.capture.permissions import Actor
 from regenheart.capture.validation import validate_record
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.models import Visit as VisitDef
-from regenheart.store.models import DataQuery, FormRecord, ItemValue, QueryMessage, Subject, Visit
+from regenheart.store.audit import canonical
+from regenheart.store.models import AuditRecord, DataQuery, FormRecord, ItemValue, QueryMessage, Subject, Visit
+from regenheart.store.reconcile import CodeHistory
 
 UNRESOLVED = ("open", "answered")
 # Cell states, from "nothing expected yet" to "frozen"; the order is the legend's and the sort's.
@@ -322,6 +324,7 @@ FINDING_KINDS = {
     "missing_form": "required form not entered",
     "incomplete_form": "form saved incomplete",
     "soft_check": "soft-check warning still stands",
+    "soft_check_acknowledged": "soft-check warning acknowledged",
     "edit_check": "stored value fails an edit check",
     "out_of_window": "visit out of window",
     "not_verified": "complete, not source-verified",
@@ -360,6 +363,32 @@ def _stored_values(session: Session, record_ids: set[int]) -> dict[int, dict[str
     return values
 
 
+@dataclass(frozen=True)
+class Acknowledgement:
+    """The newest audited acknowledgement of one soft check on one form (``value``: canonical JSON text of the
+    checked field's value it covers)."""
+
+    value: str | None
+    username: str
+    ts_utc: str
+    reason: str | None
+
+
+def acknowledgements(session: Session) -> dict[tuple[str, str], Acknowledgement]:
+    """(form record key 'SUBJECT/VISIT/FORM', check id) -> its newest acknowledgement (entity 'soft_check').
+
+    Keys are written with the subject's code of the day; a subject whose code was corrected since is found
+    under its current code (:class:`regenheart.store.reconcile.CodeHistory`)."""
+    history = CodeHistory.load(session)
+    acks: dict[tuple[str, str], Acknowledgement] = {}
+    for seq, key, check, value, username, ts, reason in session.execute(
+            select(AuditRecord.seq, AuditRecord.record_key, AuditRecord.field, AuditRecord.new_value,
+                   AuditRecord.username, AuditRecord.ts_utc, AuditRecord.reason)
+            .where(AuditRecord.entity == "soft_check").order_by(AuditRecord.seq)):
+        acks[(history.rekey(key or "", seq), check or "")] = Acknowledgement(value, username, ts, reason)
+    return acks
+
+
 def data_quality(engine: Engine, protocol: Protocol, actor: Actor, today: dt.date, *, site: str | None = None,
                  kind: str | None = None) -> list[Finding]:
     """What is missing or inconsistent across the study, each finding linked to its form page.
@@ -367,7 +396,8 @@ def data_quality(engine: Engine, protocol: Protocol, actor: Actor, today: dt.dat
     * required forms not entered for visits whose window has closed (overdue, baseline included);
     * forms saved incomplete for such visits;
     * warning-severity checks of the protocol re-run on the stored values (``validate_record``), and any
-      stored value that now fails an error-severity check;
+      stored value that now fails an error-severity check; a warning acknowledged with a reason for the value
+      now stored is listed apart (``soft_check_acknowledged``, last), not as standing;
     * visits dated outside their window;
     * complete forms not source-data verified.
     """
@@ -380,7 +410,9 @@ def data_quality(engine: Engine, protocol: Protocol, actor: Actor, today: dt.dat
             if sid in ids:
                 record_ids[(sid, visit, form)] = rid
         values = _stored_values(session, set(record_ids.values()))
+        acks = acknowledgements(session)
     findings: list[Finding] = []
+    acknowledged: list[Finding] = []
     for subject in rows.subjects:
         code = subject.code
         for visit in subject_grid(protocol, subject, rows, today):
@@ -415,9 +447,19 @@ def data_quality(engine: Engine, protocol: Protocol, actor: Actor, today: dt.dat
                                          require_complete=record.status == "complete")
                 for problem, what in [(w, "soft_check") for w in result.warnings] + \
                                      [(e, "edit_check") for e in result.violations if e.rule != "required"]:
+                    ack = acks.get((f"{code}/{vcode}/{form}", problem.rule)) if what == "soft_check" else None
+                    # an acknowledgement covers the value it was given for (a soft check's rule is its id)
+                    if ack is not None and ack.value == canonical(stored.get(problem.field)):
+                        acknowledged.append(Finding(
+                            "soft_check_acknowledged", code, subject.site, vcode, form, problem.field,
+                            _plain(problem.value), problem.rule,
+                            f"{problem.message}; acknowledged by {ack.username} on {ack.ts_utc[:10]}: {ack.reason}",
+                            _form_link(code, vcode, form, problem.field)))
+                        continue
                     findings.append(Finding(what, code, subject.site, vcode, form, problem.field,
                                             _plain(problem.value), problem.rule, problem.message,
                                             _form_link(code, vcode, form, problem.field)))
+    findings += acknowledged
     if kind:
         findings = [f for f in findings if f.kind == kind]
     return findings

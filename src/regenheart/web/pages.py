@@ -607,7 +607,8 @@ def _workflow_action(action: str):
                     wf.verify(actor, code, visit, form, expected_version=version, comment=data.get("comment"))
                     msg = "Source data verified."
                 elif action == "lock":
-                    wf.lock(actor, code, visit, form, reason=data.get("reason"), expected_version=version)
+                    wf.lock(actor, code, visit, form, reason=data.get("reason"), expected_version=version,
+                            confirm=data.get("confirm") == "true")
                     msg = "Form locked."
                 elif action == "unlock":
                     wf.unlock(actor, code, visit, form, reason=data.get("reason"))
