@@ -33,7 +33,7 @@ from regenheart.capture.workflow import WorkflowService
 from regenheart.protocol import load_protocol
 from regenheart.protocol.models import Protocol
 from regenheart.store.db import open_study_database
-from regenheart.web import api, pages, pages_daily, pages_review
+from regenheart.web import api, form_values, pages, pages_daily, pages_review
 from regenheart.web.contract import InputGuard, openapi_with_errors
 from regenheart.web.pages import NEXT_STATE, STATUS_LABELS, error_page
 from regenheart.web.requests import (
@@ -177,6 +177,7 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
     templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
     templates.env.globals.update(status_labels=STATUS_LABELS, next_state=NEXT_STATE)
     templates.env.filters["utc"] = utc_display
+    templates.env.filters["item_value"] = lambda value: form_values.shown(protocol, value)  # coded value as text
 
     app = FastAPI(title="RegenHeart EDC", version=__version__,
                   description="Electronic data capture of the RegenHeart trial (NCT04325594): subjects, "

@@ -25,9 +25,10 @@ from regenheart.capture.errors import (
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
 from regenheart.capture.validation import Violation, run_checks
 from regenheart.capture.workflow import SIGNATURE_MEANINGS
+from regenheart.protocol.missing import plain, plain_value
 from regenheart.protocol.models import FieldDef, Protocol
 from regenheart.store.audit import canonical
-from regenheart.web import audit_trail, views
+from regenheart.web import audit_trail, form_values, views
 from regenheart.web.requests import (
     CsrfFailed,
     client_address,
@@ -152,8 +153,10 @@ def field_widgets(protocol: Protocol, fields: list[FieldDef], values: dict[str, 
             hint.append("whole number" if f.decimals == 0 else f"up to {f.decimals} decimal{'s' * (f.decimals > 1)}")
         if f.type == "integer":
             hint.append("whole number")
-        value = raw[f"f_{f.name}"] if raw is not None and f"f_{f.name}" in raw else _fmt_value(f, values.get(f.name))
-        out.append({"name": f.name, "label": f.label, "type": f.type, "unit": f.unit, "required": f.required,
+        stored = values.get(f.name)  # a coded value shows in the missing-data control, not in the input
+        value = raw[f"f_{f.name}"] if raw is not None and f"f_{f.name}" in raw else _fmt_value(f, plain_value(stored))
+        out.append({**form_values.missing_widget(protocol, f, fields, stored, raw),
+                    "name": f.name, "label": f.label, "type": f.type, "unit": f.unit, "required": f.required,
                     "widget": widget, "options": options, "hint": "; ".join(hint), "value": value,
                     "inputmode": "numeric" if f.type == "integer" else ("decimal" if f.type == "float" else None),
                     "maxlength": f.max_length, "errors": (errors or {}).get(f.name, []),
@@ -467,7 +470,7 @@ def _standing_warnings(request: Request, formdef: Any, data: dict[str, Any], cod
     acknowledged = audit_trail.acknowledged_checks(ctx_of(request).engine, code, visit, form)
     out = []
     for check in checks:
-        _errors, warnings = run_checks([check], data)
+        _errors, warnings = run_checks([check], plain(data))  # a coded value is missing to a check
         for w in warnings:
             out.append({"check": check.id, "field": w.field, "message": f"{w.message} (check {check.id})",
                         "acknowledged": acknowledged.get(check.id, "\0") == canonical(data.get(w.field))})
@@ -498,13 +501,15 @@ def _form_page(request: Request, user: UserView, code: str, visit: str, form: st
     warnings: dict[str, list[str]] = {}
     for w in standing:
         warnings.setdefault(w["field"], []).append(w["message"])
-    widgets = field_widgets(ctx.protocol, formdef.fields, view.data, errors, warnings, per_field, raw)
+    widgets = field_widgets(ctx.protocol, form_values.entry_order(formdef.fields), view.data, errors, warnings,
+                            per_field, raw)
     for w in widgets:
         w["wording"] = _wording(ctx.protocol, form).get(w["name"])
-    conflict_rows = [{"label": f.label, "current": _fmt_value(f, view.data.get(f.name)),
-                      "yours": conflict.get(f"f_{f.name}", "")}
+    conflict_rows = [{"label": f.label, "current": form_values.value_text(ctx.protocol, f, view.data.get(f.name)),
+                      "yours": form_values.posted_text(ctx.protocol, f, conflict)}
                      for f in formdef.fields
-                     if conflict is not None and conflict.get(f"f_{f.name}", "") != _fmt_value(f, view.data.get(f.name))]
+                     if conflict is not None and form_values.posted_text(ctx.protocol, f, conflict)
+                     != form_values.value_text(ctx.protocol, f, view.data.get(f.name))]
     return render(
         request, "form.html", status, subject=subject, visit=vdef, visit_row=visit_row, formdef=formdef,
         form_code=form, view=view, vinfo=vinfo, can_edit=can_edit, blocked=blocked,
@@ -533,7 +538,7 @@ async def save_form(request: Request, code: str, visit: str, form: str, auth: Au
         if visit not in ctx.protocol.visit_codes or form not in ctx.protocol.visit(visit).forms:
             raise NotFound(f"form {form} is not collected at visit {visit}")
         formdef = ctx.protocol.forms[form]
-        values = {f.name: data.get(f"f_{f.name}", "") for f in formdef.fields}
+        values, unreadable = form_values.posted_values(formdef.fields, data)  # value or missing-data code
         try:
             version = int(data.get("version", "0"))
         except ValueError:
@@ -543,6 +548,8 @@ async def save_form(request: Request, code: str, visit: str, form: str, auth: Au
         if vinfo and visit_date == vinfo["visit_date"]:
             visit_date = None
         try:
+            if unreadable:
+                raise ValidationFailed(unreadable)
             result = ctx.capture.save_form(user.actor, code, visit, form, values, reason=data.get("reason") or None,
                                            expected_version=version, visit_date=visit_date,
                                            complete=data.get("action") != "draft")

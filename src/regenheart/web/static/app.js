@@ -8,6 +8,115 @@
     el.addEventListener("change", function () { el.form.submit(); });
   });
 
+  // Missing-data codes beside visit-form fields (details.missing-ctl). While a code is chosen the field's
+  // value inputs are cleared and disabled (what was typed is kept aside and comes back when the code is
+  // removed); the reason is marked required for the codes that need one. The toggles stay out of the Tab
+  // order between values: Alt+M in a field opens its control (and, from the control, goes back).
+  function valueInputs(row) {
+    var name = "f_" + row.getAttribute("data-field");
+    return Array.prototype.filter.call(row.querySelectorAll("input, select, textarea"), function (el) {
+      return el.name === name;
+    });
+  }
+  function syncMissing(ctl, clearReason) {
+    var row = ctl.closest(".field");
+    var select = ctl.querySelector("select.missing-code");
+    var reason = ctl.querySelector("input[name^='missing_reason__']");
+    var note = ctl.querySelector(".reason-note");
+    var code = select.value;
+    var option = select.options[select.selectedIndex];
+    var needsReason = !!code && !!option && option.getAttribute("data-reason-required") === "1";
+    valueInputs(row).forEach(function (el) {
+      if (code && !el.disabled) {
+        el.setAttribute("data-kept", el.type === "radio" ? (el.checked ? "1" : "") : el.value);
+        if (el.type === "radio") { el.checked = false; } else { el.value = ""; }
+        el.disabled = true;
+      } else if (!code && el.disabled) {
+        el.disabled = false;
+        var kept = el.getAttribute("data-kept");
+        if (kept !== null) {
+          if (el.type === "radio") { el.checked = kept === "1"; } else { el.value = kept; }
+          el.removeAttribute("data-kept");
+        }
+      }
+    });
+    if (!code && clearReason) { reason.value = ""; }
+    row.classList.toggle("coded", !!code);
+    reason.setAttribute("aria-required", needsReason ? "true" : "false");
+    if (!note.hasAttribute("data-default")) { note.setAttribute("data-default", note.textContent); }
+    note.textContent = code ? (needsReason ? "(required)" : "(optional)") : note.getAttribute("data-default");
+    ctl.querySelector(".missing-sum").textContent = code || "missing";
+    ctl.querySelector("summary").setAttribute("aria-label", "Missing-data code for " +
+      (row.querySelector(".label label") || { textContent: "" }).textContent.replace("*", "").trim() +
+      (code ? ": " + code : ""));
+  }
+  function firstValueInput(row) {
+    var inputs = valueInputs(row).filter(function (el) { return !el.disabled; });
+    return inputs.filter(function (el) { return el.checked; })[0] || inputs[0];
+  }
+  document.querySelectorAll("form").forEach(function (form) {
+    var controls = form.querySelectorAll("details.missing-ctl");
+    if (!controls.length) { return; }
+    controls.forEach(function (ctl) {
+      ctl.querySelector("summary").setAttribute("tabindex", "-1");
+      syncMissing(ctl, false);
+      ctl.addEventListener("keydown", function (event) {
+        var row = ctl.closest(".field");
+        if (event.key === "Escape" && !ctl.querySelector("select.missing-code").value) {
+          ctl.open = false;
+          var back = firstValueInput(row);
+          if (back) { back.focus(); }
+        }
+      });
+    });
+    // any change (also the one dispatched after values are put back): every control follows its select
+    form.addEventListener("change", function (event) {
+      controls.forEach(function (ctl) { syncMissing(ctl, ctl.contains(event.target)); });
+    });
+    form.addEventListener("keydown", function (event) {
+      if (!event.altKey || event.ctrlKey || event.metaKey || (event.code !== "KeyM" && event.key !== "m")) { return; }
+      var row = event.target.closest ? event.target.closest(".field") : null;
+      var ctl = row ? row.querySelector("details.missing-ctl") : null;
+      if (!ctl) { return; }
+      event.preventDefault();
+      var select = ctl.querySelector("select.missing-code");
+      if (ctl.contains(event.target)) {
+        if (!select.value) { ctl.open = false; }
+        var back = firstValueInput(row);
+        if (back) { back.focus(); }
+      } else {
+        ctl.open = true;
+        select.focus();
+      }
+    });
+  });
+
+  // "Specify" text fields (data-specify-for): shown only while their code field holds an answer that
+  // needs one ("Other"), cleared when hidden. Without this script they are simply always shown.
+  document.querySelectorAll(".field[data-specify-for]").forEach(function (row) {
+    var form = row.closest("form");
+    if (!form) { return; }
+    var targetName = row.getAttribute("data-specify-for");
+    var codes = (row.getAttribute("data-specify-codes") || "").split(" ");
+    function answer() {
+      var coded = form.querySelector("select[name='missing__" + targetName.slice(2) + "']");
+      if (coded && coded.value) { return null; }
+      var target = form.elements[targetName];
+      return target ? target.value : null;
+    }
+    function sync(first) {
+      var show = codes.indexOf(answer()) >= 0 || (first && row.classList.contains("has-error"));
+      if (show === !row.hidden) { return; }
+      row.hidden = !show;
+      if (show) { return; }
+      row.querySelectorAll("input[type=text], textarea").forEach(function (el) { el.value = ""; });
+      row.querySelectorAll("select.missing-code").forEach(function (el) { el.value = ""; });
+      row.querySelectorAll("details.missing-ctl").forEach(function (ctl) { syncMissing(ctl, true); });
+    }
+    form.addEventListener("change", function () { sync(false); });
+    sync(true);
+  });
+
   // Reason prompt: editing data that were already saved needs a reason for change.
   document.querySelectorAll("form[data-saved='1']").forEach(function (form) {
     var reason = form.querySelector("textarea[name='reason']");
@@ -15,7 +124,8 @@
     var row = reason.closest(".field");
     var notice = form.querySelector(".js-reason-needed");
     var inputs = Array.prototype.filter.call(form.elements, function (el) {
-      return el.name && (el.name.indexOf("f_") === 0 || el.name === "visit_date");
+      return el.name && (el.name.indexOf("f_") === 0 || el.name.indexOf("missing_") === 0 ||
+        el.name === "visit_date");
     });
     var initial = {};
     function valueOf(el) { return (el.type === "radio" || el.type === "checkbox") ? (el.checked ? el.value : null) : el.value; }
@@ -59,7 +169,8 @@
     var store = storage();
     function entries() {
       return Array.prototype.filter.call(form.elements, function (el) {
-        return el.name && (el.name.indexOf("f_") === 0 || el.name === "visit_date" || el.name === "reason") &&
+        return el.name && (el.name.indexOf("f_") === 0 || el.name.indexOf("missing_") === 0 ||
+          el.name === "visit_date" || el.name === "reason") &&
           el.type !== "hidden" && el.type !== "submit";
       });
     }
