@@ -459,7 +459,8 @@ _ADAM_VARIABLES: dict[str, tuple[str, str, str, str | None]] = {
 _RECORD_FLAGS = ("ABLFL", "ANL01FL", "TRTEMFL", "PERIFL", "PRIMFL", "DTHFL")  # Y or null (ADaMIG 1.3)
 _ADAM_METHODS = {
     "MT.POP": "SCRNFL = Y for every screened subject; ELIGFL from the eligibility evaluation; ENRLFL = Y when "
-              "enrolled; SAFFL = Y when the cells were infused (Y/N); RANDFL = Y when the subject took a "
+              "enrolled; SAFFL = Y when the subject reached day 0: the cells were infused, or, in an arm without "
+              "a procedure (day 0 = randomization), randomized (Y/N); RANDFL = Y when the subject took a "
               "slot of the concealed allocation list (randomized designs).",
     "MT.RANDDT": "The enrolment date of a randomized subject: enrolment takes the allocation slot.",
     "MT.STRATAR": "The stratum of the allocation slot the subject took, factors as 'name=level' joined by '; ' "
