@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from regenheart.protocol.missing import coded
 from regenheart.protocol.models import Protocol
 
 
@@ -217,6 +218,35 @@ class Mapping:
             if container is not None and container.field(name).type == "date":
                 return self.date(raw)
         return raw
+
+    def missing(self, form: str, name: str, raw: Any, source: str, *, with_reason: bool = False) -> Any:
+        """A source value that is one of the protocol's missing-data codes, as the coded mapping; else ``raw``.
+
+        Only visit-form fields take codes (log forms hold values only). A code-list field whose own
+        codes include the text keeps it as its answer (a code list ``NA`` is an answer, not a code).
+        ``with_reason``: the text may also be ``CODE: reason`` (templates: a code that needs a reason and
+        has none is passed on without one, so capture refuses it naming the code). Without it (REDCap's
+        model has no reason), a code that needs a reason gets ``recorded as CODE in <source>``, so the
+        audit trail states where the code came from.
+        """
+        if not isinstance(raw, str) or not self.protocol.missing_codes or form not in self.protocol.forms:
+            return raw
+        text = raw.strip()
+        code, reason = text, None
+        if with_reason and ":" in text:
+            code, _, rest = text.partition(":")
+            code, reason = code.strip(), rest.strip() or None
+        declared = self.protocol.missing_code(code)
+        if declared is None:
+            return raw
+        container = self.protocol.forms[form]
+        if name in container.field_names:
+            definition = container.field(name)
+            if definition.type == "code" and text in {str(c) for c in self.protocol.allowed_codes(definition)}:
+                return raw
+        if reason is None and declared.reason_required and not with_reason:
+            reason = f"recorded as {code} in {source}"
+        return coded(code, reason)
 
     def date(self, raw: Any) -> Any:
         """A source date in ISO 8601 form when ``date_format`` parses it; else unchanged (capture refuses it)."""

@@ -11,7 +11,9 @@ Conventions:
 
 * Several transactions of one item (a transactional file with history, such as regenheart's own
   export) give the **last** value in document order; ``TransactionType="Remove"`` or
-  ``IsNull="Yes"`` leaves the item without a value.
+  ``IsNull="Yes"`` leaves the item without a value, unless an ``Annotation`` flags a missing-data
+  code (``FlagType`` ``MISSING``, ``FlagValue`` the code, ``Comment`` the reason: regenheart's export),
+  which is read back as that code; a ``Value`` equal to a declared code (REDCap) is that code too.
 * A ``visit_date`` item (any form of an event) is the date of that visit. The protocol's ``dates``
   section applies as in the other readers: ``visit`` names the field that dates a visit,
   ``screening``/``consent``/``enrolment`` the baseline fields of the subject dates, and
@@ -48,6 +50,7 @@ from typing import Any
 from lxml import etree
 
 from regenheart.exchange.mapping import Mapping
+from regenheart.exchange.odm_write import MISSING_CODES
 from regenheart.exchange.records import (
     AdverseEventEntry,
     FormEntry,
@@ -58,6 +61,7 @@ from regenheart.exchange.records import (
     SubjectEntry,
     Unmapped,
 )
+from regenheart.protocol.missing import coded, is_missing
 
 ODM13_NS = "http://www.cdisc.org/ns/odm/v1.3"
 ODM20_NS = "http://www.cdisc.org/ns/odm/v2.0"
@@ -66,6 +70,7 @@ CLASSIC_REDCAP_EVENT = "event_1_arm_1"
 SUBJECT_FORM = "subject"
 SUBJECT_FIELDS = ("site", "screening_date", "consent_date", "enrolled_date", "arm", "eligible")
 VISIT_DATE = "visit_date"
+MISSING_FLAG = "MISSING"  # FlagType of a missing-data code (regenheart's export)
 SYNTHETIC_NOTE = ("the source marks its subjects as SYNTHETIC demonstration data; the importing database labels "
                   "its own data, so import synthetic data only into a database created as synthetic")
 _PREFIXES = ("SE.", "SE_", "Event.", "F.", "F_", "Form.", "IT.", "I_", "IG.", "LOC.")
@@ -369,12 +374,36 @@ class _Reader:
             transaction = item.get("TransactionType")
             if transaction == "Context":
                 continue
-            if transaction == "Remove" or item.get("IsNull") == "Yes":
+            if transaction == "Remove":
                 values[oid] = (None, origin, item)
+                continue
+            if item.get("IsNull") == "Yes":  # a null value, or a missing-data code given as its flag
+                values[oid] = (self._missing_flag(item), origin, item)
                 continue
             value = item.get("Value") if tag == "ItemData" else (item.text or "")
             values[oid] = (value, origin, item)
         return values
+
+    def _missing_flag(self, item: etree._Element) -> dict[str, Any] | None:
+        """The coded value of a null ItemData whose Annotation flags a missing-data code (regenheart's
+        export: FlagType ``MISSING`` or FlagValue of code list ``CL.REGENHEART.MISSING``; the Comment is
+        the reason); None for a plain null. A code needing a reason without one gets ``recorded as <CODE>
+        in <file>``; a code the protocol does not declare is passed on for capture to refuse, naming it."""
+        for annotation in item.iterfind(_q("Annotation")):
+            for flag in annotation.iterfind(_q("Flag")):
+                value, kind = flag.find(_q("FlagValue")), flag.find(_q("FlagType"))
+                is_code = (kind is not None and (kind.text or "").strip() == MISSING_FLAG) or (
+                    value is not None and value.get("CodeListOID") == MISSING_CODES)
+                if value is None or not is_code or not (value.text or "").strip():
+                    continue
+                code = value.text.strip()
+                comment = annotation.find(_q("Comment"))
+                reason = (comment.text or "").strip() if comment is not None else ""
+                declared = self.mapping.protocol.missing_code(code)
+                if not reason and declared is not None and declared.reason_required:
+                    reason = f"recorded as {code} in {Path(self.file).name}"
+                return coded(code, reason or None)
+        return None
 
     def form_values(self, fd: etree._Element, f_path: str, md: _MetaData, form: str | None, form_name: str,
                     entry: SubjectEntry, visit: str | None, form_oid: str) -> dict[str, SourceValue]:
@@ -430,7 +459,10 @@ class _Reader:
                 if raw is None:
                     out.pop(target[1], None)
                     continue
-                out[target[1]] = SourceValue(self.mapping.convert(form, target[1], raw), origin)
+                if not is_missing(raw):  # a value; REDCap's ODM gives a missing-data code as the value itself
+                    raw = self.mapping.missing(form, target[1], self.mapping.convert(form, target[1], raw),
+                                               Path(self.file).name)
+                out[target[1]] = SourceValue(raw, origin)
         return out
 
     def subject_facts(self, entry: SubjectEntry, values: dict[str, SourceValue]) -> None:

@@ -27,7 +27,11 @@ The file is valid against the official ``ODM1-3-2.xsd`` (the tests check it with
 ODM 1.3.2 has no element for the EDC workflow, so each form's status, source-data verification and
 lock are ``Flag``s of an ``Annotation`` on its ``FormData`` (code lists ``CL.REGENHEART.FLAGTYPE`` and
 ``CL.REGENHEART.FLAGVALUE``), and each data query is an ``Annotation`` with its whole thread as the
-``Comment`` and its status as a flag. Not exported: the randomization list.
+``Comment`` and its status as a flag. A missing-data code recorded in place of a value (protocol
+``missing_codes``) is an ``ItemData`` with ``IsNull="Yes"`` and no value, carrying an ``Annotation``
+whose ``Flag`` has the code as ``FlagValue`` (code list ``CL.REGENHEART.MISSING``) and ``MISSING`` as
+``FlagType``, and whose ``Comment`` is the reason given with it; its ``AuditRecord`` is that of any
+value. Not exported: the randomization list.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, selectinload
 
 from regenheart import __version__
+from regenheart.protocol.missing import is_missing, missing_code, missing_reason
 from regenheart.protocol.models import FieldDef, Protocol
 from regenheart.store.db import DatabaseError
 from regenheart.store.models import (
@@ -77,7 +82,10 @@ YES_NO_LIST = "CL.REGENHEART.NY"
 # Form workflow state as ODM Annotation flags (ODM 1.3.2 has no SDV, lock or query element).
 FLAG_TYPES, FLAG_VALUES = "CL.REGENHEART.FLAGTYPE", "CL.REGENHEART.FLAGVALUE"
 FLAG_TYPE_DECODES = {"STATUS": "Form status", "SDV": "Source data verified by a monitor",
-                     "LOCK": "Locked by data management", "QUERY": "Data query status"}
+                     "LOCK": "Locked by data management", "QUERY": "Data query status",
+                     "MISSING": "Missing-data code recorded in place of the value"}
+# The protocol's missing-data codes (ND, UNK, ...): the FlagValue code list of a null ItemData's flag.
+MISSING_CODES = "CL.REGENHEART.MISSING"
 FLAG_VALUE_DECODES = {"complete": "Complete", "incomplete": "Incomplete", "Y": "Yes", "N": "No",
                       "open": "Open", "answered": "Answered", "closed": "Closed"}
 
@@ -278,6 +286,8 @@ class _Metadata:
         self.codelists[YES_NO_LIST] = ("text", [("Y", "Yes"), ("N", "No")])
         self.codelists[FLAG_TYPES] = ("text", list(FLAG_TYPE_DECODES.items()))
         self.codelists[FLAG_VALUES] = ("text", list(FLAG_VALUE_DECODES.items()))
+        if protocol.missing_codes:
+            self.codelists[MISSING_CODES] = ("text", [(m.code, m.label) for m in protocol.missing_codes])
         arms = {a.code: a.label for v in protocol.protocol_versions for a in v.arms}
         self.codelists["CL.REGENHEART.ARM"] = ("text", sorted(arms.items()))
         for code, form in protocol.forms.items():
@@ -467,9 +477,19 @@ class _ClinicalWriter:
             if value is None and previous is None:
                 continue
             kind = "Remove" if value is None else ("Insert" if previous is None else "Update")
+            code = missing_code(value)
             item = _el(group, "ItemData", {"ItemOID": oid, "TransactionType": kind,
-                                           "Value": None if value is None else _value_text(value)})
+                                           "IsNull": "Yes" if code else None,
+                                           "Value": None if value is None or code else _value_text(value)})
             self.audit(item, change, site)
+            if code:  # ODM 1.3.2: a null value, its code as a flag and its reason as the comment
+                annotation = _el(item, "Annotation", {"SeqNum": 1})
+                reason = missing_reason(value)
+                if reason:
+                    _el(annotation, "Comment", {"SponsorOrSite": "Site"}, reason)
+                flag = _el(annotation, "Flag")
+                _el(flag, "FlagValue", {"CodeListOID": MISSING_CODES}, code)
+                _el(flag, "FlagType", {"CodeListOID": FLAG_TYPES}, "MISSING")
             previous = value
         if check and _norm(previous) != _norm(fmt(current)):
             raise OdmExportError(f"{where}: the stored value {fmt(current)!r} is not the last value in the audit "
@@ -477,6 +497,8 @@ class _ClinicalWriter:
 
 
 def _norm(value: Any) -> str | None:
+    if is_missing(value):
+        return json.dumps(value, sort_keys=True)
     return None if value is None else _value_text(value)
 
 

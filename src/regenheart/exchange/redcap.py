@@ -18,6 +18,9 @@ How REDCap's structure becomes the protocol's:
   order, each form's columns ending in ``<form>_complete``); checkbox columns ``field___code`` are
   the protocol's yes/no option fields of the same name (0/1); ``<form>_complete`` is consumed,
   never data; calculated, file and descriptive fields are reported as not imported;
+* a value equal to one of the protocol's missing-data codes (REDCap's project setting "missing data
+  codes": ``ND``, ``UNK``, ...) is that code, not a value, unless the field's own code list has it; a
+  code that needs a reason gets ``recorded as <CODE> in <file>`` (REDCap keeps no reason);
 * a form is taken at a visit when it holds a value (a ticked box counts, an unticked one does not)
   or is marked complete (2);
 * the repeating instrument that maps to ``adverse_events`` is the AE log (instance = sequence);
@@ -353,6 +356,10 @@ class _Reader:
             value = raw.strip() if CHECKBOX_SEPARATOR in column else raw
             if container in self.resolver.containers:
                 value = self.mapping.convert(container, name, value)
+                # REDCap's missing-data codes ("ND" in any field) become the coded value here, before the
+                # importer: a code needing a reason gets "recorded as ND in <file>" (REDCap keeps no reason)
+                if CHECKBOX_SEPARATOR not in column:
+                    value = self.mapping.missing(container, name, value, Path(self.file).name)
             out[container][name] = SourceValue(value, Origin(self.file, f"line {line}", column))
         return out
 

@@ -59,7 +59,7 @@ TEXT_MAX = 255  # longer (or unlimited) text becomes a 'notes' box
 FILES = {"dictionary": "data_dictionary.csv", "arms": "arms.csv", "events": "events.csv",
          "mapping": "instrument_event_mapping.csv", "repeating": "repeating_instruments.csv",
          "dags": "data_access_groups.csv", "rules": "data_quality_rules.csv", "records": "records.csv",
-         "readme": "README.txt"}
+         "missing_codes": "missing_data_codes.txt", "readme": "README.txt"}
 DQ_COLUMNS = ("rule_name", "rule_logic", "real_time_execution")
 _OPTION = re.compile(r"^([a-z][a-z0-9_]*?)___([a-z0-9_]+)$")
 
@@ -247,7 +247,11 @@ def redcap_layout(protocol: Protocol, score_names: dict[str, list[str]] | None =
                 if f.range is not None:
                     item.vmin, item.vmax = _fmt_number(f.range[0]), _fmt_number(f.range[1])
                     item.annotation = "@FORCE-MINMAX"  # the protocol's plausible range is a hard check
-            if not f.required:
+            if f.specify_for is not None and f.specify_for in code_names:  # the "Other" answer's free text
+                target = code_names[f.specify_for][0]
+                wanted = [str(c) for c in protocol.specify_codes(next(x for x in fields if x.name == f.specify_for))]
+                item.branching = " or ".join(f"[{target}] = '{c}'" for c in wanted)
+            elif not f.required:
                 item.branching = _branching(protocol, checks, f.name, code_names)
             out.append(item)
         return out
@@ -314,6 +318,11 @@ def dictionary_rows(layout: Layout) -> list[dict[str, str]]:
     return rows
 
 
+def missing_codes_setting(protocol: Protocol) -> str:
+    """The study's missing-data codes in REDCap's project setting format ``ND, Not done | UNK, Unknown``."""
+    return " | ".join(f"{m.code}, {m.label}" for m in protocol.missing_codes)
+
+
 def _missing(value: Any) -> bool:
     """None, or pandas' NaN/NaT for a missing value in a snapshot frame."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("NaT", "nan")
@@ -365,8 +374,9 @@ def record_rows(layout: Layout, snapshot: Snapshot, protocol: Protocol) -> tuple
         header += [c for item in inst.items for c in item.columns if c != RECORD_ID]
         header.append(f"{inst.name}{COMPLETE_SUFFIX}")
     items = defaultdict(dict)
-    for row in snapshot.items.itertuples(index=False):
-        items[(row.subject_code, row.visit_code, row.form_code)][row.field] = row.value
+    for row in snapshot.items.itertuples(index=False):  # a missing-data code is exported as the code itself
+        code = getattr(row, "missing_code", None)
+        items[(row.subject_code, row.visit_code, row.form_code)][row.field] = row.value if _missing(code) else code
     derived = defaultdict(dict)
     for row in snapshot.derived.itertuples(index=False):
         derived[(row.subject_code, row.visit_code, row.form_code)][row.name] = row.value
@@ -464,6 +474,11 @@ def export_redcap(snapshot: Snapshot, protocol: Protocol, out: str | Path) -> di
     write_csv(paths["rules"], DQ_COLUMNS, rules)
     header, rows = record_rows(layout, snapshot, protocol)
     write_csv(paths["records"], header, rows)
+    codes_setting = missing_codes_setting(protocol)
+    if protocol.missing_codes:
+        paths["missing_codes"].write_text(codes_setting + "\n", encoding="utf-8")
+    else:
+        del paths["missing_codes"]
     scored = [f"{i.name} ({', '.join(x.source or '' for x in i.items)})" for i in layout.instruments
               if i.name.endswith(SCORES_SUFFIX)]
     synthetic = snapshot.meta.get("synthetic") == "true"
@@ -486,5 +501,16 @@ def export_redcap(snapshot: Snapshot, protocol: Protocol, out: str | Path) -> di
         "are also branching logic. Plausible ranges are hard limits (@FORCE-MINMAX).",
         "Checks REDCap logic cannot express: " + ("; ".join(untranslated) or "none"),
         "",
+        *([
+            "Missing-data codes: enter the contents of missing_data_codes.txt as the project's 'Missing Data",
+            "Codes' (Project Setup > Additional customizations), before loading records.csv: a coded field holds",
+            "the code itself (e.g. ND) in records.csv, which REDCap accepts in any field, numeric validations",
+            "included, once the codes are defined. The free-text reason given with a code (e.g. ND: sample",
+            "haemolysed) has no place in REDCap's model and is not in these files (it is in the study database's",
+            "audit trail, the ODM export and SDTM --REASND). Importing records.csv back, a code that needs a reason",
+            "gets the reason 'recorded as <CODE> in records.csv'.",
+            "Codes: " + codes_setting,
+            "",
+        ] if protocol.missing_codes else []),
     ]), encoding="utf-8")
     return paths

@@ -14,7 +14,9 @@ Layout (an xlsx workbook with one sheet per table, or a folder with one CSV file
 
 In the workbook, code-list columns carry drop-down lists, numeric columns range checks and every
 header a comment with label and unit (openpyxl data validation); a hidden ``_lists`` sheet holds the
-lists. Dates are ISO 8601 (YYYY-MM-DD) or real spreadsheet dates. :func:`read_templates` turns a
+lists. Dates are ISO 8601 (YYYY-MM-DD) or real spreadsheet dates. A form cell may hold one of the
+protocol's missing-data codes instead of a value, ``ND`` or ``ND: sample haemolysed`` (README and
+header comments list the codes; the workbook's checks on those columns warn rather than stop). :func:`read_templates` turns a
 filled template into :class:`~regenheart.exchange.records.SourceData` with the origin of every value
 (file, sheet and row, column), applying a mapping file when the column names differ.
 """
@@ -43,6 +45,7 @@ from regenheart.exchange.records import (
     SubjectEntry,
     Unmapped,
 )
+from regenheart.protocol.missing import coded, is_missing, missing_code, missing_reason
 from regenheart.protocol.models import FieldDef, Protocol
 
 SUBJECTS = "subjects"
@@ -137,6 +140,28 @@ def dictionary_rows(protocol: Protocol) -> list[dict[str, Any]]:
     return rows
 
 
+def missing_code_lines(protocol: Protocol) -> list[str]:
+    """README lines on the study's missing-data codes (none when the protocol declares no codes)."""
+    if not protocol.missing_codes:
+        return []
+    codes = "; ".join(f"{m.code} = {m.label}" + (" (reason required)" if m.reason_required else "")
+                      for m in protocol.missing_codes)
+    return [
+        ("7. Missing-data codes: a form field (not subjects, adverse events or disposition) that was not "
+         "collected for a known reason holds a code instead of a value, alone or followed by a colon and the "
+         "reason, e.g. 'ND: sample haemolysed'. A code list's own answer (a code list with NA) stays that answer. "
+         f"Codes: {codes}."),
+    ]
+
+
+def _cell_text(value: Any) -> Any:
+    """A stored value as a template cell: a missing-data code as ``CODE`` or ``CODE: reason``."""
+    if is_missing(value):
+        reason = missing_reason(value)
+        return f"{missing_code(value)}: {reason}" if reason else missing_code(value)
+    return value
+
+
 def readme_lines(protocol: Protocol, *, synthetic: bool = False) -> list[str]:
     """How to fill the template in (README sheet or README.txt)."""
     lines = []
@@ -159,6 +184,7 @@ def readme_lines(protocol: Protocol, *, synthetic: bool = False) -> list[str]:
         "range, decimals, whether it is required, and its codes."),
         ("6. Dates: YYYY-MM-DD (or spreadsheet dates). Codes: the code, not its label (drop-downs offer them). "
         "Numbers: at most the decimals the dictionary allows, inside the plausible range."),
+        *missing_code_lines(protocol),
         "",
         ("Importing: regenheart import --db STUDY.db FILE.xlsx (or a folder of CSV files). Every value goes through "
         "the same checks and audit trail as data typed into the EDC; add --dry-run to check without writing. "
@@ -259,6 +285,8 @@ def _write_workbook(protocol: Protocol, tables: list[Table], rows: dict[str, lis
         return list_ranges[key]
 
     definitions = {row["table"] + "." + row["column"]: row for row in dictionary_rows(protocol)}
+    missing = [m.code for m in protocol.missing_codes]
+    codes_note = ("or a missing-data code: " + ", ".join(missing) + " (alone or 'CODE: reason')") if missing else ""
     bold = Font(bold=True)
     required_fill = PatternFill("solid", fgColor="FFF2CC")
     for table in tables:
@@ -283,6 +311,8 @@ def _write_workbook(protocol: Protocol, tables: list[Table], rows: dict[str, lis
             if meta.get("required") == "Y":
                 note.append("required")
                 header.fill = required_fill
+            if codes_note and column in fields and table.kind == "form":
+                note.append(codes_note)
             header.comment = Comment("\n".join(note), "regenheart")
             sheet.column_dimensions[letter].width = max(12, min(30, len(column) + 4))
             cells = f"{letter}2:{letter}{VALIDATED_ROWS}"
@@ -310,6 +340,10 @@ def _write_workbook(protocol: Protocol, tables: list[Table], rows: dict[str, lis
                 validation.error = f"{column}: {meta.get('label', column)} - see the dictionary sheet"
                 validation.errorTitle = "Value not allowed"
                 validation.showErrorMessage = True
+                if fdef is not None and table.kind == "form" and missing:
+                    # a warning, not a stop: 'ND: sample haemolysed' must be enterable in a numeric column
+                    validation.errorStyle = "warning"
+                    validation.error += f" (or a missing-data code: {', '.join(missing)}, e.g. 'ND: reason')"
                 sheet.add_data_validation(validation)
                 validation.add(cells)
         for row in rows.get(table.name, []):
@@ -351,7 +385,11 @@ def filled_rows(snapshot: Any, protocol: Protocol) -> dict[str, list[dict[str, A
     forms: dict[tuple[str, str, str], dict[str, Any]] = {}
     for item in snapshot.items.to_dict("records"):
         key = (item["form_code"], item["subject_code"], item["visit_code"])
-        forms.setdefault(key, {})[item["field"]] = item["value"]
+        code = item.get("missing_code")
+        reason = item.get("missing_reason")
+        value = item["value"] if code is None or _missing(code) else \
+            coded(code, None if reason is None or _missing(reason) else reason)
+        forms.setdefault(key, {})[item["field"]] = _cell_text(value)
     for record in snapshot.forms.to_dict("records"):  # a saved form whose every value is empty still has a row
         forms.setdefault((record["form_code"], record["subject_code"], record["visit_code"]), {})
     for (form, subject, visit), values in sorted(forms.items(), key=lambda kv: (kv[0][1], order.get(kv[0][2], 99))):
@@ -562,7 +600,10 @@ class _Builder:
         converted = {}
         for (name, value) in values.items():
             raw = value.raw.isoformat() if isinstance(value.raw, dt.date) else value.raw
-            converted[name] = SourceValue(self.mapping.convert(form, name, raw), value.origin)
+            raw = self.mapping.convert(form, name, raw)
+            # "ND" or "ND: reason" in a form cell is a missing-data code (before the importer sees it)
+            raw = self.mapping.missing(form, name, raw, value.origin.file, with_reason=True)
+            converted[name] = SourceValue(raw, value.origin)
         return converted
 
     # ---------------------------------------------------------------- tables
