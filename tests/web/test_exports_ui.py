@@ -145,3 +145,16 @@ def test_sdtm_export_is_sas_transport_per_domain(client, tmp_path):
     assert sorted(dm["USUBJID"].str[-6:]) == ["01-001", "01-002", "01-003"]  # site 01 only
     assert meta.table_name.upper() == "DM"
     assert sorted(dm["SEX"]) == ["M", "M", "M"]
+
+
+def test_a_missing_data_code_is_exported_as_the_code(client, app):
+    ctx = app.state.ctx
+    ctx.capture.save_form(Actor("coord1", "coordinator", "01"), "01-001", "SCR", "labs",
+                          {"ntprobnp_pg_ml": {"missing": "ND", "reason": "sample haemolysed"}, "creatinine_mg_dl": 1.1})
+    login(client, "dm1")
+    for values in ("codes", "labels"):
+        labs = frame(unzip(export(client, format="csv", values=values)), "labs.csv").set_index("subject_code")
+        assert labs.loc["01-001", "ntprobnp_pg_ml"] == "ND" and labs.loc["01-001", "creatinine_mg_dl"] == "1.1"
+        assert labs.loc["01-001", "form_status"] == "complete"
+    readme = unzip(export(client, format="csv"))["EXPORT_README.txt"].decode()
+    assert "missing-data codes in place of a value" in readme and "ND, Not done | UNK, Unknown" in readme

@@ -84,6 +84,10 @@ def form_tables(protocol: Protocol, snapshot: Snapshot, labels: bool) -> dict[st
     dates = {(r.subject_code, r.visit_code): r.visit_date for r in snapshot.visits.itertuples(index=False)}
     status = snapshot.forms.set_index(["subject_code", "visit_code", "form_code"]) if len(snapshot.forms) else None
     out: dict[str, pd.DataFrame] = {"subjects": snapshot.subjects.copy()}
+    items = snapshot.items
+    coded = items[items["missing_code"].notna()] if "missing_code" in items else items.iloc[0:0]
+    # A missing-data code is exported as the code itself (REDCap's convention), never as an empty cell.
+    codes = {(r.subject_code, r.visit_code, r.form_code, r.field): r.missing_code for r in coded.itertuples(index=False)}
     for code, form in protocol.forms.items():
         wide = snapshot.wide(code)
         scores = snapshot.scores(code)
@@ -104,7 +108,8 @@ def form_tables(protocol: Protocol, snapshot: Snapshot, labels: bool) -> dict[st
             meta = status.loc[key] if status is not None and key in status.index else None
             rows.append({"subject_code": rec["subject_code"], "site_code": site.get(rec["subject_code"]),
                          "visit_code": rec["visit_code"], "visit_date": dates.get(key[:2]),
-                         **{n: rec.get(n) for n in fields}, **{n: rec.get(n) for n in extra},
+                         **{n: codes.get((*key[:2], code, n), rec.get(n)) for n in fields},
+                         **{n: rec.get(n) for n in extra},
                          "form_status": None if meta is None else meta["status"],
                          "form_version": None if meta is None else meta["version"],
                          "verified": None if meta is None else bool(meta["verified"]),
@@ -202,6 +207,9 @@ def build_export(engine: Engine, protocol: Protocol, actor: Actor, fmt: str, *, 
                   (f"snapshot {snapshot.taken_utc}, audit records {snapshot.audit_records}, "
                   f"audit head {snapshot.audit_head_hash}"),
                   f"exported by {actor.username} ({actor.role})"]
+        if protocol.missing_codes and fmt == "csv":
+            readme.append("missing-data codes in place of a value (reasons are in the audit trail and the ODM export): "
+                          + " | ".join(f"{m.code}, {m.label}" for m in protocol.missing_codes))
         if synthetic:
             readme.insert(0, SYNTHETIC_NOTE)
         names = sorted(p.name for p in folder.iterdir() if p.is_file())
