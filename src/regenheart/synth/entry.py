@@ -14,6 +14,8 @@ SYNTH_COORDINATOR = Actor("synth.coordinator", "coordinator", "01")
 SYNTH_INVESTIGATOR = Actor("synth.investigator", "investigator", "01")
 # Generates the concealed allocation list of a randomized synthetic trial (no site: unblinded role).
 SYNTH_STATISTICIAN = Actor("synth.statistician", "statistician")
+# Batch entry forgets loaded (already flushed) rows after this many subjects.
+RELEASE_EVERY = 100
 
 
 @dataclass
@@ -63,11 +65,31 @@ def enter_subject(service: CaptureService, plan: SubjectPlan, stats: EntryStats,
 
 
 def enter_cohort(service: CaptureService, cohort: CohortPlan,
-                 progress: Callable[[str], None] | None = None) -> EntryStats:
-    """Enter every subject of ``cohort`` through ``service``; ``progress`` is called per subject."""
+                 progress: Callable[[str], None] | None = None, *, batch: bool = False) -> EntryStats:
+    """Enter every subject of ``cohort`` through ``service``; ``progress`` is called per subject.
+
+    Default: every call is its own transaction, as site users' saves are. ``batch``: the whole cohort
+    in one unit of work (:meth:`CaptureService.unit_of_work`), a savepoint per subject; the same calls,
+    checks, stored values and audit records (the audit trail carries no reason a per-call entry would
+    not), about three times faster because nothing commits until the end. A refused call rolls the
+    whole cohort back and is raised, where per-call entry would keep the subjects before it.
+    """
     stats = EntryStats()
-    for plan in cohort.subjects:
-        enter_subject(service, plan, stats)
-        if progress:
-            progress(plan.code)
+    if not batch:
+        for plan in cohort.subjects:
+            enter_subject(service, plan, stats)
+            if progress:
+                progress(plan.code)
+        return stats
+    with service.unit_of_work() as work:
+        # The subject's savepoint is rolled back on any refusal (which ends the entry): the calls
+        # need no savepoint of their own.
+        work.call_savepoints = False
+        for done, plan in enumerate(cohort.subjects, start=1):
+            with work.savepoint():
+                enter_subject(service, plan, stats)
+            if done % RELEASE_EVERY == 0:  # a large cohort (--subjects) keeps memory bounded
+                work.release_memory()
+            if progress:
+                progress(plan.code)
     return stats
