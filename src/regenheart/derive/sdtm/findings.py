@@ -3,7 +3,10 @@
 A field annotated with ``testcd`` is one record per subject and visit in its domain; a form's derived
 scores listed under ``sdtm.scores`` are records with ``--DRVFL = Y``. Qualifiers (category, location,
 direction, method, specimen, time point, unit) come from the field and form annotations; a field
-annotated ``var`` fills that variable on every record of its form row (or, with ``of``, on one).
+annotated ``var`` fills that variable on every record of its form row (or, with ``of``, on one);
+an "Other" answer of such a field is followed by its specify text (``OTHER: <text>``). A result
+recorded as a missing-data code (protocol ``missing_codes``) is a record with --ORRES/--STRESC/--STRESN
+null, --STAT = NOT DONE and --REASND = the reason given with the code (else the code's label).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def findings_records(ctx: Context) -> tuple[dict[str, pd.DataFrame], dict[str, l
         ids = ["subject_code", "visit_code", "visit_date"]
         extra = {}
         for f in row_vars + of_vars:
-            extra[f"_v_{f.name}"] = format_result(frame[f.name].astype(object), f, protocol)
+            extra[f"_v_{f.name}"] = _with_specify(protocol, form, frame, f)
         if form.sdtm.performed and form.sdtm.performed in frame:
             extra["_not_done"] = frame[form.sdtm.performed].astype(object).astype(str).eq("N")
         else:
@@ -138,13 +141,51 @@ def findings_records(ctx: Context) -> tuple[dict[str, pd.DataFrame], dict[str, l
             current = rec[column] if column in rec else pd.Series(None, index=rec.index, dtype=object)
             rec[column] = current.where(item != f.sdtm.of, long[f"_v_{f.name}"])
         nd = long["_not_done"].to_numpy(dtype=bool)
-        rec["STAT"] = np.where(nd, "NOT DONE", None)
+        # A missing-data code in place of the result: --STAT NOT DONE, --REASND its reason (else its label)
+        code, reason = _coded(ctx, form_code, long["subject_code"], long["visit_code"], item)
+        is_coded = code.notna().to_numpy() & orres.isna().to_numpy()
+        rec["STAT"] = np.where(nd | is_coded, "NOT DONE", None)
         if "REASND" in rec:
             rec["REASND"] = rec["REASND"].where(nd, None)
-        rec = rec[orres.notna().to_numpy() | nd]
+        if is_coded.any():
+            labels = {m.code: m.label for m in protocol.missing_codes}
+            why = reason.where(reason.notna(), code.map(labels))
+            current = rec["REASND"] if "REASND" in rec else pd.Series(None, index=rec.index, dtype=object)
+            rec["REASND"] = current.where(~is_coded, why.to_numpy())
+        rec = rec[orres.notna().to_numpy() | nd | is_coded]
         for domain, part in rec.groupby("DOMAIN", sort=False):
             parts.setdefault(domain, []).append(part)
     return {d: pd.concat(p, ignore_index=True) for d, p in parts.items()}, forms_of
+
+
+def _coded(ctx: Context, form_code: str, subjects: pd.Series, visits: pd.Series,
+           items: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The missing-data code and its reason (None where there is none) of each (subject, visit, item)."""
+    rows = ctx.items_by_form.get(form_code)
+    none = pd.Series(None, index=subjects.index, dtype=object)
+    if rows is None or "missing_code" not in rows or not rows["missing_code"].notna().any():
+        return none, none.copy()
+    coded = rows[rows["missing_code"].notna()].drop_duplicates(["subject_code", "visit_code", "field"])
+    table = coded.set_index(["subject_code", "visit_code", "field"])[["missing_code", "missing_reason"]]
+    keys = pd.MultiIndex.from_arrays([subjects.to_numpy(), visits.to_numpy(), items.to_numpy()])
+    found = table.reindex(keys)
+    code = pd.Series(found["missing_code"].to_numpy(), index=subjects.index, dtype=object)
+    reason = pd.Series(found["missing_reason"].to_numpy(), index=subjects.index, dtype=object)
+    return code.where(code.notna(), None), reason.where(reason.notna(), None)
+
+
+def _with_specify(protocol, form: FormDef, frame: pd.DataFrame, field: FieldDef) -> pd.Series:
+    """A ``var`` field's SDTM values; an answer that needs free text ("Other") followed by it:
+    ``OTHER: <text>`` from the form's ``specify_for`` field (e.g. --REASND of a test not done)."""
+    values = format_result(frame[field.name].astype(object), field, protocol)
+    specify = next((f for f in form.fields if f.specify_for == field.name and f.name in frame), None)
+    wanted = {str(c) for c in protocol.specify_codes(field)}
+    if specify is None or not wanted:
+        return values
+    text = frame[specify.name].astype(object)
+    has_text = text.notna() & text.astype(str).str.strip().ne("")
+    use = frame[field.name].astype(object).astype(str).isin(wanted) & has_text & values.notna()
+    return values.where(~use, values.astype(str) + ": " + text.astype(str).str.strip())
 
 
 def _format_key(protocol, field: FieldDef | None) -> tuple:

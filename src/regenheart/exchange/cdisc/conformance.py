@@ -5,7 +5,8 @@ Rules (each row of :data:`RULES`): required and expected variables present (per 
 SDTM/ADaM models' core identifiers); metadata and records agree; values of variables with a CDISC codelist
 found in that codelist (non-extensible: error; extensible: reported as an extension, warning); --SEQ unique per
 subject; ISO 8601 --DTC values; every USUBJID in DM (and ADSL); --DY consistent with RFSTDTC (no day 0);
---ENDTC not before --STDTC; ADSL one record per subject; ADaM records traceable to SDTM (SRCDOM/SRCVAR/
+--ENDTC not before --STDTC; findings not done (--STAT = NOT DONE) without a result, --REASND only on
+them, no result without NOT DONE; ADSL one record per subject; ADaM records traceable to SDTM (SRCDOM/SRCVAR/
 SRCSEQ resolve to an SDTM record holding the same value); SAS XPT v5 limits; derivations documented.
 All checks are vectorised with pandas and read only the dataset metadata model.
 """
@@ -70,6 +71,10 @@ RULES: dict[str, tuple[Severity, str]] = {
     "RH0090": ("Warning", "Derived variable without a method"),
     "RH0091": ("Error", "Method referenced but not defined"),
     "RH0092": ("Error", "Key variable missing"),
+    "RH0100": ("Error", "--STAT = NOT DONE on a record with a result (--ORRES, --STRESC or --STRESN)"),
+    "RH0101": ("Error", "--REASND given on a record whose --STAT is not NOT DONE"),
+    "RH0102": ("Warning", "--STAT = NOT DONE without --REASND"),
+    "RH0103": ("Error", "Findings record without a result and not marked --STAT = NOT DONE"),
 }
 
 # Core identifiers of the SDTM and ADaM models (SDTM v2.0 / SDTMIG 3.4, ADaMIG 1.3): standard facts, not study
@@ -275,6 +280,33 @@ def _dates(c: _Collector, ds: Dataset) -> None:
                                                       f"{start} {as_text(ds.records[start].iloc[i])}")
 
 
+def _not_done(c: _Collector, ds: Dataset) -> None:
+    """SDTMIG 3.4 findings: a test not done has no result, --STAT = NOT DONE and, usually, --REASND (why);
+    --REASND belongs only to such records; a record with no result is NOT DONE."""
+    if ds.standard != "SDTM" or ds.klass != "FINDINGS":
+        return
+    p, columns = _prefix(ds), ds.records.columns
+    stat_name, reason_name = f"{p}STAT", f"{p}REASND"
+    results = [n for n in (f"{p}ORRES", f"{p}STRESC", f"{p}STRESN") if n in columns]
+    if not results:
+        return
+    has_result = np.zeros(len(ds.records), dtype=bool)
+    for name in results:
+        has_result |= ~missing_mask(ds.records[name]).to_numpy()
+    not_done = (_text(ds, stat_name) == "NOT DONE").to_numpy() if stat_name in columns else \
+        np.zeros(len(ds.records), dtype=bool)
+    reason = ~missing_mask(ds.records[reason_name]).to_numpy() if reason_name in columns else \
+        np.zeros(len(ds.records), dtype=bool)
+    c.add_rows("RH0100", ds, stat_name, not_done & has_result, lambda i: f"{stat_name} is NOT DONE but "
+               f"{next(n for n in results if not is_missing(ds.records[n].iloc[i]))} holds a result")
+    c.add_rows("RH0101", ds, reason_name, reason & ~not_done, lambda i: f"{reason_name} "
+               f"{as_text(ds.records[reason_name].iloc[i])!r} without {stat_name} = NOT DONE")
+    c.add_rows("RH0102", ds, reason_name, not_done & ~reason, lambda i: f"{stat_name} is NOT DONE; no "
+               f"{reason_name} says why")
+    c.add_rows("RH0103", ds, stat_name, ~has_result & ~not_done, lambda i: f"no {', '.join(results)} and "
+               f"{stat_name} is not NOT DONE")
+
+
 def _subjects(c: _Collector, ds: Dataset, reference: Dataset | None, rule: str, where: str) -> None:
     if reference is None or ds is reference or "USUBJID" not in ds.records.columns \
             or "USUBJID" not in reference.records.columns:
@@ -472,6 +504,7 @@ def check_datasets(sdtm: Mapping[str, Dataset], adam: Mapping[str, Dataset],
         _terminology(c, ds, terminology)
         _sequences(c, ds)
         _dates(c, ds)
+        _not_done(c, ds)
         if ds.klass != "TRIAL DESIGN":
             _subjects(c, ds, dm, "RH0040", "DM")
         if ds.standard == "ADaM":
