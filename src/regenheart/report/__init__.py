@@ -24,6 +24,7 @@ from regenheart.protocol.models import Protocol
 from regenheart.report import context as ctx
 from regenheart.report import figures
 from regenheart.report.context import SECTIONS, SYNTHETIC_BANNER
+from regenheart.report.missing_codes import missing_codes_html
 from regenheart.store.snapshot import Snapshot
 
 __all__ = ["SECTIONS", "SYNTHETIC_BANNER", "build_report", "write_report"]
@@ -121,6 +122,7 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
         methods=ctx.methods_context(protocol, results, methods_notes),
         version=__version__,
         registry_preview=results.get("registry_preview"),  # ClinicalTrials.gov results preview file
+        missing_codes=missing_codes_html(protocol, snapshot),  # counts of coded values (report/missing_codes.py)
     )
     return html
 
