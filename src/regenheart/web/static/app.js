@@ -41,6 +41,7 @@
       }
     });
     if (!code && clearReason) { reason.value = ""; }
+    if (code && !row.classList.contains("coded")) { ctl.open = true; }  // e.g. a code put back after a log-in
     row.classList.toggle("coded", !!code);
     reason.setAttribute("aria-required", needsReason ? "true" : "false");
     if (!note.hasAttribute("data-default")) { note.setAttribute("data-default", note.textContent); }
