@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from regenheart.capture.common import require
 from regenheart.capture.errors import CaptureError, NotFound, ValidationFailed
 from regenheart.capture.permissions import ROLES, Actor
+from regenheart.capture.sites import active_site_codes
 from regenheart.capture.validation import Violation
 from regenheart.protocol.models import Protocol
 from regenheart.store import audit
@@ -147,12 +148,15 @@ class AccountService:
             raise NotFound(f"user {username} not found")
         return user
 
-    def _check_site(self, site: str | None, violations: list[Violation]) -> None:
-        if site is None or self.protocol is None:
+    def _check_site(self, session: Session, site: str | None, violations: list[Violation],
+                    current: str | None = None) -> None:
+        """An account is assigned to an active site of the study (``capture.sites``: the database's sites, the
+        protocol's by default); an account may keep the site it has although that site was deactivated."""
+        if site is None or self.protocol is None or site == current:
             return
-        sites = [s.code for s in self.protocol.study.sites]
+        sites = active_site_codes(session, self.protocol)
         if site not in sites:
-            violations.append(Violation("site", site, "codelist", f"must be one of: {', '.join(sites)}"))
+            violations.append(Violation("site", site, "codelist", f"must be one of the active sites: {', '.join(sites)}"))
 
     @staticmethod
     def _check_role(role: str, violations: list[Violation]) -> None:
@@ -332,7 +336,6 @@ class AccountService:
                                         "must be 2-64 characters: letters, digits, '.', '_', '@' or '-'"))
         self._check_role(role, violations)
         site = (site or "").strip() or None
-        self._check_site(site, violations)
         full = (full_name or "").strip() or name
         if len(full) > 200:
             violations.append(Violation("full_name", full_name, "max_length", "must be at most 200 characters"))
@@ -355,6 +358,7 @@ class AccountService:
     def update_user(self, actor: Actor, username: str, *, role: str = _UNSET, site: str | None = _UNSET,
                     full_name: str = _UNSET, active: bool = _UNSET, reason: str | None = None) -> UserView:
         """Change role, site, printed name or active flag (reason required). Sessions are revoked
+            self._check_site(session, site, violations)
         when role, site or active flag change."""
         self._require(actor)
         violations: list[Violation] = []
@@ -363,9 +367,7 @@ class AccountService:
             self._check_role(role, violations)
             changes["role"] = role
         if site is not _UNSET:
-            site = (site or "").strip() or None
-            self._check_site(site, violations)
-            changes["site_code"] = site
+            changes["site_code"] = (site or "").strip() or None
         if full_name is not _UNSET:
             full = (full_name or "").strip()
             if not full or len(full) > 200:
@@ -392,6 +394,8 @@ class AccountService:
             if entries:
                 user.version += 1
                 if any(e.field in ("role", "site", "active") for e in entries):
+            if "site_code" in changes:
+                self._check_site(session, changes["site_code"], violations, current=user.site_code)
                     user.token_version += 1
                 audit.append(session, entries)
             return _view(user)

@@ -23,6 +23,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "lock": frozenset({"data_manager"}),
     "sign": frozenset({"investigator"}),
     "manage_users": frozenset({"admin"}),
+    "manage_sites": frozenset({"admin"}),
+    # correct a subject code entered wrongly at screening (capture/subject_admin.py)
+    "correct_subject_code": frozenset({"admin", "data_manager"}),
     "export": frozenset({"admin", "data_manager", "statistician"}),
     # generate / export concealed allocation lists (the protocol's scheme may narrow this further)
     "randomization_list": frozenset({"admin", "statistician"}),

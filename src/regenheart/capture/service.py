@@ -286,7 +286,10 @@ class CaptureService:
         if not SUBJECT_CODE.match(subject_code or ""):
             violations.append(Violation("subject_code", subject_code, "format",
                                         "must be 1-32 letters, digits or '-' starting with a letter or digit"))
-        sites = [s.code for s in self.protocol.study.sites]
+        from regenheart.capture.sites import active_site_codes  # the database's active sites (protocol default)
+
+        with self._reading() as session:
+            sites = active_site_codes(session, self.protocol)
         if site_code not in sites:
             violations.append(Violation("site_code", site_code, "codelist", f"must be one of: {', '.join(sites)}"))
         elif not actor.sees_site(site_code):

@@ -205,7 +205,11 @@ def db_init(db: DbOption, protocol: ProtocolOption = None) -> None:
         text = protocol.read_text(encoding="utf-8")
         meta.update({"study_nct_id": study.study.nct_id or "", PROTOCOL_TEXT_KEY: text,
                      PROTOCOL_SHA256_KEY: hashlib.sha256(text.encode()).hexdigest(), "protocol_source": str(protocol)})
-    create_study_database(db, meta).dispose()
+    engine = create_study_database(db, meta)
+    from regenheart.capture.sites import SiteService
+
+    SiteService(engine, study).seed_from_protocol()  # the protocol's sites, administered in the browser from now on
+    engine.dispose()
     console.print(f"Created study database {db} for {study.study.acronym}")
 
 

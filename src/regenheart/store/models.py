@@ -295,6 +295,20 @@ class AdverseEventSignature(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
 
 
+class Site(Base):
+    """A site of the study as administered in this database (migration 0005): seeded from the protocol file's
+    sites, added, renamed or deactivated by administrators (audited as entity 'site'). ``code`` never changes:
+    subjects and accounts refer to it. A protocol site without a row here is active under its protocol name."""
+
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_utc: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
 class RandomizationList(Base):
     """The header of a study's allocation list (one per database): who generated it, when, from which
     seed and scheme. Concealed: only the randomization module reads it (never snapshot or exports)."""

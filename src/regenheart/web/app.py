@@ -33,7 +33,7 @@ from regenheart.capture.workflow import WorkflowService
 from regenheart.protocol import load_protocol
 from regenheart.protocol.models import Protocol
 from regenheart.store.db import open_study_database
-from regenheart.web import api, form_values, pages, pages_daily, pages_review
+from regenheart.web import api, api_admin, form_values, pages, pages_admin, pages_daily, pages_review
 from regenheart.web.contract import InputGuard, openapi_with_errors
 from regenheart.web.pages import NEXT_STATE, STATUS_LABELS, error_page
 from regenheart.web.requests import (
@@ -191,8 +191,10 @@ def create_app(db_path_or_url: str | Path, protocol: Protocol | None = None, *,
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
 
     app.include_router(api.router)
+    app.include_router(api_admin.router)
     pages_review.install(app)  # before pages: bulk review, AE review, and its /forms/ae/AE<n> route wins
     app.include_router(pages.router)
+    pages_admin.install(app)  # /admin/sites, subject-code correction
     pages_daily.install(app)  # dashboard, data quality, queries worklist, export; menu query count
     _install_error_handlers(app)
     return app

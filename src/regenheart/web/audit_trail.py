@@ -14,13 +14,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from regenheart.capture.common import find_subject, require
 from regenheart.capture.permissions import Actor
 from regenheart.protocol.models import Protocol
 from regenheart.store.models import AuditRecord
+from regenheart.store.reconcile import CodeHistory
 
 PAGE_SIZE = 50
 CSV_COLUMNS = ("seq", "ts_utc", "username", "role", "action", "entity", "visit", "form", "form_label", "record",
@@ -81,8 +82,21 @@ def field_label(protocol: Protocol, form: str | None, field: str | None) -> str:
     return _OTHER_LABELS.get(field, field.replace("_", " "))
 
 
-def _statement(code: str, flt: AuditFilter):
-    stmt = select(AuditRecord).where(AuditRecord.subject_code == code)
+def subject_records(session: Session, code: str) -> ColumnElement[bool]:
+    """SQL condition selecting the audit records of the subject whose code is ``code`` today, those written
+    under an earlier code (a corrected subject code) included (:class:`CodeHistory`)."""
+    history = CodeHistory.load(session)
+    if not history:
+        return AuditRecord.subject_code == code
+    parts = []
+    for earlier, start, end in history.segments(code):
+        part = and_(AuditRecord.subject_code == earlier, AuditRecord.seq >= start)
+        parts.append(part if end is None else and_(part, AuditRecord.seq < end))
+    return or_(*parts)
+
+
+def _statement(code: str, flt: AuditFilter, session: Session):
+    stmt = select(AuditRecord).where(subject_records(session, code))
     if flt.username:
         stmt = stmt.where(AuditRecord.username == flt.username)
     if flt.date_from:
@@ -106,12 +120,12 @@ def audit_page(engine: Engine, protocol: Protocol, actor: Actor, code: str, flt:
     require(actor, "view")
     with Session(engine) as session:
         find_subject(session, actor, code, lock=False)  # 404 for another site's subject
-        stmt = _statement(code, flt)
+        stmt = _statement(code, flt, session)
         total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         stmt = stmt.order_by(AuditRecord.seq.desc())
         if page_size:
             stmt = stmt.offset(max(page - 1, 0) * page_size).limit(page_size)
-        users = sorted(session.scalars(select(AuditRecord.username).where(AuditRecord.subject_code == code)
+        users = sorted(session.scalars(select(AuditRecord.username).where(subject_records(session, code))
                                        .distinct()).all())
         rows = [{"seq": r.seq, "ts_utc": r.ts_utc, "username": r.username, "role": r.role, "action": r.action,
                  "entity": r.entity, "visit": r.visit_code, "form": r.form_code,
@@ -135,9 +149,10 @@ def audit_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def acknowledged_checks(engine: Engine, code: str, visit: str, form: str) -> dict[str, str | None]:
-    """Soft checks acknowledged on a form: check id -> the checked value (canonical text) acknowledged."""
+    """Soft checks acknowledged on a form: check id -> the checked value (canonical text) acknowledged (those
+    acknowledged under an earlier code of the subject included)."""
     with Session(engine) as session:
         rows = session.execute(select(AuditRecord.field, AuditRecord.new_value).where(
-            AuditRecord.entity == "soft_check", AuditRecord.record_key == f"{code}/{visit}/{form}")
-            .order_by(AuditRecord.seq)).all()
+            AuditRecord.entity == "soft_check", AuditRecord.visit_code == visit, AuditRecord.form_code == form,
+            subject_records(session, code)).order_by(AuditRecord.seq)).all()
     return {field: value for field, value in rows}

@@ -23,6 +23,7 @@ from regenheart.capture.errors import (
     ValidationFailed,
 )
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
+from regenheart.capture.sites import SiteService
 from regenheart.capture.validation import Violation, run_checks
 from regenheart.capture.workflow import SIGNATURE_MEANINGS
 from regenheart.protocol.missing import plain, plain_value
@@ -310,7 +311,7 @@ def _subjects(request: Request, user: UserView, status: str | None = None, http_
               listing: dict[str, Any] | None = None) -> HTMLResponse:
     ctx = ctx_of(request)
     listing = listing or {}
-    sites = [s for s in ctx.protocol.study.sites if user.actor.sees_site(s.code)]
+    sites = [s for s in SiteService(ctx.engine, ctx.protocol).list_sites() if user.actor.sees_site(s.code)]
     site = listing.get("site") if listing.get("site") in {s.code for s in sites} else None
     status = status if status in STATUS_LABELS else None
     sort = listing.get("sort") if listing.get("sort") in views.SUBJECT_SORTS else "subject"
@@ -830,7 +831,8 @@ def _users(request: Request, user: UserView, status: int = 200, messages: list[t
            errors: dict[str, list[str]] | None = None, raw: dict[str, str] | None = None) -> HTMLResponse:
     ctx = ctx_of(request)
     users = ctx.accounts.list_users(user.actor)
-    return render(request, "users.html", status, users=users, roles=ROLES, sites=ctx.protocol.study.sites,
+    return render(request, "users.html", status, users=users, roles=ROLES,
+                  sites=SiteService(ctx.engine, ctx.protocol).list_sites(),
                   permissions=PERMISSIONS, messages=messages or [], errors=errors or {}, raw=raw or {})
 
 

@@ -20,7 +20,7 @@ from regenheart.capture.permissions import Actor
 from regenheart.protocol.models import Protocol
 from regenheart.protocol.models import Visit as VisitDef
 from regenheart.store.models import AdverseEvent, AuditRecord, DataQuery, FormRecord, Subject
-from regenheart.web import dashboard
+from regenheart.web import audit_trail, dashboard
 
 UNRESOLVED = ("open", "answered")
 CELL_LABELS = {
@@ -229,7 +229,7 @@ def audit_rows(engine: Engine, actor: Actor, code: str, *, visit: str | None = N
     """Audit trail of one subject, oldest first (optionally one visit, form, field)."""
     with Session(engine) as session:
         visible_subject(session, actor, code)
-        stmt = select(AuditRecord).where(AuditRecord.subject_code == code)
+        stmt = select(AuditRecord).where(audit_trail.subject_records(session, code))  # earlier codes included
         if visit:
             stmt = stmt.where(AuditRecord.visit_code == visit)
         if form:
