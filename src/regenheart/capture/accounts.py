@@ -342,6 +342,7 @@ class AccountService:
         violations.extend(self.check_password(password, name))
         now = _ts(self.clock())
         with self._sessions.begin() as session:
+            self._check_site(session, site, violations)
             if session.scalars(select(User.id).where(User.username == name)).first():
                 violations.append(Violation("username", username, "unique", "is already taken"))
             if violations:
@@ -358,7 +359,6 @@ class AccountService:
     def update_user(self, actor: Actor, username: str, *, role: str = _UNSET, site: str | None = _UNSET,
                     full_name: str = _UNSET, active: bool = _UNSET, reason: str | None = None) -> UserView:
         """Change role, site, printed name or active flag (reason required). Sessions are revoked
-            self._check_site(session, site, violations)
         when role, site or active flag change."""
         self._require(actor)
         violations: list[Violation] = []
@@ -378,6 +378,8 @@ class AccountService:
         text = self._reason(reason, violations)
         with self._sessions.begin() as session:
             user = self._user(session, username)
+            if "site_code" in changes:
+                self._check_site(session, changes["site_code"], violations, current=user.site_code)
             if user.username == actor.username and (changes.get("active") is False or
                                                     changes.get("role", user.role) != user.role):
                 violations.append(Violation("username", username, "self",
@@ -394,8 +396,6 @@ class AccountService:
             if entries:
                 user.version += 1
                 if any(e.field in ("role", "site", "active") for e in entries):
-            if "site_code" in changes:
-                self._check_site(session, changes["site_code"], violations, current=user.site_code)
                     user.token_version += 1
                 audit.append(session, entries)
             return _view(user)
