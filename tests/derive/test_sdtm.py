@@ -65,11 +65,13 @@ def test_record_counts_match_the_snapshot(demo):
     tests = {"lvef_pct", "lvedv_ml", "lvesv_ml", "lvedd_mm", "lvesd_mm", "ivsd_mm", "lvpwd_mm"}
     expected_cv = echo["field"].isin(tests).sum() + ct_form["value"].notna().sum()
     assert len(sdtm["CV"].records) == expected_cv
-    qs_items = snap.items[snap.items["form_code"].isin(["kccq", "sf12", "mlhfq"]) & snap.items["value"].notna()]
+    # a value recorded as a missing-data code is a record too (QSSTAT = NOT DONE)
+    recorded = snap.items["value"].notna() | snap.items["missing_code"].notna()
+    qs_items = snap.items[snap.items["form_code"].isin(["kccq", "sf12", "mlhfq"]) & recorded]
     qs_scores = snap.derived[snap.derived["value"].notna()]
     assert len(sdtm["QS"].records) == len(qs_items) + len(qs_scores)
     assert (sdtm["QS"].records["QSDRVFL"] == "Y").sum() == len(qs_scores)
-    vitals = snap.items[(snap.items["form_code"] == "vital_signs") & snap.items["value"].notna()]
+    vitals = snap.items[(snap.items["form_code"] == "vital_signs") & recorded]
     demo_hw = snap.items[snap.items["form_code"].eq("demographics") & snap.items["field"].isin(["height_cm", "weight_kg"])]
     assert len(sdtm["VS"].records) == len(vitals) + len(demo_hw)
     nyha = snap.items[snap.items["form_code"] == "nyha"]

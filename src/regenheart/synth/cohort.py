@@ -304,7 +304,46 @@ def generate_cohort(protocol: Protocol, seed: int = 20200301, n_enrolled: int = 
         if plan.enrol:
             enrolled_index += 1
         subjects.append(plan)
+    _record_missing_codes(protocol, subjects, seed)
     return CohortPlan(seed=seed, subjects=subjects)
+
+
+# Missing-data codes a site records (issue 12): about one haemolysed follow-up NT-proBNP sample per 15
+# enrolled subjects, one unknown KCCQ answer per 30; so the trial-sized cohort shows a few and a small
+# test cohort none. Drawn from their own generator after the plan, so every other value is unchanged.
+MISSING_CODE_RATES = {"ND": 15, "UNK": 30}
+
+
+def _record_missing_codes(protocol: Protocol, subjects: list[SubjectPlan], seed: int) -> None:
+    """Replace a few planned values by missing-data codes (ND with its reason, UNK), every arm's plan alike."""
+    declared = {m.code for m in protocol.missing_codes}
+    enrolled = [s for s in subjects if s.enrol]
+    rng = np.random.default_rng([seed, 12])  # issue 12: separate from the cohort's own draws
+
+    def candidates(form: str, field_name: str) -> list[tuple[int, str]]:
+        found = []
+        for i, plan in enumerate(enrolled):
+            plans = list(plan.by_arm.values()) if plan.by_arm else [plan]
+            corrected = {(c.visit, c.form) for p in plans for c in p.corrections if field_name in c.data}
+            for entry in plans[0].forms:
+                if entry.form == form and entry.visit != protocol.baseline_visit.code \
+                        and entry.data.get(field_name) is not None and (entry.visit, form) not in corrected:
+                    found.append((i, entry.visit))
+        return found
+
+    def code(i: int, visit: str, form: str, field_name: str, value: dict[str, Any]) -> None:
+        plan = enrolled[i]
+        for p in list(plan.by_arm.values()) if plan.by_arm else [plan]:
+            for entry in p.forms:
+                if entry.visit == visit and entry.form == form:
+                    entry.data[field_name] = value
+
+    for missing, form, field_name, reason in (("ND", "labs", "ntprobnp_pg_ml", "SYNTHETIC: sample haemolysed"),
+                                              ("UNK", "kccq", "q1a", None)):
+        count = len(enrolled) // MISSING_CODE_RATES[missing]
+        pool = candidates(form, field_name) if missing in declared and count else []
+        for k in sorted(rng.choice(len(pool), size=min(count, len(pool)), replace=False).tolist() if pool else []):
+            code(*pool[k], form, field_name, {"missing": missing, "reason": reason})
 
 
 def _plan_arms(protocol: Protocol, plan: SubjectPlan, subject_seed: int, pattern: str | None) -> None:
