@@ -264,6 +264,8 @@ def test_sites_page_adds_renames_and_deactivates(app, engine):
     new_account = users[users.index('id="nu-site"'):].split("</select>")[0]
     assert 'value="07"' not in new_account and 'value="02"' in new_account
     assert "<td>07</td><td>Site Seven</td><td>inactive</td><td>0</td>" in users
+    # the dashboard and data-quality filters list the database's sites
+    assert 'value="07"' in admin.get("/data-quality").text
     # the screening form offers active sites only; the subject list's filter lists all
     coord = TestClient(app)
     login(coord, "dm1")
@@ -341,6 +343,13 @@ def test_a_wrongly_screened_code_is_corrected_over_the_api(client, auth, engine,
     report = reconcile(engine, web_protocol)
     assert report.ok, report.mismatches[:5]
     assert verify_chain(engine).ok
+    # the ODM export carries the subject's whole history (written under the old code) under the new code
+    from regenheart.exchange.odm_write import build_odm
+
+    tree = build_odm(engine, web_protocol)
+    ns = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
+    keys = [e.get("SubjectKey") for e in tree.getroot().iterfind(".//odm:SubjectData", ns)]
+    assert "01-038" in keys and "1-38" not in keys
     # once the subject has left screening (here: withdrawn as a screen failure) the code is final
     client.app.state.ctx.capture.withdraw_screen_failure(Actor("coord1", "coordinator", "01"), "01-038",
                                                          "not going on")

@@ -66,7 +66,7 @@ from regenheart.store.models import (
     User,
     Visit,
 )
-from regenheart.store.reconcile import require_integrity
+from regenheart.store.reconcile import CodeHistory, require_integrity
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -232,9 +232,10 @@ def _collect_history(session: Session) -> dict[str, _History]:
                a.record_key, a.field, a.new_value, a.reason)
         .where(a.subject_code.is_not(None), a.field.is_not(None), a.entity.in_(HISTORY_ENTITIES))
         .order_by(a.seq).execution_options(yield_per=5000))
+    codes = CodeHistory.load(session)  # records under a code corrected since belong to the subject's code of today
     for r in rows:
         change = _Change(_decode_canonical(r.new_value), r.seq, r.ts_utc, r.username, r.role, r.reason)
-        h = history[r.subject_code]
+        h = history[codes.current(r.subject_code, r.seq) if codes else r.subject_code]
         if r.entity == "subject":
             h.subject_fields[r.field].append(change)
             if r.action == "create":

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from regenheart.capture.common import require
 from regenheart.capture.errors import PermissionDenied
 from regenheart.capture.permissions import Actor
+from regenheart.capture.sites import SiteService
 from regenheart.protocol.models import Protocol
 from regenheart.store.reconcile import require_integrity
 from regenheart.store.snapshot import Snapshot, take_snapshot
@@ -187,7 +188,7 @@ def build_export(engine: Engine, protocol: Protocol, actor: Actor, fmt: str, *, 
     require(actor, "export")
     if fmt not in FORMATS:
         raise ExportError(f"format '{fmt}' is not one of {', '.join(FORMATS)}")
-    if site is not None and site not in {s.code for s in protocol.study.sites}:
+    if site is not None and site not in {s.code for s in SiteService(engine, protocol).list_sites()}:
         raise ExportError(f"site '{site}' is not a site of the study")
     if actor.site is not None:
         if site not in (None, actor.site):

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from regenheart.capture.accounts import UserView
 from regenheart.capture.errors import PermissionDenied
+from regenheart.capture.sites import SiteService
 from regenheart.store.db import DatabaseError
 from regenheart.web import dashboard, exports
 from regenheart.web.pages import Auth, posted_form, render
@@ -40,7 +41,8 @@ def install(app: FastAPI) -> None:
 
 
 def _sites(request: Request, user: UserView) -> list[Any]:
-    return [s for s in ctx_of(request).protocol.study.sites if user.actor.sees_site(s.code)]
+    ctx = ctx_of(request)  # the database's sites (capture.sites: the protocol's, and those added by administrators)
+    return [s for s in SiteService(ctx.engine, ctx.protocol).list_sites() if user.actor.sees_site(s.code)]
 
 
 def _choice(value: str | None, allowed) -> str | None:
