@@ -50,6 +50,8 @@ def coded_study(tmp_path_factory, protocol):
                                 "not_done_reason_other": "SYNTHETIC: knee pain"})
     save(first, "SCR", "medical_history", {"hf_etiology": "OTHER",
                                            "hf_etiology_other": "SYNTHETIC: peripartum cardiomyopathy"})
+    save(second, "SCR", "medical_history", {"atrial_fibrillation": coded("UNK"),
+                                            "sglt2i": coded("NASK", "not asked at screening")})
     snap = take_snapshot(engine)
     engine.dispose()
     return {"snap": snap, "sdtm": build_sdtm(snap, protocol), "usubjid": lambda s: f"NCT04325594-{s.code}",
@@ -94,7 +96,7 @@ def test_every_coded_item_with_a_test_code_is_one_not_done_record(coded_study, p
     with_test = [(r.form_code, r.field) for r in items.itertuples()
                  if (f := protocol.forms[r.form_code].field(r.field)).sdtm is not None and f.sdtm.testcd]
     not_done = sum(int((ds.records.get(f"{name}STAT") == "NOT DONE").sum()) for name, ds in sdtm.items()
-                   if name != "FT" and f"{name}STAT" in ds.records)
+                   if name != "FT" and f"{name}STAT" in ds.records and ds.klass == "FINDINGS")
     assert len(with_test) == 4 and not_done == 4
 
 
@@ -116,7 +118,8 @@ def test_define_validates_and_declares_stat_and_reasnd(coded_study, protocol):
     schema = etree.XMLSchema(etree.parse(str(XSD)))
     assert schema.validate(tree), [e.message for e in schema.error_log][:3]
     names = {d.get("Name") for d in tree.iter("{http://www.cdisc.org/ns/odm/v1.3}ItemDef")}
-    assert {"LBSTAT", "LBREASND", "QSSTAT", "QSREASND", "VSSTAT", "VSREASND", "CVSTAT", "FTREASND"} <= names
+    assert {"LBSTAT", "LBREASND", "QSSTAT", "QSREASND", "VSSTAT", "VSREASND", "CVSTAT", "FTREASND", "MHSTAT",
+            "MHREASND", "CMSTAT", "CMREASND"} <= names
     lbstat = next(v for v in sdtm["LB"].variables if v.name == "LBSTAT")
     assert lbstat.codelist == "C66789" and lbstat.origin == "Collected"
 
@@ -138,3 +141,16 @@ def test_conformance_reports_no_error_and_catches_a_bad_not_done(coded_study, pr
     broken["LB"] = replace(lb, records=records)
     rules = {f.rule for f in check_datasets(broken, adam, default_terminology())}
     assert {"RH0100", "RH0101"} <= rules
+
+
+def test_a_prespecified_history_question_coded_is_not_done(coded_study):
+    sdtm, usubjid = coded_study["sdtm"], coded_study["usubjid"](coded_study["second"])
+    mh = record(sdtm["MH"], USUBJID=usubjid, MHTERM="ATRIAL FIBRILLATION")
+    assert (mh["MHPRESP"], mh["MHOCCUR"], mh["MHSTAT"], mh["MHREASND"]) == ("Y", None, "NOT DONE", "Unknown")
+    cm = record(sdtm["CM"], USUBJID=usubjid, CMTRT="SGLT2 INHIBITOR")
+    assert (cm["CMPRESP"], cm["CMOCCUR"], cm["CMSTAT"], cm["CMREASND"]) == ("Y", None, "NOT DONE",
+                                                                            "not asked at screening")
+    assert cm["CMENRTPT"] is None
+    # answered questions are unchanged
+    other = record(sdtm["MH"], USUBJID=usubjid, MHTERM="HYPERTENSION")
+    assert other["MHOCCUR"] in ("Y", "N") and other["MHSTAT"] is None

@@ -187,6 +187,29 @@ def last_before_exposure(frame: pd.DataFrame, domain: str, keys: list[str]) -> p
     return flag
 
 
+def missing_codes_of(ctx: Context, form_code: str, subjects: pd.Series, visits: pd.Series,
+                     items: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The missing-data code and its reason (None where there is none) of each (subject, visit, item) of a
+    form, from the snapshot's ``missing_code``/``missing_reason`` columns (the value itself is null there)."""
+    rows = ctx.items_by_form.get(form_code)
+    none = pd.Series(None, index=subjects.index, dtype=object)
+    if rows is None or "missing_code" not in rows or not rows["missing_code"].notna().any():
+        return none, none.copy()
+    coded = rows[rows["missing_code"].notna()].drop_duplicates(["subject_code", "visit_code", "field"])
+    table = coded.set_index(["subject_code", "visit_code", "field"])[["missing_code", "missing_reason"]]
+    keys = pd.MultiIndex.from_arrays([subjects.to_numpy(), visits.to_numpy(), items.to_numpy()])
+    found = table.reindex(keys)
+    code = pd.Series(found["missing_code"].to_numpy(), index=subjects.index, dtype=object)
+    reason = pd.Series(found["missing_reason"].to_numpy(), index=subjects.index, dtype=object)
+    return code.where(code.notna(), None), reason.where(reason.notna(), None)
+
+
+def not_done_reason(protocol: Protocol, code: pd.Series, reason: pd.Series) -> pd.Series:
+    """--REASND of a value recorded as a missing-data code: the reason given with it, else the code's label."""
+    labels = {m.code: m.label for m in protocol.missing_codes}
+    return reason.where(reason.notna(), code.map(labels)).where(code.notna(), None)
+
+
 def code_map(protocol: Protocol, field: FieldDef) -> dict[str, str]:
     """Vectorisable mapping of a code field's stored values (as strings) to SDTM values."""
     if field.codelist:

@@ -33,16 +33,17 @@ def build_mh(ctx: Context, raw: pd.DataFrame | None) -> tuple[Dataset, pd.DataFr
     if raw is None or raw.empty:
         return None
     rec = _timing(raw, ctx, "MH").rename(columns={"TERM": "MHTERM", "CAT": "MHCAT", "PRESP": "MHPRESP",
-                                                  "OCCUR": "MHOCCUR"})
+                                                  "OCCUR": "MHOCCUR", "STAT": "MHSTAT", "REASND": "MHREASND"})
     rec["MHDTC"] = iso(rec["_date"])
     rec["MHDY"] = study_day(rec["_date"], rec["RFSTDTC"])
     rec["EPOCH"] = epoch(rec["_date"], rec["RFSTDTC"])
     rec = assign_seq(rec, "MH", ["MHCAT", "_anchor"])
     order = ["STUDYID", "DOMAIN", "USUBJID", "MHSEQ", "MHTERM", "MHDECOD", "MHCAT", "MHPRESP", "MHOCCUR",
-             "VISITNUM", "VISIT", "EPOCH", "MHDTC", "MHDY"]
+             "MHSTAT", "MHREASND", "VISITNUM", "VISIT", "EPOCH", "MHDTC", "MHDY"]
     specific = {"MHTERM": ("Reported Term for the Medical History", "text", "Topic", "Req"),
                 "MHDECOD": ("Dictionary-Derived Term", "text", "Synonym Qualifier", "Perm")}
     origins = {"MHTERM": ("Collected", "medical_history"), "MHOCCUR": ("Collected", "medical_history"),
+               "MHSTAT": ("Collected", "medical_history"), "MHREASND": ("Collected", "medical_history"),
                "MHPRESP": ("Assigned", None), "MHCAT": ("Assigned", None), "MHDTC": ("Collected", "visit date")}
     ds = build_dataset("MH", rec, order, keys=["STUDYID", "USUBJID", "MHCAT", "MHTERM"],
                                       specific=specific, origins=origins,

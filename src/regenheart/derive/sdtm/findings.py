@@ -24,6 +24,8 @@ from regenheart.derive.sdtm.common import (
     format_result,
     iso,
     last_before_exposure,
+    missing_codes_of,
+    not_done_reason,
     study_day,
     to_ts,
     with_reference,
@@ -142,36 +144,19 @@ def findings_records(ctx: Context) -> tuple[dict[str, pd.DataFrame], dict[str, l
             rec[column] = current.where(item != f.sdtm.of, long[f"_v_{f.name}"])
         nd = long["_not_done"].to_numpy(dtype=bool)
         # A missing-data code in place of the result: --STAT NOT DONE, --REASND its reason (else its label)
-        code, reason = _coded(ctx, form_code, long["subject_code"], long["visit_code"], item)
+        code, reason = missing_codes_of(ctx, form_code, long["subject_code"], long["visit_code"], item)
         is_coded = code.notna().to_numpy() & orres.isna().to_numpy()
         rec["STAT"] = np.where(nd | is_coded, "NOT DONE", None)
         if "REASND" in rec:
             rec["REASND"] = rec["REASND"].where(nd, None)
         if is_coded.any():
-            labels = {m.code: m.label for m in protocol.missing_codes}
-            why = reason.where(reason.notna(), code.map(labels))
+            why = not_done_reason(protocol, code, reason)
             current = rec["REASND"] if "REASND" in rec else pd.Series(None, index=rec.index, dtype=object)
             rec["REASND"] = current.where(~is_coded, why.to_numpy())
         rec = rec[orres.notna().to_numpy() | nd | is_coded]
         for domain, part in rec.groupby("DOMAIN", sort=False):
             parts.setdefault(domain, []).append(part)
     return {d: pd.concat(p, ignore_index=True) for d, p in parts.items()}, forms_of
-
-
-def _coded(ctx: Context, form_code: str, subjects: pd.Series, visits: pd.Series,
-           items: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """The missing-data code and its reason (None where there is none) of each (subject, visit, item)."""
-    rows = ctx.items_by_form.get(form_code)
-    none = pd.Series(None, index=subjects.index, dtype=object)
-    if rows is None or "missing_code" not in rows or not rows["missing_code"].notna().any():
-        return none, none.copy()
-    coded = rows[rows["missing_code"].notna()].drop_duplicates(["subject_code", "visit_code", "field"])
-    table = coded.set_index(["subject_code", "visit_code", "field"])[["missing_code", "missing_reason"]]
-    keys = pd.MultiIndex.from_arrays([subjects.to_numpy(), visits.to_numpy(), items.to_numpy()])
-    found = table.reindex(keys)
-    code = pd.Series(found["missing_code"].to_numpy(), index=subjects.index, dtype=object)
-    reason = pd.Series(found["missing_reason"].to_numpy(), index=subjects.index, dtype=object)
-    return code.where(code.notna(), None), reason.where(reason.notna(), None)
 
 
 def _with_specify(protocol, form: FormDef, frame: pd.DataFrame, field: FieldDef) -> pd.Series:

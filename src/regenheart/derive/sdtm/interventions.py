@@ -31,10 +31,11 @@ _SPECIFIC = {
 }
 _ORDER = {
     "CM": ["STUDYID", "DOMAIN", "USUBJID", "CMSEQ", "CMTRT", "CMDECOD", "CMCAT", "CMCLAS", "CMPRESP", "CMOCCUR",
-           "VISITNUM", "VISIT", "EPOCH", "CMDTC", "CMDY", "CMENRTPT", "CMENTPT"],
+           "CMSTAT", "CMREASND", "VISITNUM", "VISIT", "EPOCH", "CMDTC", "CMDY", "CMENRTPT", "CMENTPT"],
     "EX": ["STUDYID", "DOMAIN", "USUBJID", "EXSEQ", "EXTRT", "EXDOSE", "EXDOSU", "EXDOSFRM", "EXDOSFRQ", "EXROUTE",
            "EXLOC", "VISITNUM", "VISIT", "EPOCH", "EXSTDTC", "EXENDTC", "EXSTDY", "EXENDY"],
-    "PR": ["STUDYID", "DOMAIN", "USUBJID", "PRSEQ", "PRTRT", "PRCAT", "PRPRESP", "PROCCUR", "PRLOC", "VISITNUM",
+    "PR": ["STUDYID", "DOMAIN", "USUBJID", "PRSEQ", "PRTRT", "PRCAT", "PRPRESP", "PROCCUR", "PRSTAT", "PRREASND",
+           "PRLOC", "VISITNUM",
            "VISIT", "EPOCH", "PRDTC", "PRDY", "PRSTDTC", "PRSTDY"],
 }
 
@@ -45,8 +46,9 @@ def build_intervention(ctx: Context, domain: str, raw: pd.DataFrame) -> tuple[Da
     rec["STUDYID"] = ctx.studyid
     rec["VISITNUM"] = rec["_visit"].map(ctx.visitnum)
     rec["VISIT"] = rec["_visit"].map({v.code: v.label for v in ctx.protocol.visits})
-    rec = rec.rename(columns={c: f"{domain}{c}" for c in ("TERM", "TRT", "CAT", "CLAS", "PRESP", "OCCUR", "DOSE",
-                                                           "DOSU", "DOSFRM", "DOSFRQ", "ROUTE", "LOC") if c in rec})
+    rec = rec.rename(columns={c: f"{domain}{c}" for c in ("TERM", "TRT", "CAT", "CLAS", "PRESP", "OCCUR", "STAT",
+                                                           "REASND", "DOSE", "DOSU", "DOSFRM", "DOSFRQ", "ROUTE",
+                                                           "LOC") if c in rec})
     if f"{domain}TERM" in rec:
         rec[f"{domain}TRT"] = rec.pop(f"{domain}TERM") if f"{domain}TRT" not in rec else \
             rec[f"{domain}TRT"].where(rec[f"{domain}TRT"].notna(), rec.pop(f"{domain}TERM"))
@@ -69,7 +71,7 @@ def build_intervention(ctx: Context, domain: str, raw: pd.DataFrame) -> tuple[Da
                      else ["VISITNUM", "_anchor"])
     forms = sorted(set(rec["_form"]))
     origins = {v: ("Collected", ", ".join(forms)) for v in
-               (f"{domain}TRT", f"{domain}OCCUR", f"{domain}DOSE", f"{domain}LOC", f"{domain}DTC", f"{domain}STDTC",
+               (f"{domain}TRT", f"{domain}OCCUR", f"{domain}STAT", f"{domain}REASND", f"{domain}DOSE", f"{domain}LOC", f"{domain}DTC", f"{domain}STDTC",
                 f"{domain}ENDTC")}
     origins.update({v: ("Assigned", None) for v in (f"{domain}CAT", f"{domain}CLAS", f"{domain}PRESP",
                                                     f"{domain}DOSU", f"{domain}DOSFRM", f"{domain}DOSFRQ",

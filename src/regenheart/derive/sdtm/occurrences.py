@@ -4,7 +4,8 @@ Three kinds of record come out of a form row:
 
 - *prespecified*: a field annotated ``term`` (MH history item, CM therapy, PR device) is one record:
   the term (or, for a code field, the decoded answer), ``--PRESP = Y`` and ``--OCCUR`` from the Y/N answer
-  (N for the code meaning "none");
+  (N for the code meaning "none"); a missing-data code in place of the answer gives --OCCUR null,
+  ``--STAT = NOT DONE`` and ``--REASND`` (the reason, else the code's label);
 - *single*: the form's ``fixed`` values and fields annotated ``var`` make one record per domain prefix
   (a catheterization form gives one EX and one PR record);
 - *log*: each row of a log form (adverse events) is one record, its fields annotated ``var``.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from regenheart.derive.sdtm.common import Context, code_map, format_result
+from regenheart.derive.sdtm.common import Context, code_map, format_result, missing_codes_of, not_done_reason
 from regenheart.protocol.models import FieldDef
 
 _YES_NO = {"Y", "N"}
@@ -84,7 +85,17 @@ def form_records(ctx: Context) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
                 rec["OCCUR"] = np.where(none, "N", "Y") if f.sdtm.none_code is not None else None
             rec["CAT"], rec["CLAS"] = f.sdtm.cat or form.sdtm.cat, f.sdtm.klass
             rec["DOMAIN"] = dom
-            rec = rec[answer.notna().to_numpy()]
+            # A prespecified question answered with a missing-data code: asked but not answered, so the
+            # record says so (--OCCUR null, --STAT NOT DONE, --REASND why); a free answer coded gives no record.
+            code, reason = missing_codes_of(ctx, form_code, frame["subject_code"], frame["visit_code"],
+                                            pd.Series(f.name, index=frame.index))
+            prespecified = _is_yes_no(protocol, f) or f.sdtm.none_code is not None
+            not_done = (code.notna() & answer.isna()).to_numpy() & prespecified
+            if not_done.any():
+                rec.loc[not_done, "TERM"], rec.loc[not_done, "OCCUR"] = f.sdtm.term, None
+                rec["STAT"] = np.where(not_done, "NOT DONE", None)
+                rec["REASND"] = not_done_reason(protocol, code, reason).where(not_done, None).to_numpy()
+            rec = rec[answer.notna().to_numpy() | not_done]
             parts.setdefault(dom, []).append(rec)
         for dom, fixed in singles.items():
             rec = base.copy()
