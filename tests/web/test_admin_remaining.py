@@ -406,3 +406,33 @@ def test_code_history_maps_records_to_the_subject_they_were_written_for():
     assert history.segments("C") == [("C", 70, None), ("B", 50, 70), ("A", 0, 50)]
     assert history.segments("A") == [("A", 51, None)]  # the new holder of A: nothing before the code was freed
     assert not CodeHistory([])
+
+
+def test_db_init_seeds_the_protocol_sites(tmp_path):
+    from typer.testing import CliRunner
+
+    from regenheart.cli.main import app as cli
+    from regenheart.protocol import load_protocol
+    from regenheart.store.models import Site
+
+    db = tmp_path / "init.db"
+    result = CliRunner().invoke(cli, ["db", "init", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    engine = open_study_database(db)
+    with Session(engine) as s:
+        stored = [(site.code, site.name, site.active) for site in s.scalars(select(Site))]
+    assert stored == [(site.code, site.name, True) for site in load_protocol().study.sites]
+    assert verify_chain(engine).ok
+    engine.dispose()
+
+
+def test_code_correction_refused_after_a_later_visit(client, auth, engine, wrong_code):
+    # a visit after screening (written directly: the capture path allows none before enrolment)
+    from regenheart.store.models import Subject, Visit
+
+    with Session(engine) as s, s.begin():
+        subject = s.scalars(select(Subject).where(Subject.subject_code == wrong_code)).one()
+        s.add(Visit(subject_id=subject.id, visit_code="M1", visit_date=TODAY, study_day=None, in_window=None))
+    refused = client.post(f"/api/subjects/{wrong_code}/subject-code", json={"subject_code": "01-038", "reason": "x"},
+                          headers=auth("data_manager"))
+    assert refused.status_code == 409 and "visits after SCR (M1)" in refused.json()["detail"]
