@@ -24,7 +24,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from regenheart.capture.common import require
@@ -35,6 +35,7 @@ from regenheart.capture.validation import Violation
 from regenheart.protocol.models import Protocol
 from regenheart.store import audit
 from regenheart.store.audit import AuditEntry, canonical
+from regenheart.store.db import reader
 from regenheart.store.models import AccessLog, User
 
 MAX_FAILURES = 5
@@ -44,6 +45,9 @@ PASSWORD_MIN_LENGTH = 10
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _UNSET: Any = object()
+
+# The token check of every request (built once: a prepared statement, the account's columns by name).
+_TOKEN_USER = select(*User.__table__.c).where(User.__table__.c.username == bindparam("username"))
 
 # Access-log events that restart the count of failed log-ins.
 _RESETS = ("login_success", "unlock", "lockout")
@@ -128,6 +132,7 @@ class AccountService:
         self.hasher = hasher or PasswordHasher()
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._reader = reader(engine)
         self._dummy_hash = self.hasher.hash("not a real password: equalizes timing for unknown users")
 
     # ------------------------------------------------------------------ helpers
@@ -309,6 +314,17 @@ class AccountService:
         with self._sessions() as session:
             user = session.scalars(select(User).where(User.username == normalize_username(username))).one_or_none()
             return _view(user, self.clock()) if user else None
+
+    def token_user(self, username: str, token_version: int) -> UserView | None:
+        """The account a bearer token or session cookie names, if the token still holds: the account is
+        active and at ``token_version`` (log-out, a new password, a role or site change and deactivation
+        raise it). Runs on every API request: one indexed Core query on a read-only connection, which on
+        SQLite never queues behind the writer."""
+        with self._reader.connect() as connection:
+            row = connection.execute(_TOKEN_USER, {"username": normalize_username(username)}).first()
+        if row is None or not row.active or row.token_version != token_version:
+            return None
+        return _view(row, self.clock())  # type: ignore[arg-type]  # the row has the account's columns
 
     def is_locked(self, username: str) -> bool:
         with self._sessions() as session:

@@ -17,7 +17,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from regenheart.protocol.models import Protocol
 from regenheart.protocol.schedule import in_window, study_day
 from regenheart.store import audit
 from regenheart.store.audit import AuditEntry, canonical
+from regenheart.store.db import reader
 from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, ItemValue, Subject, Visit
 
 # A scorer maps (instrument, item responses) to (scores, scoring version).
@@ -60,13 +61,19 @@ def default_scorer(instrument: str, items: Mapping[str, Any]) -> tuple[dict[str,
 
 @dataclass(frozen=True)
 class SaveResult:
-    """Outcome of a save: new version, form status, warnings (soft checks), derived scores."""
+    """Outcome of a save: new version, form status, warnings (soft checks), derived scores, and the form as
+    stored afterwards (what :meth:`CaptureService.get_form` would read, without reading it again)."""
 
     version: int
     status: str
     changed: list[str] = field(default_factory=list)
     warnings: list[Violation] = field(default_factory=list)
     derived: dict[str, float | None] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # every stored value, as get_form returns them
+    scoring_version: str | None = None
+    verified: bool = False
+    signed: bool = False
+    visit_date: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class FormView:
     verified: bool
     locked: bool
     signed: bool
+    visit_date: dt.date | None = None
 
 
 def _today() -> dt.date:
@@ -157,6 +165,7 @@ class CaptureService:
         self.scorer = scorer or default_scorer
         self.today = today
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(reader(engine), expire_on_commit=False)  # never wait for the writer
         self._local = threading.local()  # the active unit of work of this thread, if any
         # Day 0: the protocol's anchor (RegenHeart: D0 catheterization with cells given); without
         # one, the date of the visit with target day 0, else of the first visit.
@@ -550,7 +559,7 @@ class CaptureService:
             self._check_visit_allowed(subject, visit_code)
             violations: list[Violation] = []
             warnings: list[Violation] = []
-            self._ensure_visit(session, actor, subject, visit_code, visit_date, reason, violations, warnings)
+            visit = self._ensure_visit(session, actor, subject, visit_code, visit_date, reason, violations, warnings)
             record = self._form_record(session, subject, visit_code, form_code)
             if record is not None:
                 if record.locked:
@@ -601,8 +610,13 @@ class CaptureService:
             if new_items:
                 session.connection().execute(_INSERT_ITEMS, new_items)
             derived: dict[str, float | None] = {}
+            scoring_version: str | None = None
             if form.instrument and changed:  # scored from values only: a coded item is missing to the scorer
-                derived = self._derive(session, actor, record, form.instrument, plain(merged), entries, first_entry)
+                derived, scoring_version = self._derive(session, actor, record, form.instrument, plain(merged),
+                                                        entries, first_entry)
+            elif form.instrument and not first_entry:  # unchanged: the stored scores stand
+                derived = {d.name: d.value for d in record.derived}
+                scoring_version = record.derived[0].scoring_version if record.derived else None
             if record.status != status:
                 entries.append(self._entry(actor, "status", "form", subject_code, visit_code=visit_code,
                                            form_code=form_code, record_key=record_key, field="status",
@@ -626,11 +640,15 @@ class CaptureService:
             if self._day0 and form_code == self._day0.form and visit_code == self._infusion_visit:
                 self._sync_infusion(session, actor, subject, reason,
                                     dose=plain_value(merged.get(self._day0.field)) or 0)
-            return SaveResult(record.version, status, changed, warnings, derived)
+            stored = existing | {name: _decode(canonical(result.values[name])) for name in changed}
+            derived = {name: None if value is None else float(value) for name, value in derived.items()}  # as stored
+            return SaveResult(record.version, status, changed, warnings, derived, stored, scoring_version,
+                              record.verified, record.signed, visit.visit_date if visit is not None else None)
 
     def _derive(self, session: Session, actor: Actor, record: FormRecord, instrument: str,
-                items: Mapping[str, Any], entries: list[AuditEntry], first_entry: bool) -> dict[str, float | None]:
-        """Compute instrument scores from the items and store them with the scoring version."""
+                items: Mapping[str, Any], entries: list[AuditEntry],
+                first_entry: bool) -> tuple[dict[str, float | None], str]:
+        """Compute instrument scores from the items and store them with the scoring version (both returned)."""
         scores, version = self.scorer(instrument, items)
         stored = {} if first_entry else {d.name: d for d in record.derived}
         subject_code = session.get(Subject, record.subject_id).subject_code  # type: ignore[union-attr]
@@ -651,7 +669,7 @@ class CaptureService:
                                        reason=f"derived from item responses ({version})"))
         if new_rows:  # one multi-row INSERT, as for the items
             session.connection().execute(_INSERT_DERIVED, new_rows)
-        return scores
+        return scores, version
 
     def _day0_is_randomization(self, subject: Subject) -> bool:
         """True for a subject in an arm whose protocol day 0 is the randomization date."""
@@ -696,17 +714,20 @@ class CaptureService:
         self._require(actor, "view")
         if visit_code not in self.protocol.visit_codes or form_code not in self.protocol.visit(visit_code).forms:
             raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
-        with self._reading() as session:
+        work = getattr(self._local, "work", None)
+        with (nullcontext(work.session) if work is not None else self._read_sessions()) as session:
             subject = self._subject(session, actor, subject_code, lock=False)
             record = find_form_record(session, subject.id, visit_code, form_code)
+            visit_date = session.scalar(select(Visit.visit_date).where(Visit.subject_id == subject.id,
+                                                                       Visit.visit_code == visit_code))
             if record is None:
                 return FormView(subject_code, visit_code, form_code, {}, 0, "not_started", {}, None,
-                                False, False, False)
+                                False, False, False, visit_date)
             derived = {d.name: d.value for d in record.derived}
             version = record.derived[0].scoring_version if record.derived else None
             return FormView(subject_code, visit_code, form_code,
                             {i.field: _decode(i.value) for i in record.items}, record.version, record.status,
-                            derived, version, record.verified, record.locked, record.signed)
+                            derived, version, record.verified, record.locked, record.signed, visit_date)
 
     def acknowledge_warning(self, actor: Actor, subject_code: str, visit_code: str, form_code: str, check_id: str,
                             reason: str | None) -> None:

@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from regenheart.store.models import StudyMeta
 
+READER_OPTION = "regenheart_reader"  # execution option of read-only connections (see reader())
+
 
 class DatabaseError(RuntimeError):
     """The database cannot be used as a study database (missing, not migrated, wrong study)."""
@@ -59,10 +61,18 @@ def make_engine(target: str | Path, *, durable: bool = True) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A reader (see :func:`reader`) takes no write lock: in WAL mode it never waits for the writer.
+            deferred = connection.get_execution_options().get(READER_OPTION)
+            connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for read-only work: on SQLite its transactions begin deferred (no write lock, so a
+    read never queues behind the writer); on PostgreSQL it is the engine itself. Never write through it."""
+    return engine.execution_options(**{READER_OPTION: True}) if engine.dialect.name == "sqlite" else engine
 
 
 def _alembic_config(connection) -> Config:

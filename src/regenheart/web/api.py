@@ -12,10 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import bindparam, func, select
 
 from regenheart.capture.accounts import UserView
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
-from regenheart.capture.workflow import SIGNATURE_MEANINGS, ConfirmationRequired
+from regenheart.capture.service import SaveResult
+from regenheart.capture.workflow import SIGNATURE_MEANINGS, UNRESOLVED, ConfirmationRequired
+from regenheart.store.db import reader
+from regenheart.store.models import DataQuery, Subject
 from regenheart.web import views
 from regenheart.web.requests import api_actor, api_user, client_address, ctx_of
 
@@ -337,15 +341,26 @@ def record_disposition(subject_id: str, body: DispositionRequest, request: Reque
 
 
 # ---------------------------------------------------------------------------------------------- forms
+_OPEN_QUERIES = (select(func.count()).select_from(DataQuery).join(Subject, Subject.id == DataQuery.subject_id)
+                 .where(Subject.subject_code == bindparam("subject"), DataQuery.visit_code == bindparam("visit"),
+                        DataQuery.form_code == bindparam("form"), DataQuery.status.in_(UNRESOLVED)))
+
+
+def _open_queries(request: Request, subject_id: str, visit: str, form: str) -> int:
+    """Unresolved (open or answered) queries on one form: one COUNT on a read-only connection. Only for a
+    subject the caller was just allowed to see (the capture call before it checked role and site)."""
+    with reader(ctx_of(request).engine).connect() as connection:
+        return connection.execute(_OPEN_QUERIES, {"subject": subject_id, "visit": visit, "form": form}).scalar_one()
+
+
 def _form_json(request: Request, actor: Actor, subject_id: str, visit: str, form: str) -> dict[str, Any]:
     ctx = ctx_of(request)
     view = ctx.capture.get_form(actor, subject_id, visit, form)
-    queries = ctx.workflow.list_queries(actor, subject_id, status="unresolved", visit_code=visit, form_code=form)
     return {"subject_id": subject_id, "visit": visit, "form": form, "data": view.data, "version": view.version,
             "status": view.status, "verified": view.verified, "locked": view.locked, "signed": view.signed,
             "derived": view.derived, "scoring_version": view.scoring_version,
-            "visit_date": (views.visit_info(ctx.engine, actor, subject_id, visit) or {}).get("visit_date"),
-            "open_queries": len(queries)}
+            "visit_date": view.visit_date.isoformat() if view.visit_date else None,
+            "open_queries": _open_queries(request, subject_id, visit, form)}
 
 
 @router.get("/subjects/{subject_id}/forms/{visit}/{form}", tags=["forms"], responses=ERRORS)
@@ -360,13 +375,24 @@ def get_form(subject_id: str, visit: str, form: str, request: Request,
                                 422: {"description": "Every violation (field, value, rule, message)"}})
 def save_form(subject_id: str, visit: str, form: str, body: FormSaveRequest, request: Request,
               actor: Actor = Depends(api_actor)) -> dict[str, Any]:
-    """Validate and save form data through the capture service (edit checks, reason for change)."""
+    """Validate and save form data through the capture service (edit checks, reason for change). The response
+    is the form as saved (as GET returns it) with the fields ``changed`` and the soft-check ``warnings``."""
     ctx = ctx_of(request)
-    result = ctx.capture.save_form(actor, subject_id, visit, form, _plain_data(body.data), reason=body.reason,
-                                   expected_version=body.version, visit_date=body.visit_date,
-                                   complete=body.complete)
-    return _form_json(request, actor, subject_id, visit, form) | {
-        "changed": result.changed, "warnings": [w.as_dict() for w in result.warnings]}
+    data = _plain_data(body.data)
+
+    def save() -> SaveResult:
+        return ctx.capture.save_form(actor, subject_id, visit, form, data, reason=body.reason,
+                                     expected_version=body.version, visit_date=body.visit_date,
+                                     complete=body.complete)
+    # Concurrent saves share one durable commit (acknowledged only once on disk); see capture.group_commit.
+    result = ctx.group_commit.run(save) if ctx.group_commit else save()
+    # Built from what the save knows (no second read of the form): a saved form is never locked.
+    return {"subject_id": subject_id, "visit": visit, "form": form, "data": result.data, "version": result.version,
+            "status": result.status, "verified": result.verified, "locked": False, "signed": result.signed,
+            "derived": result.derived, "scoring_version": result.scoring_version,
+            "visit_date": result.visit_date.isoformat() if result.visit_date else None,
+            "open_queries": _open_queries(request, subject_id, visit, form),
+            "changed": result.changed, "warnings": [w.as_dict() for w in result.warnings]}
 
 
 class AcknowledgeRequest(_Body):

@@ -25,6 +25,7 @@ from regenheart.capture.errors import (
     StateError,
     ValidationFailed,
 )
+from regenheart.capture.group_commit import GroupCommitter
 from regenheart.capture.permissions import Actor
 from regenheart.capture.service import CaptureService
 from regenheart.capture.workflow import WorkflowService
@@ -53,6 +54,8 @@ class WebContext:
     signer: Signer
     templates: Jinja2Templates
     today: Callable[[], dt.date]
+    # Form saves of the API share durable transactions (one writer thread per process): see capture.group_commit.
+    group_commit: GroupCommitter | None = None
 
 
 def utc_display(stamp: str | None) -> str:
@@ -78,8 +81,8 @@ def api_user(request: Request) -> UserView:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("missing bearer token: POST /api/auth/token first")
     data = ctx.signer.read_token(token.strip())
-    user = ctx.accounts.get_user(data[0]) if data else None
-    if data is None or user is None or not user.active or user.token_version != data[1]:
+    user = ctx.accounts.token_user(*data) if data else None
+    if user is None:
         ctx.accounts.log_access(data[0] if data else "(unknown)", None, "invalid_token", "api",
                                 client_address(request), f"{request.method} {request.url.path}")
         raise Unauthenticated("invalid, expired or revoked token")
@@ -94,8 +97,8 @@ def api_actor(request: Request) -> Actor:
 def page_session(request: Request) -> tuple[UserView, SessionData]:
     ctx = ctx_of(request)
     session = ctx.signer.read_session(request.cookies.get(SESSION_COOKIE))
-    user = ctx.accounts.get_user(session.username) if session else None
-    if session is None or user is None or not user.active or user.token_version != session.token_version:
+    user = ctx.accounts.token_user(session.username, session.token_version) if session else None
+    if session is None or user is None:
         raise Unauthenticated("please log in")
     request.state.user = user
     request.state.session = session
