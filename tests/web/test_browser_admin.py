@@ -1,6 +1,7 @@
 """Administration in real headless Chromium (Playwright) at 1366x900 and 768x1024: an administrator adds a
 site, renames and deactivates it on /admin/sites; a data manager corrects a subject code entered wrongly at
-screening on the casebook; a data manager's lock of one unverified form asks for confirmation. Layout is
+screening on the casebook; a data manager's lock of one unverified form asks for confirmation; the data-quality
+page lists an acknowledged soft-check warning apart from the standing ones. Layout is
 measured in the page (no sideways scroll, inputs at least 200 px wide)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from regenheart.store.db import open_study_database
 
 from ..conftest import eligible_screening_data
 from .conftest import TODAY, no_scorer
-from .test_browser import CHROMIUM, chromium, live_server, log_in  # noqa: F401 (fixtures)
+from .test_browser import CHROMIUM, api, chromium, live_server, log_in  # noqa: F401 (fixtures)
 from .test_browser_entry import VIEWPORTS, min_width, no_sideways_scroll
 
 pytestmark = [
@@ -106,5 +107,29 @@ def test_single_form_lock_asks_before_locking_an_unverified_form(live_server, ch
     page.check("#lock-confirm")
     page.click("#lock")
     expect(page.locator(".flash.ok")).to_contain_text("Form locked.")
+    no_sideways_scroll(page)
+    page.context.close()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_data_quality_lists_an_acknowledged_warning_apart(live_server, chromium, viewport):  # noqa: F811
+    from playwright.sync_api import expect
+
+    coord = api(live_server, "coord1")
+    assert coord.put("/api/subjects/01-002/forms/SCR/echo", json={"data": {"lvef_pct": 40.0}, "version": 1,
+                                                                   "reason": "re-read"}).status_code == 200
+    page = log_in(chromium, live_server, "mon1", viewport=viewport)
+    page.goto("/data-quality")
+    expect(page.locator(".dq-count[data-kind=soft_check] strong")).to_have_text("1")
+    expect(page.locator(".dq-count[data-kind=soft_check_acknowledged] strong")).to_have_text("0")
+    assert coord.post("/api/subjects/01-002/forms/SCR/echo/warnings/ECHO03/acknowledge",
+                      json={"reason": "confirmed with the echo lab"}).status_code == 200
+    page.reload()
+    expect(page.locator(".dq-count[data-kind=soft_check] strong")).to_have_text("0")
+    expect(page.locator(".dq-count[data-kind=soft_check_acknowledged] strong")).to_have_text("1")
+    page.click(".dq-count[data-kind=soft_check_acknowledged]")
+    row = page.locator("#dq-table tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("confirmed with the echo lab")
     no_sideways_scroll(page)
     page.context.close()
