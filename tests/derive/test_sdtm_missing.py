@@ -129,7 +129,7 @@ def test_conformance_reports_no_error_and_catches_a_bad_not_done(coded_study, pr
     adam = adam_datasets(coded_study["snap"], protocol)
     findings = check_datasets(sdtm, adam, default_terminology())
     assert [f for f in findings if f.severity == "Error"] == []
-    assert not [f for f in findings if f.rule in ("RH0100", "RH0101", "RH0102", "RH0103")]
+    assert not [f for f in findings if f.rule in ("RH0100", "RH0101", "RH0102", "RH0103", "RH0104")]
     broken = dict(sdtm)
     lb = sdtm["LB"]
     records = lb.records.copy()
@@ -139,8 +139,11 @@ def test_conformance_reports_no_error_and_catches_a_bad_not_done(coded_study, pr
     records.loc[other, "LBREASND"] = "no reason here"
     from dataclasses import replace
     broken["LB"] = replace(lb, records=records)
+    mh = sdtm["MH"].records.copy()
+    mh.loc[mh.index[mh["MHSTAT"] == "NOT DONE"][0], "MHOCCUR"] = "Y"
+    broken["MH"] = replace(sdtm["MH"], records=mh)
     rules = {f.rule for f in check_datasets(broken, adam, default_terminology())}
-    assert {"RH0100", "RH0101"} <= rules
+    assert {"RH0100", "RH0101", "RH0104"} <= rules
 
 
 def test_a_prespecified_history_question_coded_is_not_done(coded_study):

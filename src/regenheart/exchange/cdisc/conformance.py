@@ -6,7 +6,7 @@ SDTM/ADaM models' core identifiers); metadata and records agree; values of varia
 found in that codelist (non-extensible: error; extensible: reported as an extension, warning); --SEQ unique per
 subject; ISO 8601 --DTC values; every USUBJID in DM (and ADSL); --DY consistent with RFSTDTC (no day 0);
 --ENDTC not before --STDTC; findings not done (--STAT = NOT DONE) without a result, --REASND only on
-them, no result without NOT DONE; ADSL one record per subject; ADaM records traceable to SDTM (SRCDOM/SRCVAR/
+them, no result without NOT DONE, no --OCCUR on a prespecified event or intervention not done; ADSL one record per subject; ADaM records traceable to SDTM (SRCDOM/SRCVAR/
 SRCSEQ resolve to an SDTM record holding the same value); SAS XPT v5 limits; derivations documented.
 All checks are vectorised with pandas and read only the dataset metadata model.
 """
@@ -75,6 +75,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "RH0101": ("Error", "--REASND given on a record whose --STAT is not NOT DONE"),
     "RH0102": ("Warning", "--STAT = NOT DONE without --REASND"),
     "RH0103": ("Error", "Findings record without a result and not marked --STAT = NOT DONE"),
+    "RH0104": ("Error", "--STAT = NOT DONE on a prespecified event or intervention whose --OCCUR is given"),
 }
 
 # Core identifiers of the SDTM and ADaM models (SDTM v2.0 / SDTMIG 3.4, ADaMIG 1.3): standard facts, not study
@@ -283,10 +284,25 @@ def _dates(c: _Collector, ds: Dataset) -> None:
 def _not_done(c: _Collector, ds: Dataset) -> None:
     """SDTMIG 3.4 findings: a test not done has no result, --STAT = NOT DONE and, usually, --REASND (why);
     --REASND belongs only to such records; a record with no result is NOT DONE."""
-    if ds.standard != "SDTM" or ds.klass != "FINDINGS":
+    if ds.standard != "SDTM":
         return
     p, columns = _prefix(ds), ds.records.columns
     stat_name, reason_name = f"{p}STAT", f"{p}REASND"
+    if ds.klass in ("EVENTS", "INTERVENTIONS"):  # a prespecified question not answered: no --OCCUR
+        occur = f"{p}OCCUR"
+        if stat_name in columns and occur in columns:
+            not_done = (_text(ds, stat_name) == "NOT DONE").to_numpy()
+            given = ~missing_mask(ds.records[occur]).to_numpy()
+            c.add_rows("RH0104", ds, occur, not_done & given, lambda i: f"{stat_name} is NOT DONE but {occur} is "
+                       f"{as_text(ds.records[occur].iloc[i])!r}")
+        if reason_name in columns:
+            stat = _text(ds, stat_name) if stat_name in columns else pd.Series("", index=ds.records.index)
+            stray = ~missing_mask(ds.records[reason_name]).to_numpy() & (stat != "NOT DONE").to_numpy()
+            c.add_rows("RH0101", ds, reason_name, stray, lambda i: f"{reason_name} "
+                       f"{as_text(ds.records[reason_name].iloc[i])!r} without {stat_name} = NOT DONE")
+        return
+    if ds.klass != "FINDINGS":
+        return
     results = [n for n in (f"{p}ORRES", f"{p}STRESC", f"{p}STRESN") if n in columns]
     if not results:
         return
