@@ -21,8 +21,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select
-from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy import Engine, Insert, event, func, insert, select
+from sqlalchemy.orm import ORMExecuteState, Session, make_transient_to_detached, sessionmaker
 
 from regenheart.capture import randomization
 from regenheart.capture.common import audit_entry, find_form_record, find_subject, require
@@ -96,6 +96,32 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
+# SQLite page cache of a unit of work, in KiB (a negative PRAGMA cache_size counts KiB). A long
+# import in one transaction touches every index page of the audit trail (its hash index is written
+# in random order); with SQLite's default 2 MiB cache each insert re-reads pages from the log.
+# Memory is taken only as pages are read, and the setting is put back when the unit ends.
+# Durability is unchanged: the connection's synchronous=FULL still syncs the log at commit.
+BULK_CACHE_KIB = 256 * 1024
+
+
+def _bulk_pragmas(session: Session) -> Callable[[], None] | None:
+    """Give a SQLite connection a large page cache for a unit of work.
+
+    Returns the function that restores the previous setting (None on other databases).
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return None
+    driver = connection.connection.driver_connection  # a PRAGMA is not a statement worth caching
+    cache_size = driver.execute("PRAGMA cache_size").fetchone()[0]
+    driver.execute(f"PRAGMA cache_size = {-BULK_CACHE_KIB}")
+
+    def restore() -> None:
+        driver.execute(f"PRAGMA cache_size = {int(cache_size)}")
+
+    return restore
+
+
 def _decode(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -122,15 +148,39 @@ class UnitOfWork:
         # False: calls run without a savepoint of their own, for a caller that rolls back the whole
         # enclosing savepoint whenever a call is refused (saves two statements per call).
         self.call_savepoints = True
+        # Rows of new items and derived scores, inserted together (one multi-row INSERT per table)
+        # before anything reads the database, at the end of each savepoint and before the commit;
+        # the audit records appended meanwhile wait in the same way (audit.BatchHead.pending).
+        self._pending: dict[Insert, list[dict[str, Any]]] = {}
+
+    def defer_insert(self, statement: Insert, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` with ``statement`` at the next :meth:`flush_pending` (rows whose ids nobody reads)."""
+        self._pending.setdefault(statement, []).extend(rows)
+
+    def flush_pending(self) -> None:
+        """Insert every deferred row and pending audit record (the session's ORM changes flush on their own)."""
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            connection = self.session.connection()
+            for statement, rows in pending.items():
+                connection.execute(statement, rows)
+        audit.flush_pending(self.session)
+
+    def _before_read(self, _state: ORMExecuteState) -> None:
+        self.flush_pending()  # every query of the unit sees the rows it has written
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Calls inside are kept together: an exception rolls back all of them (and propagates)."""
         head = (self.head.seq, self.head.hash) if self.head is not None else None
+        self.flush_pending()  # what was deferred before belongs to the enclosing transaction
         try:
             with self.session.begin_nested():
                 yield
+                self.flush_pending()
         except BaseException:
+            self._pending.clear()
+            audit.discard_pending(self.session)
             if head is not None:  # the rolled-back audit records are gone: so is their advance of the head
                 self.head.seq, self.head.hash = head  # type: ignore[union-attr]
             # Rows inserted in the savepoint can linger in the identity map, and their ids are reused
@@ -145,6 +195,7 @@ class UnitOfWork:
 
     def release_memory(self) -> None:
         """Forget loaded objects (all flushed) so that a long import does not grow without bound."""
+        self.flush_pending()
         self.session.flush()
         self._forget()
         self.session.expunge_all()
@@ -229,16 +280,25 @@ class CaptureService:
         session = self._sessions()
         work = UnitOfWork(session, reason)
         self._local.work = work
+        event.listen(session, "do_orm_execute", work._before_read)
         try:
             with session.begin():
-                work.head = audit.lock_head(session)  # held to the end; appends advance it in memory
-                yield work
+                restore_pragmas = _bulk_pragmas(session)
+                try:
+                    work.head = audit.lock_head(session)  # held to the end; appends advance it in memory
+                    yield work
+                    if not work.discarded:
+                        work.flush_pending()
+                finally:  # on the unit's own connection: after the transaction it is back in the pool
+                    if restore_pragmas is not None:  # (closed, or another thread's)
+                        restore_pragmas()
                 if work.discarded:
                     session.rollback()
                 else:
                     audit.store_head(session)
         finally:
             self._local.work = None
+            event.remove(session, "do_orm_execute", work._before_read)
             session.close()
 
     @contextmanager
@@ -253,6 +313,14 @@ class CaptureService:
                 yield work.session
         else:
             yield work.session
+
+    def _insert_rows(self, session: Session, statement: Insert, rows: list[dict[str, Any]]) -> None:
+        """Insert rows nobody needs the ids of: at once, or with the unit of work's next flush."""
+        work = getattr(self._local, "work", None)
+        if work is not None:
+            work.defer_insert(statement, rows)
+        else:
+            session.connection().execute(statement, rows)
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
@@ -323,6 +391,7 @@ class CaptureService:
             subject = Subject(subject_code=subject_code, site_code=site_code, status="screening",
                               screening_date=screening, consent_date=consent, synthetic=synthetic, version=1)
             session.add(subject)
+            session.flush()  # its id now: a unit of work inserts its forms' rows without the ORM
             values = {"site_code": site_code, "screening_date": screening, "consent_date": consent,
                       "status": "screening", "synthetic": synthetic}
             audit.append(session, [
@@ -608,7 +677,7 @@ class CaptureService:
                                            field=name, old_value=canonical(existing.get(name)),
                                            new_value=new_text, reason=None if first_entry else reason))
             if new_items:
-                session.connection().execute(_INSERT_ITEMS, new_items)
+                self._insert_rows(session, _INSERT_ITEMS, new_items)
             derived: dict[str, float | None] = {}
             scoring_version: str | None = None
             if form.instrument and changed:  # scored from values only: a coded item is missing to the scorer
@@ -668,7 +737,7 @@ class CaptureService:
                                        old_value=canonical(old.value if old else None), new_value=canonical(value),
                                        reason=f"derived from item responses ({version})"))
         if new_rows:  # one multi-row INSERT, as for the items
-            session.connection().execute(_INSERT_DERIVED, new_rows)
+            self._insert_rows(session, _INSERT_DERIVED, new_rows)
         return scores, version
 
     def _day0_is_randomization(self, subject: Subject) -> bool:

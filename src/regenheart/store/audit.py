@@ -15,6 +15,8 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
@@ -30,23 +32,71 @@ HASHED_COLUMNS = (
 
 
 def utc_now() -> str:
-    """Current UTC time as ISO 8601 with microseconds and a 'Z' suffix (unambiguous, sortable)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Current UTC time as ISO 8601 with microseconds and a 'Z' suffix (unambiguous, sortable).
+
+    The text of ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``, built by ``isoformat`` (half the time).
+    """
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# Canonical JSON of any value: keys sorted, no spaces, non-ASCII kept (the text json.dumps gives
+# with these settings; the encoder is made once instead of on every call).
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(value: Any) -> str | None:
-    """Canonical JSON text of a captured value (None stays None), used in the trail and the store."""
+    """Canonical JSON text of a captured value (None stays None), used in the trail and the store.
+
+    Strings, integers and booleans, nearly every captured value, are written directly: the same
+    text ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` gives.
+    """
     if value is None:
         return None
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is dt.date or kind is dt.datetime:
+        return encode_basestring(value.isoformat())
     if isinstance(value, (dt.date, dt.datetime)):
         value = value.isoformat()
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL_ENCODER.encode(value)
+
+
+# The hashed content is JSON of the hashed columns with sorted keys and no spaces, ASCII only:
+# json.dumps({k: content.get(k) for k in HASHED_COLUMNS}, sort_keys=True, separators=(",", ":")).
+# It is written here key by key in that order (the chain's format is unchanged; a test compares
+# the two), which takes half the time of json.dumps on a new dictionary for every record.
+_HASH_KEYS = tuple(sorted(HASHED_COLUMNS))
+_HASH_KEY_PREFIXES = tuple(("{" if i == 0 else ",") + encode_basestring_ascii(key) + ":"
+                           for i, key in enumerate(_HASH_KEYS))
+_HASH_FIELDS = tuple(zip(_HASH_KEY_PREFIXES, _HASH_KEYS, strict=True))
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def _hash_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    return _HASH_ENCODER.encode(value)
+
+
+def hashed_payload(content: dict[str, Any]) -> str:
+    """The canonical JSON text that :func:`record_hash` hashes (the hashed columns of ``content``)."""
+    get = content.get
+    return "".join([prefix + _hash_value(get(key)) for prefix, key in _HASH_FIELDS]) + "}"
 
 
 def record_hash(content: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of the hashed columns of an audit record."""
-    payload = json.dumps({k: content.get(k) for k in HASHED_COLUMNS}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    """SHA-256 (hex) of the canonical JSON of the hashed columns of an audit record."""
+    return hashlib.sha256(hashed_payload(content).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -73,10 +123,15 @@ _INSERT_RECORDS = insert(AuditRecord.__table__)
 
 @dataclass
 class BatchHead:
-    """The chain head of a batch transaction, kept in memory between :func:`lock_head` and :func:`store_head`."""
+    """The chain head of a batch transaction, kept in memory between :func:`lock_head` and :func:`store_head`.
+
+    ``pending``: records appended (hashes computed, head advanced) but not inserted yet; they are
+    inserted together by :func:`flush_pending`, one multi-row INSERT instead of one per append.
+    """
 
     seq: int
     hash: str
+    pending: list[dict[str, Any]] = dataclass_field(default_factory=list)
 
 
 def lock_head(session: Session) -> BatchHead:
@@ -84,17 +139,35 @@ def lock_head(session: Session) -> BatchHead:
 
     Taken outside any savepoint, the lock survives savepoint rollbacks. Until :func:`store_head`,
     :func:`append` advances the returned in-memory head instead of reading and updating the row for
-    every append; a caller that rolls back a savepoint restores the head it saw before (see
-    :meth:`BatchHead`). Only for sessions that live for one transaction (the capture service's unit
-    of work), which must call :func:`store_head` before committing.
+    every append, and keeps the new records in ``pending`` until :func:`flush_pending`. A caller
+    that rolls back a savepoint flushes the pending records when the savepoint begins, and when it
+    is rolled back restores the head it saw before and calls :func:`discard_pending`. Only for
+    sessions that live for one transaction (the capture service's unit of work), which must call
+    :func:`store_head` before committing.
     """
     head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     batch = session.info[_BATCH_HEAD] = BatchHead(head.seq, head.hash)
     return batch
 
 
+def flush_pending(session: Session) -> None:
+    """Insert the batch's pending audit records (one multi-row INSERT); nothing to do outside a batch."""
+    batch: BatchHead | None = session.info.get(_BATCH_HEAD)
+    if batch is not None and batch.pending:
+        rows, batch.pending = batch.pending, []
+        session.connection().execute(_INSERT_RECORDS, rows)
+
+
+def discard_pending(session: Session) -> None:
+    """Forget the batch's pending audit records (their savepoint was rolled back)."""
+    batch: BatchHead | None = session.info.get(_BATCH_HEAD)
+    if batch is not None:
+        batch.pending.clear()
+
+
 def store_head(session: Session) -> None:
-    """Write the batch's in-memory head into ``audit_head`` (before the batch transaction commits)."""
+    """Insert pending records and write the batch's in-memory head into ``audit_head`` (before commit)."""
+    flush_pending(session)
     batch = session.info.pop(_BATCH_HEAD, None)
     if batch is not None:
         session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=batch.seq, hash=batch.hash))
@@ -103,13 +176,15 @@ def store_head(session: Session) -> None:
 def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = None) -> list[dict[str, Any]]:
     """Append ``entries`` to the chain inside the caller's transaction (same commit as the data).
 
-    Returns the rows written (as dicts, with their ``seq`` and ``hash``).
+    Returns the rows (as dicts, with their ``seq`` and ``hash``). In a batch (:func:`lock_head`)
+    they are inserted by the next :func:`flush_pending`; otherwise at once, after the pending data
+    changes of the session they record.
     """
     if not entries:
         return []
-    head: AuditHead | BatchHead | None = session.info.get(_BATCH_HEAD)  # a batch: locked, kept in memory
-    if head is None:
-        head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+    batch: BatchHead | None = session.info.get(_BATCH_HEAD)
+    head: AuditHead | BatchHead = batch if batch is not None else \
+        session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     ts = ts_utc or utc_now()
     seq, prev = head.seq, head.hash
     rows = []
@@ -118,10 +193,12 @@ def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = Non
         content = {**entry.__dict__, "seq": seq, "ts_utc": ts, "prev_hash": prev}
         content["hash"] = prev = record_hash(content)
         rows.append(content)
-    # One multi-row INSERT (a prepared Core statement: no ORM bookkeeping per row), after the pending
-    # data changes it records.
-    session.flush()
-    session.connection().execute(_INSERT_RECORDS, rows)
+    if batch is not None:
+        batch.pending.extend(rows)
+    else:
+        # One multi-row INSERT (a prepared Core statement: no ORM bookkeeping per row).
+        session.flush()
+        session.connection().execute(_INSERT_RECORDS, rows)
     head.seq, head.hash = seq, prev
     return rows
 
