@@ -325,10 +325,11 @@ def _record_missing_codes(protocol: Protocol, subjects: list[SubjectPlan], seed:
         for i, plan in enumerate(enrolled):
             plans = list(plan.by_arm.values()) if plan.by_arm else [plan]
             corrected = {(c.visit, c.form) for p in plans for c in p.corrections if field_name in c.data}
-            for entry in plans[0].forms:
-                if entry.form == form and entry.visit != protocol.baseline_visit.code \
-                        and entry.data.get(field_name) is not None and (entry.visit, form) not in corrected:
-                    found.append((i, entry.visit))
+            planned = [{e.visit for e in p.forms if e.form == form and e.data.get(field_name) is not None}
+                       for p in plans]  # a visit every arm's plan has, so the subject is coded whatever the arm
+            for visit in sorted(set.intersection(*planned), key=protocol.visit_codes.index):
+                if visit != protocol.baseline_visit.code and (visit, form) not in corrected:
+                    found.append((i, visit))
         return found
 
     def code(i: int, visit: str, form: str, field_name: str, value: dict[str, Any]) -> None:
