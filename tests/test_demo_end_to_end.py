@@ -47,6 +47,21 @@ def test_demo_writes_report_results_and_database(demo_dir):
     assert "SYNTHETIC" in output
 
 
+def test_demo_writes_the_submission_package_of_the_analysed_snapshot(demo_dir):
+    out, output = demo_dir
+    package = out / "submission"
+    manifest = json.loads((package / "manifest.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    # One snapshot, verified once, for the report and the package.
+    assert manifest["database"]["audit_head_hash"] == results["snapshot"]["audit_head_hash"]
+    assert manifest["database"]["snapshot_utc"] == results["snapshot"]["taken_utc"]
+    assert manifest["conformance"]["errors"] == 0 and manifest["report_pdf"]["problem"] is None
+    assert (package / "report.pdf").read_bytes().startswith(b"%PDF-")
+    assert (package / "report.html").read_bytes() == (out / "report.html").read_bytes()
+    assert not list(out.glob(".report-*.pdf")) and not list(out.glob(".submission.*"))  # nothing left behind
+    assert "Submission package" in output
+
+
 def test_report_is_self_contained_and_labelled_synthetic(demo_dir):
     out, _ = demo_dir
     html = (out / "report.html").read_text()

@@ -184,3 +184,43 @@ def test_define_links_the_report_pdf_only_when_there_is_one(protocol):
     assert with_pdf.name == "TEST01" and with_pdf.note is None  # STUDYID from the data; not synthetic
     without = study_info(protocol, data.sdtm(), "2026-01-01T00:00:00Z", synthetic=True, report_pdf=False)
     assert without.documents == () and "SYNTHETIC" in without.note
+
+
+def test_a_pdf_rendered_beside_other_work_is_moved_into_the_package(tmp_path, report_html):
+    from regenheart.exchange.cdisc.pdf import PdfRender
+
+    rendering = PdfRender.start()  # as the demo does: the engine loads while the report is being written
+    early = tmp_path / ".report-early.pdf"
+    rendering.render(report_html, early)
+    result = _package(tmp_path, report_html, pdf_render=rendering)
+    out = tmp_path / "pkg"
+    assert result.pdf_problem is None and not early.exists()
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF-")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["report_pdf"]["engine"].startswith("WeasyPrint")
+    assert "report.pdf" in {f["path"] for f in manifest["files"]}
+
+
+def test_a_cancelled_render_leaves_no_file(tmp_path, report_html):
+    from regenheart.exchange.cdisc.pdf import PdfRender
+
+    rendering = PdfRender.start()
+    target = tmp_path / ".report-x.pdf"
+    target.write_bytes(b"")  # as mkstemp leaves it
+    rendering.render(report_html, target)
+    rendering.cancel()
+    assert not target.exists()
+
+
+def test_cli_package_with_pdf_reuses_the_analysis_of_the_same_snapshot(small_study, tmp_path):
+    out = tmp_path / "pkg"
+    result = runner.invoke(app, ["submission", "--db", str(small_study), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["report_pdf"]["problem"] is None and (out / "report.pdf").read_bytes().startswith(b"%PDF-")
+    assert manifest["database"]["audit_chain_verified"] is True
+    define = (out / "sdtm" / "define.xml").read_text(encoding="utf-8")
+    assert 'xlink:href="../report.pdf"' in define
+    # The package's datasets are those of the analysed snapshot: its head is the one the report shows.
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert manifest["database"]["audit_head_hash"][:16] in report

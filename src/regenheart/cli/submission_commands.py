@@ -8,6 +8,7 @@ Errors a user can cause are one clear message on stderr with exit code 2, never 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from regenheart.cli.pipeline import AnalysisRun
+    from regenheart.exchange.cdisc.pdf import PdfRender
     from regenheart.exchange.cdisc.submission import SubmissionResult
     from regenheart.protocol.models import Protocol
 
@@ -35,16 +37,31 @@ def _fail(message: str) -> typer.Exit:
 
 def package_after_analysis(engine: Engine, protocol: Protocol, out_dir: Path, run: AnalysisRun, *,
                            protocol_bytes: bytes, pdf: bool = True,
-                           progress: Callable[[str], None] | None = None) -> SubmissionResult:
-    """The submission package of a database whose study report ``run`` was just made from the same data."""
+                           progress: Callable[[str], None] | None = None,
+                           pdf_render: PdfRender | None = None) -> SubmissionResult:
+    """The submission package of a database whose study report ``run`` was just made from the same data
+    (``pdf_render``: the report's PDF, started by the analysis; see :func:`regenheart.cli.pipeline.analyze`)."""
     from regenheart.cli.pipeline import with_active_version
-    from regenheart.exchange.cdisc.submission import build_submission
+    from regenheart.derive.adam import adam_datasets_from
+    from regenheart.exchange.cdisc.submission import build_submission, package_verified_snapshot
     from regenheart.store.db import read_meta
 
     # The database's recorded protocol version is the one analysed (as in the study report).
     recorded = read_meta(engine).get("protocol_version")
     if recorded in [v.version for v in protocol.protocol_versions]:
         protocol = with_active_version(protocol, recorded)
+    if run.snapshot is not None and run.analysis_data is not None and run.tabulations is not None:
+        # The analysis verified the database, then read and derived it: the package is of that same snapshot.
+        started = time.perf_counter()
+        adam = adam_datasets_from(run.analysis_data, run.tabulations, protocol)
+        built = time.perf_counter() - started
+        result = package_verified_snapshot(run.snapshot, protocol, out_dir, sdtm=run.tabulations, adam=adam,
+                                           protocol_bytes=protocol_bytes, report_html=run.report_path, pdf=pdf,
+                                           progress=progress, pdf_render=pdf_render)
+        result.timings = {"ADaM metadata": built, **result.timings, "total": time.perf_counter() - started}
+        return result
+    if pdf_render is not None:
+        pdf_render.cancel()
     return build_submission(engine, protocol, out_dir, protocol_bytes=protocol_bytes, report_html=run.report_path,
                             expected_audit_head=run.results["snapshot"]["audit_head_hash"], pdf=pdf,
                             progress=progress)
@@ -88,6 +105,7 @@ def submission(
     from regenheart.capture.errors import CaptureError
     from regenheart.cli.pipeline import analyze
     from regenheart.exchange.cdisc.ct import TerminologyError
+    from regenheart.exchange.cdisc.pdf import PdfRender
     from regenheart.exchange.cdisc.submission import SubmissionError
     from regenheart.protocol import ProtocolError, load_protocol
     from regenheart.protocol.loader import default_protocol_text
@@ -112,10 +130,17 @@ def submission(
                 bar.update(task, description=message)
 
             with tempfile.TemporaryDirectory(prefix="regenheart-report-") as tmp:
-                run = analyze(engine, study, Path(tmp))
-                step("Study report written")
-                result = package_after_analysis(engine, study, out, run, protocol_bytes=protocol_bytes, pdf=pdf,
-                                                progress=step)
+                # The PDF engine loads on the other core during the analysis and renders the report at once.
+                rendering = PdfRender.start() if pdf else None
+                try:
+                    run = analyze(engine, study, Path(tmp), pdf_render=rendering)
+                    step("Study report written")
+                    result = package_after_analysis(engine, study, out, run, protocol_bytes=protocol_bytes,
+                                                    pdf=pdf, progress=step, pdf_render=rendering)
+                except BaseException:
+                    if rendering is not None:
+                        rendering.cancel()
+                    raise
     except (SubmissionError, TerminologyError, DatabaseError, CaptureError, ProtocolError) as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:

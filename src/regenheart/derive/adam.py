@@ -366,6 +366,12 @@ def derive_all(protocol: Protocol, snap: Snapshot) -> AnalysisDatasets:
     return _derive_with_sdtm(protocol, snap)[0]
 
 
+def derive_with_sdtm(protocol: Protocol, snap: Snapshot) -> tuple[AnalysisDatasets, dict[str, Dataset]]:
+    """The analysis datasets and the SDTM tabulations, built once, for a caller that needs both
+    (the analysis and then the submission package of the same snapshot)."""
+    return _derive_with_sdtm(protocol, snap)
+
+
 def _derive_with_sdtm(protocol: Protocol, snap: Snapshot) -> tuple[AnalysisDatasets, dict[str, Dataset]]:
     """The analysis datasets and the SDTM tabulations they trace to (built once)."""
     adsl = derive_adsl(protocol, snap)
@@ -547,7 +553,11 @@ def _adam_dataset(name: str, frame: pd.DataFrame, protocol: Protocol) -> Dataset
 def adam_datasets(snapshot: Snapshot, protocol: Protocol) -> dict[str, Dataset]:
     """ADSL, ADEFF, ADAE and ADPSE as :class:`Dataset` objects with ADaM metadata (names <= 8, labels <= 40,
     origins, methods, value-level metadata of AVAL per PARAMCD); record flags are Y or null."""
-    data, sdtm = _derive_with_sdtm(protocol, snapshot)
+    return adam_datasets_from(*_derive_with_sdtm(protocol, snapshot), protocol)
+
+
+def adam_datasets_from(data: AnalysisDatasets, sdtm: dict[str, Dataset], protocol: Protocol) -> dict[str, Dataset]:
+    """:func:`adam_datasets` of analysis datasets and tabulations already derived (:func:`derive_with_sdtm`)."""
     adae = data.adae.copy()
     if "AE" in sdtm and not adae.empty:
         # The submitted ADAE carries the SDTM AE values (CDISC CT) beside the analysis codes AREL/ARELPR.

@@ -9,7 +9,11 @@ tests. WeasyPrint renders the report's inline CSS and inline SVG figures without
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
+
+from regenheart import forked
 
 
 class PdfEngineUnavailable(RuntimeError):
@@ -36,3 +40,99 @@ def render_pdf(html_path: Path, pdf_path: Path) -> Path:
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
     weasyprint.HTML(filename=str(html_path), base_url=str(html_path.parent)).write_pdf(str(pdf_path))
     return pdf_path
+
+
+# A one-page document with a table: rendering it loads the fonts and the layout code a report needs.
+_WARM_UP = "<html><body><h1>warm-up</h1><p>text <b>bold</b></p><table><tr><th>a</th><td>1.0</td></tr></table></body></html>"
+
+
+def _warm_up() -> None:
+    import io
+
+    import weasyprint
+
+    weasyprint.HTML(string=_WARM_UP).write_pdf(io.BytesIO())
+
+
+def _render_worker(link: Any) -> float | None:
+    """Child process of :class:`PdfRender`: load the engine, say which it is, render the job it is sent."""
+    try:
+        link.send(("engine", pdf_engine()))
+    except PdfEngineUnavailable as exc:
+        link.send(("unavailable", str(exc)))
+        return None
+    _warm_up()
+    job = link.recv()
+    if job is None:  # the caller needs no PDF after all
+        return None
+    started = time.perf_counter()
+    render_pdf(*job)
+    return time.perf_counter() - started
+
+
+class PdfRender:
+    """The report PDF rendered beside other work: :meth:`start` forks a child process that loads WeasyPrint
+    and its fonts at once, :meth:`render` hands it the report when it exists, :meth:`result` waits for the
+    file. Without ``fork`` (see :mod:`regenheart.forked`) :meth:`render` renders in this process."""
+
+    def __init__(self, worker: forked.Forked[float | None] | None):
+        self._worker = worker
+        self._engine: tuple[str, str] | None = None
+        self._seconds: float | None = None
+        self._error: Exception | None = None
+        self.target: Path | None = None
+
+    @classmethod
+    def start(cls) -> PdfRender:
+        """Fork the rendering process (it loads the engine while the caller goes on)."""
+        return cls(forked.start_linked("report-pdf", _render_worker) if forked.can_fork() else None)
+
+    def engine(self) -> str:
+        """Name and version of the engine (as :func:`pdf_engine`); raises :class:`PdfEngineUnavailable`."""
+        if self._engine is None:
+            if self._worker is None:
+                try:
+                    self._engine = ("engine", pdf_engine())
+                except PdfEngineUnavailable as exc:
+                    self._engine = ("unavailable", str(exc))
+            else:
+                try:
+                    self._engine = self._worker.link.recv()
+                except EOFError:  # the child died before it could answer: its exit is reported by result()
+                    self._worker.result()
+                    raise
+        kind, text = self._engine
+        if kind != "engine":
+            raise PdfEngineUnavailable(text)
+        return text
+
+    def render(self, html_path: Path, pdf_path: Path) -> None:
+        """Render ``html_path`` to ``pdf_path`` (in the child: returns at once). Call :meth:`engine` first."""
+        self.engine()
+        self.target = pdf_path
+        if self._worker is None:
+            started = time.perf_counter()
+            try:
+                render_pdf(html_path, pdf_path)
+            except Exception as exc:  # noqa: BLE001 - raised by result(), as the child's would be
+                self._error = exc
+            self._seconds = time.perf_counter() - started
+        else:
+            self._worker.link.send((html_path, pdf_path))
+
+    def result(self) -> float:
+        """Wait for the PDF of :meth:`render`; the seconds rendering took. Raises what rendering raised."""
+        if self._worker is not None:
+            seconds = self._worker.result()
+            return float(seconds or 0.0)
+        if self._error is not None:
+            raise self._error
+        return float(self._seconds or 0.0)
+
+    def cancel(self) -> None:
+        """Stop the rendering process and remove its unfinished file (no PDF is needed, or the caller failed)."""
+        if self._worker is not None:
+            self._worker.cancel()
+        if self.target is not None:
+            self.target.unlink(missing_ok=True)
+            self.target = None

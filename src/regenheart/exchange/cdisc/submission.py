@@ -42,7 +42,7 @@ from regenheart.exchange.cdisc.define import (
 )
 from regenheart.exchange.cdisc.define_html import write_define_html
 from regenheart.exchange.cdisc.metadata import SubmissionError, with_text_columns
-from regenheart.exchange.cdisc.pdf import PdfEngineUnavailable, pdf_engine, render_pdf
+from regenheart.exchange.cdisc.pdf import PdfEngineUnavailable, PdfRender
 from regenheart.exchange.cdisc.xpt import write_xpt
 from regenheart.protocol.models import Protocol
 from regenheart.store.audit import utc_now
@@ -129,11 +129,15 @@ def write_standard(datasets: Mapping[str, Dataset], standard: str, folder: Path,
 
 def write_package(sdtm: Mapping[str, Dataset], adam: Mapping[str, Dataset], out_dir: Path, *, study: StudyInfo,
                   terminology: TerminologySet | None = None, report_html: Path | None = None, pdf: bool = True,
-                  provenance: dict[str, Any] | None = None, progress: Progress | None = None) -> SubmissionResult:
+                  provenance: dict[str, Any] | None = None, progress: Progress | None = None,
+                  pdf_render: PdfRender | None = None) -> SubmissionResult:
     """Write the whole package for already-built datasets into ``out_dir`` (replacing an earlier package there).
 
     ``provenance`` goes into the manifest as given (audit chain, protocol, snapshot); ``report_html`` is copied
     and rendered to PDF when ``pdf`` is true (a missing PDF engine is reported in ``pdf_problem``, not raised).
+    The PDF, the longest step, renders in a child process (:class:`PdfRender`) while this one writes the
+    datasets; ``pdf_render`` is one the caller started earlier, possibly already rendering ``report_html``
+    (its file is then moved into the package).
     """
     terminology = terminology or default_terminology()
     out_dir = Path(out_dir)
@@ -141,7 +145,29 @@ def write_package(sdtm: Mapping[str, Dataset], adam: Mapping[str, Dataset], out_
     timings: dict[str, float] = {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    rendering = pdf_render
     try:
+        pdf_problem = engine = None
+        if report_html is not None and pdf:
+            shutil.copyfile(report_html, staging / "report.html")
+            rendering = rendering or PdfRender.start()
+            try:
+                engine = rendering.engine()
+            except PdfEngineUnavailable as exc:
+                pdf_problem = str(exc)
+                rendering = None
+            else:
+                if progress:
+                    progress("study report PDF (beside the datasets)")
+                if rendering.target is None:
+                    rendering.render(staging / "report.html", staging / "report.pdf")
+        else:
+            if report_html is not None:
+                shutil.copyfile(report_html, staging / "report.html")
+            pdf_problem = "PDF not requested (--no-pdf)" if report_html is not None else "no study report given"
+            if rendering is not None:
+                rendering.cancel()
+                rendering = None
         t = time.perf_counter()
         write_standard(sdtm, "SDTM", staging / "sdtm", study, terminology, progress)
         write_standard(adam, "ADaM", staging / "adam", study, terminology, progress)
@@ -152,27 +178,23 @@ def write_package(sdtm: Mapping[str, Dataset], adam: Mapping[str, Dataset], out_
         findings = check_datasets(sdtm, adam, terminology)
         write_conformance_csv(findings, staging / "conformance.csv")
         timings["conformance"] = time.perf_counter() - t
-        pdf_problem = engine = None
-        if report_html is not None:
-            shutil.copyfile(report_html, staging / "report.html")
-            if pdf:
-                t = time.perf_counter()
-                if progress:
-                    progress("study report PDF")
-                try:
-                    engine = pdf_engine()
-                    render_pdf(staging / "report.html", staging / "report.pdf")
-                except PdfEngineUnavailable as exc:
-                    pdf_problem = str(exc)
-                timings["pdf"] = time.perf_counter() - t
+        if rendering is not None:
+            t = time.perf_counter()
+            try:
+                timings["pdf"] = rendering.result()
+            except PdfEngineUnavailable as exc:
+                pdf_problem = str(exc)
             else:
-                pdf_problem = "PDF not requested (--no-pdf)"
-        else:
-            pdf_problem = "no study report given"
+                if rendering.target != staging / "report.pdf":
+                    shutil.move(rendering.target, staging / "report.pdf")
+            rendering = None
+            timings["pdf_wait"] = time.perf_counter() - t
         manifest = _manifest(staging, study, terminology, findings, provenance or {}, engine, pdf_problem)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _replace(staging, out_dir)
     except BaseException:
+        if rendering is not None:
+            rendering.cancel()  # it may write into the staging folder removed here
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return SubmissionResult(out_dir, manifest, findings, pdf_problem, timings)
@@ -246,28 +268,55 @@ def build_submission(engine: Engine, protocol: Protocol, out_dir: Path, *, proto
     from) differs from the snapshot's, the database changed in between and the package is refused.
     """
     t0 = time.perf_counter()
-    if progress:
-        progress("verifying the audit trail")
-    integrity = check_integrity(engine, protocol)  # the chain verifies and every stored value matches its trail
-    if not integrity.ok:
-        raise SubmissionError(f"refusing to build a submission: {integrity.summary()}")
-    snap = take_snapshot(engine)
-    if expected_audit_head and snap.audit_head_hash != expected_audit_head:
-        raise SubmissionError("the database changed while the submission was being built (audit head "
-                              f"{snap.audit_head_hash[:16]}... instead of {expected_audit_head[:16]}...); run again")
-    build_sdtm, adam_datasets = _builders()
-    if progress:
-        progress("building SDTM and ADaM datasets")
-    t = time.perf_counter()
-    sdtm = build_sdtm(snap, protocol)
-    adam = adam_datasets(snap, protocol)
-    build_seconds = time.perf_counter() - t
+    # The PDF engine loads in a child process while the database is verified and the datasets are built.
+    rendering = PdfRender.start() if pdf and report_html is not None else None
+    try:
+        if progress:
+            progress("verifying the audit trail")
+        integrity = check_integrity(engine, protocol)  # the chain verifies and every stored value matches its trail
+        if not integrity.ok:
+            raise SubmissionError(f"refusing to build a submission: {integrity.summary()}")
+        snap = take_snapshot(engine)
+        if expected_audit_head and snap.audit_head_hash != expected_audit_head:
+            raise SubmissionError("the database changed while the submission was being built (audit head "
+                                  f"{snap.audit_head_hash[:16]}... instead of {expected_audit_head[:16]}...); "
+                                  "run again")
+        build_sdtm, adam_datasets = _builders()
+        if progress:
+            progress("building SDTM and ADaM datasets")
+        t = time.perf_counter()
+        sdtm = build_sdtm(snap, protocol)
+        adam = adam_datasets(snap, protocol)
+        build_seconds = time.perf_counter() - t
+    except BaseException:
+        if rendering is not None:
+            rendering.cancel()
+        raise
+    result = package_verified_snapshot(snap, protocol, out_dir, sdtm=sdtm, adam=adam, protocol_bytes=protocol_bytes,
+                                       report_html=report_html, pdf=pdf, progress=progress, pdf_render=rendering)
+    result.timings = {"datasets_built": build_seconds, **result.timings, "total": time.perf_counter() - t0}
+    return result
+
+
+def package_verified_snapshot(snap: Snapshot, protocol: Protocol, out_dir: Path, *, sdtm: Mapping[str, Dataset],
+                              adam: Mapping[str, Dataset], protocol_bytes: bytes, report_html: Path | None = None,
+                              pdf: bool = True, progress: Progress | None = None,
+                              pdf_render: PdfRender | None = None) -> SubmissionResult:
+    """The package of datasets already built from ``snap``, a snapshot taken after the database's audit chain
+    verified and its data reconciled (``check_integrity``): the manifest says so. :func:`build_submission`
+    does both; a caller that has just verified, snapshotted and derived (the demo's analysis, whose report is
+    ``report_html``) passes its results here instead of doing that work twice. ``pdf_render``: see
+    :func:`write_package`.
+    """
     created = utc_now()
     synthetic = snap.meta.get("synthetic") == "true"
-    try:  # define.xml links the report PDF only when there will be one
-        will_have_pdf = pdf and report_html is not None and bool(pdf_engine())
-    except PdfEngineUnavailable:
-        will_have_pdf = False
+    will_have_pdf = False  # define.xml links the report PDF only when there will be one
+    if pdf and report_html is not None:
+        pdf_render = pdf_render or PdfRender.start()
+        try:
+            will_have_pdf = bool(pdf_render.engine())
+        except PdfEngineUnavailable:
+            will_have_pdf = False
     study = study_info(protocol, sdtm, created, synthetic=synthetic, report_pdf=will_have_pdf)
     provenance = {
         "database": {"audit_records": snap.audit_records, "audit_head_hash": snap.audit_head_hash,
@@ -276,7 +325,5 @@ def build_submission(engine: Engine, protocol: Protocol, out_dir: Path, *, proto
         "protocol": {"version": protocol.active_protocol_version,
                      "sha256": hashlib.sha256(protocol_bytes).hexdigest()},
     }
-    result = write_package(sdtm, adam, out_dir, study=study, report_html=report_html, pdf=pdf,
-                           provenance=provenance, progress=progress)
-    result.timings = {"datasets_built": build_seconds, **result.timings, "total": time.perf_counter() - t0}
-    return result
+    return write_package(sdtm, adam, out_dir, study=study, report_html=report_html, pdf=pdf,
+                         provenance=provenance, progress=progress, pdf_render=pdf_render)
