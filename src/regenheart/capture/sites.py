@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from regenheart.capture.common import audit_entry, require
@@ -136,17 +137,22 @@ class SiteService:
                 violations.append(Violation("code", code, "pattern", f"must be {shape[1]}"))
         text = self._name(name, violations)
         why = (reason or "").strip() or "site added"
-        with self._sessions.begin() as session:
-            if code in {s.code for s in study_sites(session, self.protocol)}:
-                violations.append(Violation("code", code, "unique", "is already a site of this study"))
-            if violations:
-                raise ValidationFailed(violations)
-            self._seed(session, SYSTEM, "site of the protocol file")  # the protocol's sites stay listed
-            session.add(Site(code=code, name=text, active=True, created_utc=utc_now(), version=1))
-            audit.append(session, [audit_entry(actor, "create", "site", None, record_key=code, field=field,
-                                               new_value=canonical(value), reason=why)
-                                   for field, value in (("name", text), ("active", True))])
-            return SiteView(code, text, True, code in {s.code for s in self.protocol.study.sites}, 1)
+        try:
+            with self._sessions.begin() as session:
+                if code in {s.code for s in study_sites(session, self.protocol)}:
+                    violations.append(Violation("code", code, "unique", "is already a site of this study"))
+                if violations:
+                    raise ValidationFailed(violations)
+                self._seed(session, SYSTEM, "site of the protocol file")  # the protocol's sites stay listed
+                session.add(Site(code=code, name=text, active=True, created_utc=utc_now(), version=1))
+                audit.append(session, [audit_entry(actor, "create", "site", None, record_key=code, field=field,
+                                                   new_value=canonical(value), reason=why)
+                                       for field, value in (("name", text), ("active", True))])
+        except IntegrityError:
+            # Another administrator added the same code between our check and our insert (PostgreSQL: the
+            # check reads before the audit head serializes the writers); nothing of ours was written.
+            raise ValidationFailed([Violation("code", code, "unique", "is already a site of this study")]) from None
+        return SiteView(code, text, True, code in {s.code for s in self.protocol.study.sites}, 1)
 
     def update_site(self, actor: Actor, code: str, *, name: str | None = _UNSET, active: bool = _UNSET,
                     reason: str | None, expected_version: int | None = None) -> SiteView:
