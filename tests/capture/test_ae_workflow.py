@@ -82,7 +82,10 @@ def test_ae_query_round_trip(study, engine):
     listed = wf.list_queries(MONITOR, "01-001")
     assert [(x.seq, x.ae_seq) for x in listed] == [(q.seq, 1)]
     assert [r.action for r in audit_rows(engine, entity="query")] == ["query_open", "query_answer", "query_close"]
-    wf.lock_ae(DM, "01-001", 1)
+    with pytest.raises(ConfirmationRequired, match="not source-data verified") as excinfo:
+        wf.lock_ae(DM, "01-001", 1)  # not verified: the data manager must confirm
+    assert [(i.key, i.note) for i in excinfo.value.items] == [("AE1", "not source-data verified")]
+    wf.lock_ae(DM, "01-001", 1, confirm=True)
     assert verify_chain(engine).ok
 
 
@@ -126,7 +129,7 @@ def test_locked_ae_refuses_changes_and_queries_until_unlocked(study, engine):
     service, wf = study
     with pytest.raises(PermissionDenied):
         wf.lock_ae(MONITOR, "01-001", 1)
-    wf.lock_ae(DM, "01-001", 1, reason="database lock")
+    wf.lock_ae(DM, "01-001", 1, reason="database lock", confirm=True)
     before = snapshot(engine)
     with pytest.raises(StateError, match="locked"):
         service.update_adverse_event(COORDINATOR, "01-001", 1, {"ctcae_grade": 2}, reason="re-graded")

@@ -57,7 +57,10 @@ def test_ae_query_sdv_lock_sign_roles_and_state(client, auth, app):
     assert len(history) == 1 and history[0]["current"] is False
     # lock by data managers only; a locked AE refuses changes (409) until unlocked with a reason
     assert client.post(f"{S}/adverse-events/1/lock", headers=mon).status_code == 403
-    assert client.post(f"{S}/adverse-events/1/lock", headers=dm).json()["locked"] is True
+    unverified = client.post(f"{S}/adverse-events/1/lock", headers=dm)  # changed after SDV: confirm first
+    assert unverified.status_code == 409 and unverified.json()["error"] == "confirmation_required"
+    assert unverified.json()["violations"][0]["rule"] == "unverified"
+    assert client.post(f"{S}/adverse-events/1/lock", json={"confirm": True}, headers=dm).json()["locked"] is True
     refused = client.put(f"{S}/adverse-events/1", json={"data": {"ctcae_grade": 3}, "reason": "x"}, headers=coord)
     assert refused.status_code == 409 and "locked" in refused.json()["detail"]
     assert client.post(f"{S}/adverse-events/1/unlock", json={"reason": " "}, headers=dm).status_code == 422
@@ -175,7 +178,7 @@ def test_pages_list_forms_before_confirming_and_keep_entry_status_under_a_lock(a
     assert response.status_code == 409 and "AE1 changed" in response.text
     assert client.get(f"{S}/forms/SCR/echo", headers=auth("investigator")).json()["signed"] is False
     # a locked AE page offers no edit form, only the review panel
-    client.post(f"{S}/adverse-events/1/lock", headers=auth("data_manager"))
+    client.post(f"{S}/adverse-events/1/lock", json={"confirm": True}, headers=auth("data_manager"))
     coordinator = TestClient(app)
     assert login(coordinator, "coord1").status_code == 303
     html = coordinator.get("/subjects/01-001/adverse-events/1").text
@@ -192,3 +195,20 @@ def test_single_form_lock_button_asks_before_locking_an_unverified_form(app, cli
     client.post(f"{S}/forms/SCR/demographics/verify", headers=auth("monitor"))
     html = manager.get("/subjects/01-001/forms/SCR/demographics").text
     assert 'id="lock"' in html and 'id="lock-confirm"' not in html  # complete and verified: no question
+
+
+def test_single_ae_lock_page_asks_for_confirmation_when_not_verified(client, auth, app):
+    from .test_admin_remaining import csrf_of, login
+
+    add_ae(client, auth)
+    manager = TestClient(app)
+    assert login(manager, "dm1").status_code == 303
+    url = "/subjects/01-001/adverse-events/1"
+    page = manager.get(url).text
+    assert 'id="ae-lock-confirm" required' in page and "not source-data verified" in page
+    data = {"csrf_token": csrf_of(page), "version": "1"}
+    refused = manager.post(f"{url}/lock", data=data)  # follows the redirect back to the AE page
+    assert "Confirm to lock it anyway" in refused.text
+    assert client.get(f"{S}/adverse-events/1", headers=auth("monitor")).json()["locked"] is False
+    manager.post(f"{url}/lock", data=data | {"confirm": "true"})
+    assert client.get(f"{S}/adverse-events/1", headers=auth("monitor")).json()["locked"] is True

@@ -616,8 +616,11 @@ class WorkflowService:
             return ae.version
 
     def lock_ae(self, actor: Actor, subject_code: str, ae_seq: int, *, reason: str | None = None,
-                expected_version: int | None = None) -> None:
-        """Lock an adverse event against changes (data managers). Unresolved queries must be closed first."""
+                expected_version: int | None = None, confirm: bool = False) -> None:
+        """Lock an adverse event against changes (data managers). Unresolved queries must be closed first.
+
+        An adverse event not source-data verified is locked only with ``confirm``: without it
+        :class:`ConfirmationRequired` says why (as for a form and for :meth:`lock_many`)."""
         self._require(actor, "lock")
         with self._sessions.begin() as session:
             subject = self._subject(session, actor, subject_code)
@@ -629,6 +632,11 @@ class WorkflowService:
             if unresolved:
                 raise StateError(f"adverse event {ae_seq} has {unresolved} unresolved "
                                  f"quer{'y' if unresolved == 1 else 'ies'}; close them before locking")
+            item = _review_item("lock", "ae", AE_VISIT, None, ae_seq, f"adverse event {ae_seq}: {ae.term}",
+                                "complete", ae.version, ae.verified, ae.locked, ae.signed, 0)
+            if item.warning and not confirm:
+                raise ConfirmationRequired(f"adverse event {ae_seq} is {item.note}. Confirm to lock it anyway.",
+                                           [item])
             self._ae_flag(session, actor, subject, ae, "locked", True, "lock",
                           (reason or "").strip() or f"locked (adverse event version {ae.version})")
 

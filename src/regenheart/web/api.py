@@ -7,12 +7,14 @@ subject/form, 409 stale version or action not allowed in the record's state, 422
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import bindparam, func, select
+from starlette.concurrency import run_in_threadpool
 
 from regenheart.capture.accounts import UserView
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
@@ -373,8 +375,8 @@ def get_form(subject_id: str, visit: str, form: str, request: Request,
 @router.put("/subjects/{subject_id}/forms/{visit}/{form}", tags=["forms"],
             responses=ERRORS | {409: {"description": "Stale version or locked form: nothing was written"},
                                 422: {"description": "Every violation (field, value, rule, message)"}})
-def save_form(subject_id: str, visit: str, form: str, body: FormSaveRequest, request: Request,
-              actor: Actor = Depends(api_actor)) -> dict[str, Any]:
+async def save_form(subject_id: str, visit: str, form: str, body: FormSaveRequest, request: Request,
+                    actor: Actor = Depends(api_actor)) -> dict[str, Any]:
     """Validate and save form data through the capture service (edit checks, reason for change). The response
     is the form as saved (as GET returns it) with the fields ``changed`` and the soft-check ``warnings``."""
     ctx = ctx_of(request)
@@ -384,8 +386,12 @@ def save_form(subject_id: str, visit: str, form: str, body: FormSaveRequest, req
         return ctx.capture.save_form(actor, subject_id, visit, form, data, reason=body.reason,
                                      expected_version=body.version, visit_date=body.visit_date,
                                      complete=body.complete)
-    # Concurrent saves share one durable commit (acknowledged only once on disk); see capture.group_commit.
-    result = ctx.group_commit.run(save) if ctx.group_commit else save()
+    # Concurrent saves share one durable commit (acknowledged only once on disk; see capture.group_commit). The
+    # event loop awaits it: no worker thread waits per request.
+    if ctx.group_commit:
+        result = await asyncio.wrap_future(ctx.group_commit.submit(save))
+    else:
+        result = await run_in_threadpool(save)
     # Built from what the save knows (no second read of the form): a saved form is never locked.
     return {"subject_id": subject_id, "visit": visit, "form": form, "data": result.data, "version": result.version,
             "status": result.status, "verified": result.verified, "locked": False, "signed": result.signed,
@@ -525,11 +531,16 @@ def verify_ae(subject_id: str, seq: int, request: Request, body: VerifyRequest |
 
 
 @router.post("/subjects/{subject_id}/adverse-events/{seq}/lock", tags=["adverse events"], responses=ERRORS)
-def lock_ae(subject_id: str, seq: int, request: Request, body: LockRequest | None = None,
-            actor: Actor = Depends(api_actor)) -> dict[str, Any]:
-    """Lock an adverse event against changes (data managers; unresolved queries must be closed first)."""
-    body = body or LockRequest()
-    ctx_of(request).workflow.lock_ae(actor, subject_id, seq, reason=body.reason, expected_version=body.version)
+def lock_ae(subject_id: str, seq: int, request: Request, body: FormLockRequest | None = None,
+            actor: Actor = Depends(api_actor)) -> Any:
+    """Lock an adverse event against changes (data managers; unresolved queries must be closed first). One not
+    source-data verified: 409 ``confirmation_required`` saying why in ``violations``, unless ``confirm``."""
+    body = body or FormLockRequest()
+    try:
+        ctx_of(request).workflow.lock_ae(actor, subject_id, seq, reason=body.reason, expected_version=body.version,
+                                         confirm=body.confirm)
+    except ConfirmationRequired as exc:
+        return _confirmation_required(exc)
     return _ae_json(request, actor, subject_id, seq)
 
 

@@ -150,7 +150,8 @@ def _ae_action(action: str):
                     wf.verify_ae(actor, code, seq, expected_version=version, comment=data.get("comment"))
                     msg = f"Adverse event {seq}: source data verified."
                 elif action == "lock":
-                    wf.lock_ae(actor, code, seq, reason=data.get("reason"), expected_version=version)
+                    wf.lock_ae(actor, code, seq, reason=data.get("reason"), expected_version=version,
+                               confirm=data.get("confirm") == "true")
                     msg = f"Adverse event {seq} locked."
                 elif action == "unlock":
                     wf.unlock_ae(actor, code, seq, reason=data.get("reason"))
