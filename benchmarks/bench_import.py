@@ -33,11 +33,20 @@ from regenheart.capture.service import CaptureService
 from regenheart.exchange.importer import import_source
 from regenheart.exchange.templates import ADVERSE_EVENTS, DISPOSITION, SUBJECTS, read_templates, write_templates
 from regenheart.protocol import load_protocol
+from regenheart.protocol.missing import is_missing, missing_code, missing_reason
 from regenheart.store.audit import verify_chain
 from regenheart.store.db import create_study_database
 from regenheart.synth.cohort import CohortPlan, cohort_sizes, generate_cohort
 
 IMPORTER = Actor("cli:benchmark", "data_manager")
+
+
+def _cell(value: Any) -> Any:
+    """A planned value as a site writes it in a template: a missing-data code as ``CODE`` or ``CODE: reason``."""
+    if not is_missing(value):
+        return value
+    reason = missing_reason(value)
+    return f"{missing_code(value)}: {reason}" if reason else missing_code(value)
 
 
 def plan_rows(cohort: CohortPlan) -> dict[str, list[dict[str, Any]]]:
@@ -49,7 +58,8 @@ def plan_rows(cohort: CohortPlan) -> dict[str, list[dict[str, Any]]]:
                                "enrolled_date": subject.enrolled_date, "synthetic": "Y"})
         corrected = {(c.visit, c.form): c.data for c in subject.corrections}
         for form in subject.forms:
-            data = {**form.data, **corrected.get((form.visit, form.form), {})}
+            data = {name: _cell(value) for name, value in
+                    {**form.data, **corrected.get((form.visit, form.form), {})}.items()}
             rows.setdefault(form.form, []).append({"subject": subject.code, "visit": form.visit,
                                                    "visit_date": subject.visit_dates[form.visit], **data})
         for seq, ae in enumerate(subject.adverse_events, start=1):

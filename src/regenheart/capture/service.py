@@ -21,8 +21,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Insert, event, func, insert, select
+from sqlalchemy import Engine, Insert, bindparam, event, func, insert, select, update
 from sqlalchemy.orm import ORMExecuteState, Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from regenheart.capture import randomization
 from regenheart.capture.common import audit_entry, find_form_record, find_subject, require
@@ -35,6 +36,7 @@ from regenheart.protocol.models import Protocol
 from regenheart.protocol.schedule import in_window, study_day
 from regenheart.store import audit
 from regenheart.store.audit import AuditEntry, canonical
+from regenheart.store.bulk import insert_plain_rows
 from regenheart.store.db import reader
 from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, ItemValue, Subject, Visit
 
@@ -50,6 +52,8 @@ WITHDRAWN_AT_SCREENING = "withdrawn at screening"
 _INSERT_RECORD = insert(FormRecord.__table__)
 _INSERT_ITEMS = insert(ItemValue.__table__)
 _INSERT_DERIVED = insert(DerivedValue.__table__)
+_UPDATE_ITEMS = (update(ItemValue.__table__).where(ItemValue.__table__.c.id == bindparam("item_id"))
+                 .values(value=bindparam("value")))
 
 
 def default_scorer(instrument: str, items: Mapping[str, Any]) -> tuple[dict[str, float | None], str]:
@@ -154,7 +158,8 @@ class UnitOfWork:
         self._pending: dict[Insert, list[dict[str, Any]]] = {}
 
     def defer_insert(self, statement: Insert, rows: list[dict[str, Any]]) -> None:
-        """Insert ``rows`` with ``statement`` at the next :meth:`flush_pending` (rows whose ids nobody reads)."""
+        """Insert ``rows`` with ``statement`` at the next :meth:`flush_pending` (rows whose ids nobody reads;
+        values of plain types only, see :func:`~regenheart.store.bulk.insert_plain_rows`)."""
         self._pending.setdefault(statement, []).extend(rows)
 
     def flush_pending(self) -> None:
@@ -163,7 +168,7 @@ class UnitOfWork:
             pending, self._pending = self._pending, {}
             connection = self.session.connection()
             for statement, rows in pending.items():
-                connection.execute(statement, rows)
+                insert_plain_rows(connection, statement, rows)
         audit.flush_pending(self.session)
 
     def _before_read(self, _state: ORMExecuteState) -> None:
@@ -664,12 +669,14 @@ class CaptureService:
                     work.records[subject.id][(visit_code, form_code)] = record
             record_key = f"{subject_code}/{visit_code}/{form_code}"
             entries: list[AuditEntry] = []
+            record_changes: dict[str, Any] = {}  # columns of the form record this save changes
             items = {} if first_entry else {i.field: i for i in record.items}  # a new record has none
-            new_items = []
+            new_items, updated_items = [], []
             for name in changed:
                 new_text = canonical(result.values[name])
                 if name in items:
-                    items[name].value = new_text
+                    updated_items.append({"item_id": items[name].id, "value": new_text})
+                    set_committed_value(items[name], "value", new_text)  # written below, by Core
                 else:
                     new_items.append({"record_id": record.id, "field": name, "value": new_text})
                 entries.append(self._entry(actor, "create" if first_entry else "update", "item", subject_code,
@@ -678,6 +685,8 @@ class CaptureService:
                                            new_value=new_text, reason=None if first_entry else reason))
             if new_items:
                 self._insert_rows(session, _INSERT_ITEMS, new_items)
+            if updated_items:  # one prepared UPDATE for all changed items (the ORM's flush of them costs more)
+                session.connection().execute(_UPDATE_ITEMS, updated_items)
             derived: dict[str, float | None] = {}
             scoring_version: str | None = None
             if form.instrument and changed:  # scored from values only: a coded item is missing to the scorer
@@ -691,20 +700,25 @@ class CaptureService:
                                            form_code=form_code, record_key=record_key, field="status",
                                            old_value=canonical(None if first_entry else record.status),
                                            new_value=canonical(status), reason=None if first_entry else reason))
-                record.status = status
+                record_changes["status"] = status
             if changed and not first_entry:
-                record.version += 1
+                record_changes["version"] = record.version + 1
             if record.verified and changed:  # changed data need re-verification by the monitor
-                record.verified = False
+                record_changes["verified"] = False
                 entries.append(self._entry(actor, "unverify", "form", subject_code, visit_code=visit_code,
                                            form_code=form_code, record_key=record_key, field="verified",
                                            old_value="true", new_value="false", reason="data changed after SDV"))
             if record.signed and changed:
-                record.signed = False
+                record_changes["signed"] = False
                 entries.append(self._entry(actor, "unsign", "form", subject_code, visit_code=visit_code,
                                            form_code=form_code, record_key=record_key, field="signed",
                                            old_value="true", new_value="false",
                                            reason="data changed after signature"))
+            if record_changes:  # one Core UPDATE; the loaded record takes the values as stored (not dirty)
+                session.connection().execute(update(FormRecord.__table__).where(
+                    FormRecord.__table__.c.id == record.id).values(**record_changes))
+                for name, value in record_changes.items():
+                    set_committed_value(record, name, value)
             audit.append(session, entries)
             if self._day0 and form_code == self._day0.form and visit_code == self._infusion_visit:
                 self._sync_infusion(session, actor, subject, reason,

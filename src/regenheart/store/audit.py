@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
+from regenheart.store.bulk import insert_plain_rows
 from regenheart.store.models import AuditHead, AuditRecord
 
 GENESIS_HASH = "0" * 64
@@ -155,7 +156,7 @@ def flush_pending(session: Session) -> None:
     batch: BatchHead | None = session.info.get(_BATCH_HEAD)
     if batch is not None and batch.pending:
         rows, batch.pending = batch.pending, []
-        session.connection().execute(_INSERT_RECORDS, rows)
+        insert_plain_rows(session.connection(), _INSERT_RECORDS, rows)  # text and integers only
 
 
 def discard_pending(session: Session) -> None:
