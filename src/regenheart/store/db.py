@@ -6,6 +6,7 @@ Every schema change goes through Alembic (``regenheart/store/migrations``), incl
 
 from __future__ import annotations
 
+import weakref
 from importlib import resources
 from pathlib import Path
 
@@ -72,7 +73,15 @@ def make_engine(target: str | Path, *, durable: bool = True) -> Engine:
 def reader(engine: Engine) -> Engine:
     """The engine for read-only work: on SQLite its transactions begin deferred (no write lock, so a
     read never queues behind the writer); on PostgreSQL it is the engine itself. Never write through it."""
-    return engine.execution_options(**{READER_OPTION: True}) if engine.dialect.name == "sqlite" else engine
+    if engine.dialect.name != "sqlite":
+        return engine
+    found = _READERS.get(engine)
+    if found is None:  # one per engine: it shares the engine's connection pool
+        found = _READERS[engine] = engine.execution_options(**{READER_OPTION: True})
+    return found
+
+
+_READERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 def _alembic_config(connection) -> Config:
