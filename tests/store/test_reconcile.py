@@ -145,3 +145,18 @@ def test_exports_refuse_a_database_that_does_not_reconcile(study_file, tmp_path,
     assert "differ from the audit trail" in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
     assert not [p for p in out.rglob("*") if p.is_file()], "nothing may be written"
+
+
+@pytest.mark.parametrize("sql,field", [
+    ("UPDATE sites SET name = 'Somewhere else' WHERE code = '01'", "name"),
+    ("UPDATE sites SET active = 0 WHERE code = '01'", "active"),
+    ("INSERT INTO sites (code, name, active, created_utc, version) VALUES ('09', 'Unaudited', 1, 'x', 1)", "name"),
+])
+def test_direct_change_of_a_site_is_detected(copy, protocol, sql, field):
+    from regenheart.capture.sites import SiteService
+
+    SiteService(copy, protocol).seed_from_protocol()  # the sites table as 'db init' fills it, audited
+    assert reconcile(copy, protocol).ok
+    tamper(copy, sql)
+    hit = [m for m in reconcile(copy, protocol).mismatches if m.table == "sites" and m.field == field]
+    assert hit and hit[0].record in ("01", "09")

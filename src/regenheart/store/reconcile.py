@@ -29,7 +29,16 @@ from sqlalchemy.orm import Session
 from regenheart.protocol.models import Protocol
 from regenheart.store.audit import ChainReport, canonical, verify_chain
 from regenheart.store.db import DatabaseError
-from regenheart.store.models import AdverseEvent, AuditRecord, DerivedValue, FormRecord, ItemValue, Subject, Visit
+from regenheart.store.models import (
+    AdverseEvent,
+    AuditRecord,
+    DerivedValue,
+    FormRecord,
+    ItemValue,
+    Site,
+    Subject,
+    Visit,
+)
 
 # Subject columns that the capture service audits (entity "subject"); the others are keys or derived.
 SUBJECT_FIELDS = ("site_code", "status", "screening_date", "consent_date", "eligible", "eligibility_failed",
@@ -136,7 +145,8 @@ def _audited(session: Session) -> dict[tuple[str, str, str], str | None]:
     the subject codes of today, see :class:`CodeHistory`)."""
     rows = session.execute(
         select(AuditRecord.entity, AuditRecord.record_key, AuditRecord.field, AuditRecord.new_value, AuditRecord.seq)
-        .where(AuditRecord.entity.in_(("subject", "visit", "item", "score", "form", "adverse_event", "ae_state")))
+        .where(AuditRecord.entity.in_(("subject", "visit", "item", "score", "form", "adverse_event", "ae_state",
+                                       "site")))
         .order_by(AuditRecord.seq)).all()
     history = CodeHistory.load(session)
     if not history:
@@ -248,6 +258,12 @@ def reconcile(engine: Engine, protocol: Protocol | None = None) -> ReconcileRepo
                 if canonical(value) != expected:
                     report.mismatches.append(Mismatch("adverse_events", key, column, canonical(value), expected))
         cmp.missing_rows("adverse_events", "adverse_event")
+
+        # Sites administered in the database (name, active): seeded, added and changed only through audit.
+        for code, name, active in session.execute(select(Site.code, Site.name, Site.active)).all():
+            cmp.check("sites", "site", code, "name", canonical(name))
+            cmp.check("sites", "site", code, "active", canonical(bool(active)))
+        cmp.missing_rows("sites", "site")
     return report
 
 
