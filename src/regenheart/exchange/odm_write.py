@@ -50,6 +50,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, selectinload
 
 from regenheart import __version__
+from regenheart.capture.sites import study_sites
 from regenheart.protocol.missing import is_missing, missing_code, missing_reason
 from regenheart.protocol.models import FieldDef, Protocol
 from regenheart.store.db import DatabaseError
@@ -706,7 +707,9 @@ def _write_admin(root: etree._Element, protocol: Protocol, session: Session, use
             _el(user, "FullName", text=account.full_name)
         if account and account.site_code:
             _el(user, "LocationRef", {"LocationOID": location_oid(account.site_code)})
-    for site in protocol.study.sites:
+    # Every site of the database (protocol sites and those administrators added; a deactivated site stays,
+    # its subjects and accounts refer to it), with its current name.
+    for site in study_sites(session, protocol):
         loc = _el(admin, "Location", {"OID": location_oid(site.code), "Name": site.name, "LocationType": "Site"})
         _el(loc, "MetaDataVersionRef", {"StudyOID": study_oid, "MetaDataVersionOID": mdv_oid,
                                         "EffectiveDate": protocol.active_version.date.isoformat()})
