@@ -22,10 +22,12 @@ The file is valid against the official ``ODM1-3-2.xsd`` (the tests check it with
   sequence number as ``SourceID``): ODM 1.3.2 has no old-value element, so the old value of a
   change is the value of the transaction before it. Visit dates are a ``visit_date`` item of a
   ``visit`` form at every visit. The current electronic signature of a signed form is a
-  ``Signature`` on its ``FormData``. An absent value is not written.
+  ``Signature`` on its ``FormData``, that of a signed adverse event a ``Signature`` on its
+  ``ItemGroupData``. An absent value is not written.
 
 ODM 1.3.2 has no element for the EDC workflow, so each form's status, source-data verification and
-lock are ``Flag``s of an ``Annotation`` on its ``FormData`` (code lists ``CL.REGENHEART.FLAGTYPE`` and
+lock are ``Flag``s of an ``Annotation`` on its ``FormData`` (an adverse event's SDV and lock: on its
+``ItemGroupData``, with its queries; code lists ``CL.REGENHEART.FLAGTYPE`` and
 ``CL.REGENHEART.FLAGVALUE``), and each data query is an ``Annotation`` with its whole thread as the
 ``Comment`` and its status as a flag. A missing-data code recorded in place of a value (protocol
 ``missing_codes``) is an ``ItemData`` with ``IsNull="Yes"`` and no value, carrying an ``Annotation``
@@ -56,6 +58,7 @@ from regenheart.protocol.models import FieldDef, Protocol
 from regenheart.store.db import DatabaseError
 from regenheart.store.models import (
     AdverseEvent,
+    AdverseEventSignature,
     AuditRecord,
     DataQuery,
     DerivedValue,
@@ -524,6 +527,7 @@ class _Stored:
     derived: dict[int, dict[str, float | None]]
     aes: dict[int, list[AdverseEvent]]
     queries: dict[int, list[DataQuery]]  # by form record
+    ae_queries: dict[int, list[DataQuery]]  # by adverse event id
 
     @classmethod
     def load(cls, session: Session) -> _Stored:
@@ -545,12 +549,16 @@ class _Stored:
             aes[ae.subject_id].append(ae)
         queries: dict[int, list[DataQuery]] = defaultdict(list)
         record_of = {(r.subject_id, r.visit_code, r.form_code): r.id for by in records.values() for r in by.values()}
+        ae_queries: dict[int, list[DataQuery]] = defaultdict(list)
         for q in session.scalars(select(DataQuery).options(selectinload(DataQuery.messages))
                                  .order_by(DataQuery.subject_id, DataQuery.query_seq)):
+            if q.ae_id is not None:
+                ae_queries[q.ae_id].append(q)
+                continue
             record_id = record_of.get((q.subject_id, q.visit_code, q.form_code))
             if record_id is not None:
                 queries[record_id].append(q)
-        return cls(visits, records, items, derived, aes, queries)
+        return cls(visits, records, items, derived, aes, queries, ae_queries)
 
 
 def _flag(annotation: etree._Element, flag_type: str, value: str) -> None:
@@ -559,14 +567,16 @@ def _flag(annotation: etree._Element, flag_type: str, value: str) -> None:
     _el(flag, "FlagType", {"CodeListOID": FLAG_TYPES}, flag_type)
 
 
-def _write_annotations(form_data: etree._Element, record: FormRecord, queries: list[DataQuery]) -> None:
-    """The form's workflow state (status, SDV, lock) and its data queries with their threads, as Annotations."""
-    state = _el(form_data, "Annotation", {"SeqNum": 1})
-    _flag(state, "STATUS", record.status)
+def _write_annotations(parent: etree._Element, record: FormRecord | AdverseEvent, queries: list[DataQuery]) -> None:
+    """The workflow state (form status, SDV, lock) of a form (on its FormData) or an adverse event (on its
+    ItemGroupData), and its data queries with their threads, as Annotations."""
+    state = _el(parent, "Annotation", {"SeqNum": 1})
+    if isinstance(record, FormRecord):  # an adverse event has no status: it is saved complete or not at all
+        _flag(state, "STATUS", record.status)
     _flag(state, "SDV", "Y" if record.verified else "N")
     _flag(state, "LOCK", "Y" if record.locked else "N")
     for number, query in enumerate(queries, start=2):
-        annotation = _el(form_data, "Annotation", {"SeqNum": number})
+        annotation = _el(parent, "Annotation", {"SeqNum": number})
         thread = " | ".join(f"{m.kind} by {m.username} ({m.role}) at {m.ts_utc}" + (f": {m.text}" if m.text else "")
                             for m in query.messages)
         _el(annotation, "Comment", {"SponsorOrSite": "Sponsor"},
@@ -591,7 +601,8 @@ def _check_fits_protocol(p: Protocol, code: str, visits: dict[str, Visit],
 
 
 def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored, subject: Subject,
-                   h: _History, signatures: dict[int, Signature], sigdefs: dict[str, str]) -> None:
+                   h: _History, signatures: dict[int, Signature], ae_signatures: dict[int, AdverseEventSignature],
+                   sigdefs: dict[str, str]) -> None:
     md, p = w.md, w.md.protocol
     site = subject.site_code
     code = subject.subject_code
@@ -622,6 +633,10 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored,
                                            "TransactionType": "Insert"})
             if first is not None:
                 w.audit(ig, first, site)
+            signature = ae_signatures.get(ae.id)
+            if signature is not None:
+                _write_signature(w, ig, signature, site, sigdefs)
+            _write_annotations(ig, ae, stored_data.ae_queries.get(ae.id, []))
             for f, spec in zip(p.adverse_events.fields, md.ae_items, strict=True):
                 w.item_history(ig, spec.oid, h.aes.get((ae.ae_seq, f.name), []), site, _fmt_for(f.decimals),
                                f"subject {code}, adverse event {ae.ae_seq}, {f.name}", stored.get(f.name))
@@ -664,12 +679,7 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored,
                 w.audit(fd, min(all_changes, key=lambda c: c.seq), site)
             signature = signatures.get(record.id)
             if signature is not None:
-                w.users.add(signature.username)
-                sig = _el(fd, "Signature")
-                _el(sig, "UserRef", {"UserOID": user_oid(signature.username)})
-                _el(sig, "LocationRef", {"LocationOID": location_oid(site)})
-                _el(sig, "SignatureRef", {"SignatureOID": sigdefs[signature.meaning]})
-                _el(sig, "DateTimeStamp", text=signature.ts_utc)
+                _write_signature(w, fd, signature, site, sigdefs)
             _write_annotations(fd, record, stored_data.queries.get(record.id, []))
             ig = _el(fd, "ItemGroupData", {"ItemGroupOID": group_oid(form_code), "TransactionType": "Insert"})
             for spec in md.forms[form_code]:
@@ -680,6 +690,27 @@ def _write_subject(cd: etree._Element, w: _ClinicalWriter, stored_data: _Stored,
                 else:
                     w.item_history(ig, spec.oid, h.items.get((visit.code, form_code, spec.name), []), site,
                                    _fmt_for(spec.digits), where, stored.get(spec.name))
+
+
+def _write_signature(w: Any, parent: etree._Element, signature: Signature | AdverseEventSignature, site: str,
+                     sigdefs: dict[str, str]) -> None:
+    """The signature that still applies to a form (FormData) or an adverse event (ItemGroupData)."""
+    w.users.add(signature.username)
+    sig = _el(parent, "Signature")
+    _el(sig, "UserRef", {"UserOID": user_oid(signature.username)})
+    _el(sig, "LocationRef", {"LocationOID": location_oid(site)})
+    _el(sig, "SignatureRef", {"SignatureOID": sigdefs[signature.meaning]})
+    _el(sig, "DateTimeStamp", text=signature.ts_utc)
+
+
+def _current_ae_signatures(session: Session) -> dict[int, AdverseEventSignature]:
+    """Per signed adverse event, the signature that still applies (same adverse event version)."""
+    signed = {a.id: a.version for a in session.scalars(select(AdverseEvent).where(AdverseEvent.signed.is_(True)))}
+    current: dict[int, AdverseEventSignature] = {}
+    for s in session.scalars(select(AdverseEventSignature).order_by(AdverseEventSignature.id)):
+        if signed.get(s.ae_id) == s.record_version:
+            current[s.ae_id] = s
+    return current
 
 
 def _current_signatures(session: Session) -> dict[int, Signature]:
@@ -814,7 +845,9 @@ def build_odm(engine: Engine, protocol: Protocol, *, progress: Callable[[int, in
         md = _write_study(root, protocol, label, study_oid, mdv_oid)
 
         signatures = _current_signatures(session)
-        sigdefs = {m: f"SD.{i}" for i, m in enumerate(sorted({s.meaning for s in signatures.values()}), start=1)}
+        ae_signatures = _current_ae_signatures(session)
+        meanings = {s.meaning for s in signatures.values()} | {s.meaning for s in ae_signatures.values()}
+        sigdefs = {m: f"SD.{i}" for i, m in enumerate(sorted(meanings), start=1)}
         admin_position = len(root)
         clinical = etree.Element(f"{{{ODM_NS}}}ClinicalData", {"StudyOID": study_oid, "MetaDataVersionOID": mdv_oid})
         writer = _ClinicalWriter(md, set())
@@ -823,7 +856,7 @@ def build_odm(engine: Engine, protocol: Protocol, *, progress: Callable[[int, in
         subjects = session.scalars(select(Subject).order_by(Subject.subject_code)).all()
         for done, subject in enumerate(subjects, start=1):
             _write_subject(clinical, writer, stored, subject, history.get(subject.subject_code, _History()),
-                           signatures, sigdefs)
+                           signatures, ae_signatures, sigdefs)
             if progress:
                 progress(done, len(subjects))
         admin = _write_admin(root, protocol, session, writer.users, mdv_oid, study_oid, sigdefs)
