@@ -14,7 +14,7 @@ from regenheart.store.db import open_study_database
 
 from ..conftest import eligible_screening_data
 from .conftest import TODAY, no_scorer
-from .test_browser import CHROMIUM, api, chromium, live_server, log_in  # noqa: F401 (fixtures)
+from .test_browser import CHROMIUM, api, chromium, live_server, log_in, shots  # noqa: F401 (fixtures)
 from .test_browser_entry import VIEWPORTS, min_width, no_sideways_scroll
 
 pytestmark = [
@@ -25,7 +25,7 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_admin_adds_renames_and_deactivates_a_site(live_server, chromium, viewport):  # noqa: F811
+def test_admin_adds_renames_and_deactivates_a_site(live_server, chromium, viewport, shots):  # noqa: F811
     from playwright.sync_api import expect
 
     page = log_in(chromium, live_server, "admin1", viewport=viewport)
@@ -53,6 +53,8 @@ def test_admin_adds_renames_and_deactivates_a_site(live_server, chromium, viewpo
     expect(page.locator(".flash.ok")).to_contain_text("inactive")
     expect(page.locator("#site-07 .site-status")).to_have_text("inactive")
     expect(page.locator("#site-07 .site-name")).to_have_text("Almaty")
+    if viewport[0] == 1366:  # README screenshot (docs/screenshots when $REGENHEART_SCREENSHOTS is set)
+        page.screenshot(path=shots / "sites.png", full_page=False)
     # the new-account form no longer offers the closed site; the site table shows it inactive
     page.goto("/admin/users")
     assert page.locator("#nu-site option[value='07']").count() == 0
