@@ -52,14 +52,17 @@ def main() -> None:
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if done.returncode != 0:
                 sys.exit(f"the demo failed:\n{done.stderr[-3000:]}")
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             report = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"run {run + 1}: wall {wall:.1f} s, CPU {cpu:.1f} s (process and children), "
+            print(f"run {run + 1}: wall {wall:.1f} s, CPU {used:.1f} s (process and children), "
                   f"load average before {load:.1f}; conformance errors {report['errors']}, "
                   f"PDF problem: {report['pdf_problem']}")
+            steps = dict(report["steps"])
+            cpu = steps.pop("cpu", {})
+            print(f"  {'step (this process)':44s} {'wall':>8s} {'CPU':>8s}")
             print(f"  {'imports and protocol':44s} {report['imports and protocol']:6.2f} s")
-            for step, seconds in report["steps"].items():
-                print(f"  {step:44s} {seconds:6.2f} s")
+            for step, seconds in steps.items():
+                print(f"  {step:44s} {seconds:6.2f} s {cpu.get(step, float('nan')):6.2f} s")
             print("  submission package: " + ", ".join(f"{k} {v:.2f} s" for k, v in report["submission"].items()))
 
 

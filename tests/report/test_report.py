@@ -237,6 +237,21 @@ def test_figures_embedded_inline(report_html):
     assert 'width="100%"' in svgs[0]
 
 
+def test_figures_drawn_apart_and_merged_give_the_same_report(protocol, small_study, report_html):
+    from regenheart import forked
+    from regenheart.report import draw_figures, merge_figures
+
+    study = small_study
+    # As the demo does: the largest figure in a child process, the others here.
+    apart = forked.start("figure", draw_figures, protocol, study.data, study.results, ("mean_change",))
+    here = draw_figures(protocol, study.data, study.results, ("trajectories", "tipping"))
+    drawn = merge_figures(here, apart.result())
+    assert drawn["mean_change"] and drawn["trajectories"] and drawn["tipping"]
+    html = build_report(protocol, study.snapshot, study.data, study.results, methods_notes=METHODS_NOTES,
+                        synthetic=True, figures_drawn=drawn)
+    assert html == report_html
+
+
 # ------------------------------------------------------------------ MMRM states
 def _lvef_block(html: str) -> str:
     start = html.index('id="eff-lvef"')

@@ -114,7 +114,7 @@ def _verify(engine: Engine, protocol: Protocol) -> None:
 
 def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
             design_cost: dict[str, Any] | Callable[[], dict[str, Any] | None] | None = None,
-            timings: dict[str, float] | None = None, pdf_render: PdfRender | None = None) -> AnalysisRun:
+            timings: dict[str, Any] | None = None, pdf_render: PdfRender | None = None) -> AnalysisRun:
     """Snapshot -> analysis datasets -> SAP -> report.html and results.json in ``out_dir``.
 
     The database's recorded protocol version (study meta) is the one analysed. ``design_cost``
@@ -122,7 +122,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     analysis is waited for only when the report needs it) becomes ``results.json``'s ``design_cost``
     and a report appendix. Nothing is written unless the audit chain verifies and every stored value
     matches its trail; that check runs in a child process beside the snapshot, derivation and SAP.
-    ``timings`` (if given) receives the seconds of each step. ``pdf_render`` (a started
+    ``timings`` (if given) receives the seconds of each step (and under ``cpu`` their CPU seconds). ``pdf_render`` (a started
     :class:`PdfRender`) is handed report.html as soon as it is written, to render it into a hidden file
     in ``out_dir`` beside the rest of the analysis (a submission package then moves it in).
     """
@@ -131,7 +131,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     if recorded in {v.version for v in protocol.protocol_versions}:
         protocol = with_active_version(protocol, recorded)
     from regenheart import instruments
-    from regenheart.report import build_report, write_report
+    from regenheart.report import build_report, draw_figures, merge_figures, write_report
     from regenheart.report.exports import write_adam
 
     # The chain verifies and every value matches its trail: checked on the other core meanwhile.
@@ -147,11 +147,6 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     except BaseException:
         verifying.cancel()
         raise
-    verifying.result()  # raises IntegrityError before anything is written
-    clock.lap("integrity check (wait)")
-    if callable(design_cost):
-        design_cost = design_cost()
-        clock.lap("design simulation (wait)")
     version = protocol.active_version
     document = {
         "synthetic": synthetic,
@@ -164,14 +159,33 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
                              for name in sorted({f.instrument for f in protocol.forms.values() if f.instrument})},
         **results,
     }
-    if design_cost is not None:
-        document["design_cost"] = design_cost
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if protocol.registry is not None and protocol.registry.results is not None:
-        document["registry_preview"] = CTGOV_PREVIEW  # the study report links to it
+    # The figures need only the SAP's results: the largest (every secondary endpoint) is drawn on the
+    # other core while this process checks, writes the results files and draws the others.
+    drawing = forked.start("report-figures", draw_figures, protocol, data, document, ("mean_change",))
+    try:
+        verifying.result()  # raises IntegrityError before anything is written
+        clock.lap("integrity check (wait)")
+        if callable(design_cost):
+            design_cost = design_cost()
+            clock.lap("design simulation (wait)")
+        if design_cost is not None:
+            document["design_cost"] = design_cost
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if protocol.registry is not None and protocol.registry.results is not None:
+            document["registry_preview"] = CTGOV_PREVIEW  # the study report links to it
+        results_path = out_dir / "results.json"
+        results_path.write_text(json.dumps(document, indent=1, sort_keys=False, allow_nan=False), encoding="utf-8")
+        datasets = write_adam(data, out_dir / "datasets")
+        ctgov_path = write_ctgov_files(protocol, document, data, out_dir)
+        clock.lap("results.json, ADaM XPT/CSV, CT.gov files")
+        drawn = merge_figures(draw_figures(protocol, data, document, ("trajectories", "tipping")), drawing.result())
+        clock.lap("report figures")
+    except BaseException:
+        drawing.cancel()
+        raise
     notes = {**instruments.METHODS_NOTES,
              **{f"derived values: {k}": v for k, v in instruments.derive.METHODS_NOTES.items()}}
-    html = build_report(protocol, snap, data, document, methods_notes=notes, synthetic=synthetic)
+    html = build_report(protocol, snap, data, document, methods_notes=notes, synthetic=synthetic, figures_drawn=drawn)
     report_path = out_dir / "report.html"
     write_report(report_path, html)
     if pdf_render is not None:
@@ -180,26 +194,28 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
         except PdfEngineUnavailable:  # the package says so (it asks the engine again)
             pass
     clock.lap("study report")
-    results_path = out_dir / "results.json"
-    results_path.write_text(json.dumps(document, indent=1, sort_keys=False, allow_nan=False), encoding="utf-8")
-    datasets = write_adam(data, out_dir / "datasets")
-    ctgov_path = write_ctgov_files(protocol, document, data, out_dir)
-    clock.lap("results.json, ADaM XPT/CSV, CT.gov files")
     return AnalysisRun(document, report_path, results_path, datasets, ctgov_path, snap, data, tabulations)
 
 
 class _Clock:
-    """Seconds of consecutive steps into a dictionary (nothing when it is None)."""
+    """Seconds of consecutive steps into a dictionary (nothing when it is None): wall time, and under
+    ``cpu`` the CPU seconds of this process (a step that waits for a child uses little)."""
 
-    def __init__(self, into: dict[str, float] | None):
+    def __init__(self, into: dict[str, Any] | None):
         self.into = into
         self.last = time.perf_counter()
+        self.last_cpu = time.process_time()
 
     def lap(self, step: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if self.into is not None:
             self.into[step] = self.into.get(step, 0.0) + now - self.last
-        self.last = now
+            spent = self.into.setdefault("cpu", {})
+            spent[step] = spent.get(step, 0.0) + cpu - self.last_cpu
+        self.last, self.last_cpu = now, cpu
+
+    def restart(self) -> None:
+        self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
 
 CTGOV_PREVIEW = "ctgov_preview.html"
@@ -261,11 +277,11 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     Independent steps share the two cores: the design simulation runs in a child process while the
     cohort is entered, the integrity check beside the analysis, the report PDF beside the submission
     datasets (see :mod:`regenheart.forked`). The returned dictionary's ``timings`` holds the seconds
-    of each step of this process (waits for a child included).
+    of each step of this process (waits for a child included; their CPU seconds under ``cpu``).
     """
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}
     clock = _Clock(timings)
-    started = clock.last
+    started, started_cpu = clock.last, clock.last_cpu
     db_path = prepare_demo_dir(out_dir)
     engine = create_study_database(db_path, study_meta(protocol, synthetic=True, seed=seed))
     version = protocol.active_version
@@ -298,7 +314,7 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
         clock.lap("entry through the capture service")
         rendering = PdfRender.start()  # loads WeasyPrint and its fonts on the other core during the analysis
         run = analyze(engine, protocol, out_dir, design_cost=design.result, timings=timings, pdf_render=rendering)
-        clock.last = time.perf_counter()
+        clock.restart()
         from regenheart.exchange.cdisc.submission import package_verified_snapshot
 
         # The package of the snapshot the report was made from: verified, read and derived once.
@@ -316,6 +332,7 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
         raise
     engine.dispose()
     timings["total"] = time.perf_counter() - started
+    timings["cpu"]["total"] = time.process_time() - started_cpu
     return run, {"subjects": stats.subjects, "forms": stats.forms, "adverse_events": stats.adverse_events,
                  "corrections": stats.corrections, "database": str(db_path), "submission": submission,
                  "timings": timings}

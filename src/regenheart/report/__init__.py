@@ -27,7 +27,8 @@ from regenheart.report.context import SECTIONS, SYNTHETIC_BANNER
 from regenheart.report.missing_codes import missing_codes_html
 from regenheart.store.snapshot import Snapshot
 
-__all__ = ["SECTIONS", "SYNTHETIC_BANNER", "build_report", "write_report"]
+__all__ = ["FIGURES", "SECTIONS", "SYNTHETIC_BANNER", "build_report", "draw_figures", "merge_figures",
+           "write_report"]
 
 
 def css_string(value: object) -> Markup:
@@ -60,8 +61,52 @@ def _has_synthetic_subjects(data: AnalysisDatasets) -> bool:
     return "SYNTHFL" in adsl.columns and bool((adsl["SYNTHFL"] == "Y").any())
 
 
+FIGURES = ("mean_change", "trajectories", "tipping")
+
+
+def draw_figures(protocol: Protocol, data: AnalysisDatasets, results: dict[str, Any],
+                 which: tuple[str, ...] = FIGURES) -> dict[str, Any]:
+    """The report's figures as inline SVG text: ``mean_change`` (secondary endpoints), ``trajectories``
+    (with ``trajectories_label``) and ``tipping`` (one per sensitivity analysis), each None (or empty)
+    when the results have nothing to draw or it is not in ``which``. Pure, as :func:`build_report`;
+    figures drawn separately (say in two processes) and merged give what one call gives."""
+    plan = protocol.analysis_plan
+    figure_svgs: dict[str, Any] = {"mean_change": None, "trajectories": None, "trajectories_label": None,
+                                   "tipping": {}}
+    if "mean_change" in which and ctx.efficacy_context(protocol, results)["secondary"]:
+        figure_svgs["mean_change"] = figures.to_svg(figures.mean_change_grid(protocol, results), "fig-mean-change",
+                                                    "Mean change from baseline with 95% CI, secondary endpoints")
+    headline = plan.headline or plan.flow.assessed_paramcd
+    if "trajectories" in which and headline and plan.endpoint(headline) is not None and not data.adeff.empty:
+        label = protocol.parameter(headline).label
+        figure_svgs["trajectories"] = figures.to_svg(
+            figures.trajectories(protocol, data.adeff, data.adsl, results, headline), "fig-trajectories",
+            f"Individual {label} trajectories with the mean")
+        figure_svgs["trajectories_label"] = label
+    for entry in ctx.sensitivity_context(protocol, results) if "tipping" in which else ():
+        fig = figures.tipping_point_plot((results.get("sensitivity") or {}).get(entry["key"]) or {},
+                                         entry["what"], entry["unit"])
+        if fig is not None:
+            figure_svgs["tipping"][entry["key"]] = figures.to_svg(fig, f"fig-tipping-{entry['anchor']}",
+                                                                  f"Tipping-point analysis: {entry['title']}")
+    return figure_svgs
+
+
+def merge_figures(*parts: dict[str, Any]) -> dict[str, Any]:
+    """One figures dictionary from several :func:`draw_figures` calls over disjoint ``which``."""
+    merged: dict[str, Any] = {"mean_change": None, "trajectories": None, "trajectories_label": None, "tipping": {}}
+    for part in parts:
+        for key, value in part.items():
+            if key == "tipping":
+                merged["tipping"].update(value)
+            elif value is not None:
+                merged[key] = value
+    return merged
+
+
 def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets, results: dict[str, Any], *,
-                 methods_notes: dict[str, str] | None = None, synthetic: bool) -> str:
+                 methods_notes: dict[str, str] | None = None, synthetic: bool,
+                 figures_drawn: dict[str, Any] | None = None) -> str:
     """The study report as HTML text.
 
     ``results`` is the dictionary of :func:`regenheart.stats.analysis.run_sap` (extra keys such as
@@ -71,30 +116,13 @@ def build_report(protocol: Protocol, snapshot: Snapshot, data: AnalysisDatasets,
     the data carries the synthetic flag: synthetic data never leave without the label.
 
     Pure: no files are written, nothing depends on the clock (the only time shown is the
-    snapshot's); the same inputs give the same text.
+    snapshot's); the same inputs give the same text. ``figures_drawn``: the figures of
+    :func:`draw_figures` for these results, drawn beforehand (elsewhere); drawn here when None.
     """
     synthetic = bool(synthetic) or _has_synthetic_subjects(data)
     efficacy = ctx.efficacy_context(protocol, results)
     sensitivity = ctx.sensitivity_context(protocol, results)
-    plan = protocol.analysis_plan
-    figure_svgs: dict[str, Any] = {"mean_change": None, "trajectories": None, "trajectories_label": None,
-                                   "tipping": {}}
-    if efficacy["secondary"]:
-        figure_svgs["mean_change"] = figures.to_svg(figures.mean_change_grid(protocol, results), "fig-mean-change",
-                                                    "Mean change from baseline with 95% CI, secondary endpoints")
-    headline = plan.headline or plan.flow.assessed_paramcd
-    if headline and plan.endpoint(headline) is not None and not data.adeff.empty:
-        label = protocol.parameter(headline).label
-        figure_svgs["trajectories"] = figures.to_svg(
-            figures.trajectories(protocol, data.adeff, data.adsl, results, headline), "fig-trajectories",
-            f"Individual {label} trajectories with the mean")
-        figure_svgs["trajectories_label"] = label
-    for entry in sensitivity:
-        fig = figures.tipping_point_plot((results.get("sensitivity") or {}).get(entry["key"]) or {},
-                                         entry["what"], entry["unit"])
-        if fig is not None:
-            figure_svgs["tipping"][entry["key"]] = figures.to_svg(fig, f"fig-tipping-{entry['anchor']}",
-                                                                  f"Tipping-point analysis: {entry['title']}")
+    figure_svgs = figures_drawn if figures_drawn is not None else draw_figures(protocol, data, results)
     from regenheart import __version__
 
     template = _environment().get_template("report.html.j2")
