@@ -6,7 +6,10 @@ Run: .venv/bin/python benchmarks/bench_api.py [--clients 50] [--saves 20] [--eng
 Starts ``regenheart serve`` (SQLite with one worker; PostgreSQL with one and with four workers) on a
 free loopback port, lets every client save its own subject's vital-signs form ``--saves`` times
 (first entry, then changes with a reason: full validation, audit chain, synchronous=FULL on SQLite),
-and reports saves per second and the p50 / p95 latency of a save. Every request loop is bounded.
+and reports saves per second, the p50 / p95 latency of a save, the server's CPU time per save (its process
+and worker processes; the load generator's own cost is kept small: one kept-alive standard-library HTTP
+connection per client) and the machine's load. Afterwards every client's last save must be stored and the
+audit chain must verify. Every request loop is bounded.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from regenheart.capture.accounts import AccountService
 from regenheart.capture.permissions import Actor
 from regenheart.capture.service import CaptureService
 from regenheart.protocol import load_protocol
-from regenheart.store.db import create_study_database
+from regenheart.store.audit import verify_chain
+from regenheart.store.db import create_study_database, open_study_database
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import cpu_model
@@ -109,20 +113,73 @@ def client_run(base: str, n: int, saves: int) -> list[float]:
     return latencies
 
 
+def check_stored(db: str, clients: int, saves: int) -> None:
+    """Every acknowledged save is in the database (each client's form at version ``saves``, its last value),
+    and the audit chain verifies."""
+    engine = open_study_database(db)
+    try:
+        capture, monitor = CaptureService(engine, load_protocol()), Actor("bench.check", "monitor")
+        for n in range(clients):
+            view = capture.get_form(monitor, f"01-{n + 1:03d}", "SCR", "vital_signs")
+            if view.version != saves or view.data.get("sbp_mmhg") != 100 + saves - 1:
+                raise SystemExit(f"client {n}: stored version {view.version}, sbp {view.data.get('sbp_mmhg')}")
+        report = verify_chain(engine)
+        if not report.ok:
+            raise SystemExit(f"audit chain does not verify: {report.problem}")
+    finally:
+        engine.dispose()
+
+
+def settle(pid: int, timeout: float = 120) -> None:
+    """Wait until the server is idle: with several workers the first answers while the others still import."""
+    deadline = time.monotonic() + timeout
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = tree_cpu_seconds(pid)
+        if now - before < 0.1:  # less than 10 % of a core over the last second
+            return
+        before = now
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        own = int(entry.parent.name)
+        children.setdefault(int(fields[1]), []).append(own)
+        cpu[own] = (int(fields[11]) + int(fields[12])) / tick
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += cpu.get(current, 0.0)
+        stack.extend(children.get(current, []))
+    return total
+
+
 def run(db: str, workers: int, clients: int, saves: int) -> dict[str, float]:
     prepare(db, clients)
     process, base = serve(db, workers)
     try:
-        t0 = time.perf_counter()
+        settle(process.pid)
+        cpu0, t0 = tree_cpu_seconds(process.pid), time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             latencies = [x for part in pool.map(lambda n: client_run(base, n, saves), range(clients)) for x in part]
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, tree_cpu_seconds(process.pid) - cpu0
     finally:
         process.terminate()
         process.wait(timeout=30)
+    check_stored(db, clients, saves)
     quantiles = statistics.quantiles(latencies, n=100)
     return {"saves": len(latencies), "seconds": elapsed, "saves_per_s": len(latencies) / elapsed,
-            "p50_ms": 1000 * quantiles[49], "p95_ms": 1000 * quantiles[94]}
+            "p50_ms": 1000 * quantiles[49], "p95_ms": 1000 * quantiles[94],
+            "cpu_ms": 1000 * cpu / len(latencies), "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -134,12 +191,13 @@ def main() -> None:
     pg = os.environ.get("REGENHEART_TEST_PG_URL")
     print(f"# API throughput: {args.clients} clients x {args.saves} saves; {cpu_model()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}")
-    print("| engine | workers | saves | seconds | saves/s | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|")
+    print("| engine | workers | saves | seconds | saves/s | p50 ms | p95 ms | server CPU ms/save | load |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for engine in args.engines.split(","):
         workers = int(engine[2:]) if engine.startswith("pg") else 1
         if engine.startswith("pg"):
             if not pg:
-                print(f"| {engine} | skipped: set REGENHEART_TEST_PG_URL | | | | | |")
+                print(f"| {engine} | skipped: set REGENHEART_TEST_PG_URL | | | | | | | |")
                 continue
             name = f"rh_bench_{uuid.uuid4().hex[:8]}"
             admin = create_engine(pg, isolation_level="AUTOCOMMIT")
@@ -156,7 +214,7 @@ def main() -> None:
                 r = run(str(Path(tmp) / "study.db"), 1, args.clients, args.saves)
             label = "SQLite (WAL, synchronous=FULL)"
         print(f"| {label} | {workers} | {r['saves']} | {r['seconds']:.1f} | {r['saves_per_s']:.0f} | "
-              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} |", flush=True)
+              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['cpu_ms']:.1f} | {r['load']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

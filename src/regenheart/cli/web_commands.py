@@ -7,6 +7,7 @@ line per problem) on stderr with exit code 1, never as a traceback.
 from __future__ import annotations
 
 import getpass
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import typer
 PASSWORD_ENV = "REGENHEART_PASSWORD"
 APP_DB_ENV = "REGENHEART_DB"              # read by web.app.app_from_environment in each worker
 APP_PROTOCOL_ENV = "REGENHEART_PROTOCOL"
+WORKER_HEALTHCHECK_SECONDS = 60  # how long a worker process may take to answer uvicorn's supervisor
 
 
 def _fail(message: str) -> typer.Exit:
@@ -105,6 +107,10 @@ def serve(
     if workers == 1:
         uvicorn.run(app, **options)
         return
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        # A worker importing the stack on a busy machine, or holding the interpreter for a long request, may
+        # answer the supervisor's ping late: uvicorn's default (5 s) would kill and restart it.
+        options["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     # Each worker process builds its own application from the environment: sessions, tokens, CSRF
     # and log-in lock-outs live in the database (signed with its secret), so any worker serves any request.
     engine.dispose()
