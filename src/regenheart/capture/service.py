@@ -52,6 +52,7 @@ WITHDRAWN_AT_SCREENING = "withdrawn at screening"
 _INSERT_RECORD = insert(FormRecord.__table__)
 _INSERT_ITEMS = insert(ItemValue.__table__)
 _INSERT_DERIVED = insert(DerivedValue.__table__)
+_INSERT_VISIT = insert(Visit.__table__)
 _UPDATE_ITEMS = (update(ItemValue.__table__).where(ItemValue.__table__.c.id == bindparam("item_id"))
                  .values(value=bindparam("value")))
 
@@ -136,6 +137,36 @@ def _no_missing_codes(values: Mapping[str, Any], record: str) -> list[Violation]
     return [Violation(name, value, "missing_code", message) for name, value in values.items() if is_missing(value)]
 
 
+@dataclass(slots=True)
+class NewVisit:
+    """A visit a unit of work inserted (one Core INSERT, no ORM object): what the visit checks read.
+
+    Read-only: a change of its date loads the stored row first (:meth:`CaptureService._ensure_visit`).
+    """
+
+    subject_id: int
+    visit_code: str
+    visit_date: dt.date
+    study_day: int | None = None
+    in_window: bool | None = None
+
+
+@dataclass(slots=True)
+class NewRecord:
+    """A form record a unit of work inserted (one Core INSERT, no ORM object), as the save that made it
+    reads it. A later save of the same form in the unit loads the stored record instead."""
+
+    id: int
+    subject_id: int
+    visit_code: str
+    form_code: str
+    status: str
+    version: int
+    verified: bool
+    locked: bool
+    signed: bool
+
+
 class UnitOfWork:
     """One transaction shared by many service calls (see :meth:`CaptureService.unit_of_work`)."""
 
@@ -147,8 +178,10 @@ class UnitOfWork:
         self.head: audit.BatchHead | None = None  # the audit-chain head, locked for the whole unit
         # Per subject id, its visits and form records as the unit has them (one query per subject,
         # not one per save); only the capture service creates either, and keeps these up to date.
-        self.visits: dict[int, list[Visit]] = {}
-        self.records: dict[int, dict[tuple[str, str], FormRecord]] = {}
+        # Visits and records it inserts itself are kept as plain rows (NewVisit, NewRecord): the ORM's
+        # bookkeeping of a new object costs more than its INSERT.
+        self.visits: dict[int, list[Visit | NewVisit]] = {}
+        self.records: dict[int, dict[tuple[str, str], FormRecord | NewRecord]] = {}
         # False: calls run without a savepoint of their own, for a caller that rolls back the whole
         # enclosing savepoint whenever a call is refused (saves two statements per call).
         self.call_savepoints = True
@@ -248,12 +281,12 @@ class CaptureService:
             work.subjects[subject_code] = subject
         return subject
 
-    def _visits(self, session: Session, subject: Subject) -> list[Visit]:
+    def _visits(self, session: Session, subject: Subject) -> list[Visit | NewVisit]:
         """The subject's visits (a unit of work loads them once per subject and keeps the list current)."""
         work = getattr(self._local, "work", None)
         if work is not None and subject.id in work.visits:
             return work.visits[subject.id]
-        visits = list(session.scalars(select(Visit).where(Visit.subject_id == subject.id)))
+        visits: list[Visit | NewVisit] = list(session.scalars(select(Visit).where(Visit.subject_id == subject.id)))
         if work is not None:
             work.visits[subject.id] = visits
         return visits
@@ -267,7 +300,30 @@ class CaptureService:
         if records is None:
             records = work.records[subject.id] = {(r.visit_code, r.form_code): r for r in session.scalars(
                 select(FormRecord).where(FormRecord.subject_id == subject.id))}
-        return records.get((visit_code, form_code))
+        record = records.get((visit_code, form_code))
+        if isinstance(record, NewRecord):  # inserted earlier in the unit: saved again, read it as stored
+            record = records[(visit_code, form_code)] = find_form_record(session, subject.id, visit_code, form_code)
+        return record  # type: ignore[return-value]
+
+    def _insert_record(self, session: Session, columns: dict[str, Any]) -> FormRecord:
+        """Insert a new form record with one Core INSERT; return it as the rest of the save reads it.
+
+        Outside a unit of work, the object joins the session as stored (not pending): the ORM's flush
+        machinery for a new object costs more than the rest of a save. A unit of work keeps a plain
+        :class:`NewRecord` instead (cheaper still; a first save changes nothing on it afterwards).
+        """
+        record_id = session.connection().execute(_INSERT_RECORD, columns).inserted_primary_key[0]
+        work = getattr(self._local, "work", None)
+        if work is None:
+            record = FormRecord(id=record_id, **columns)
+            make_transient_to_detached(record)
+            session.add(record)
+            return record
+        new = NewRecord(id=record_id, **columns)
+        records = work.records.get(columns["subject_id"])
+        if records is not None:
+            records[(new.visit_code, new.form_code)] = new
+        return new  # type: ignore[return-value]  # read like a FormRecord by the save that inserted it
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
@@ -542,7 +598,7 @@ class CaptureService:
 
     def _ensure_visit(self, session: Session, actor: Actor, subject: Subject, visit_code: str,
                       visit_date: Any, reason: str | None, violations: list[Violation],
-                      warnings: list[Violation]) -> Visit | None:
+                      warnings: list[Violation]) -> Visit | NewVisit | None:
         visits = self._visits(session, subject)
         visit = next((v for v in visits if v.visit_code == visit_code), None)
         if visit_date is None:
@@ -560,12 +616,24 @@ class CaptureService:
         if violations:
             return visit
         old = visit.visit_date if visit else None
-        if visit is None:
-            visit = Visit(subject_id=subject.id, visit_code=visit_code, visit_date=date)
-            session.add(visit)
+        if visit is None and getattr(self._local, "work", None) is not None:
+            visit = NewVisit(subject.id, visit_code, date)
+            self._update_visit_day(subject, visit)
+            session.connection().execute(_INSERT_VISIT, {"subject_id": subject.id, "visit_code": visit_code,
+                                                         "visit_date": date, "study_day": visit.study_day,
+                                                         "in_window": visit.in_window})
             visits.append(visit)
-        visit.visit_date = date
-        self._update_visit_day(subject, visit)
+        else:
+            if isinstance(visit, NewVisit):  # inserted earlier in the unit: change the stored row
+                stored = session.scalars(select(Visit).where(Visit.subject_id == subject.id,
+                                                             Visit.visit_code == visit_code)).one()
+                visits[visits.index(visit)] = visit = stored
+            if visit is None:
+                visit = Visit(subject_id=subject.id, visit_code=visit_code, visit_date=date)
+                session.add(visit)
+                visits.append(visit)
+            visit.visit_date = date
+            self._update_visit_day(subject, visit)
         audit.append(session, [self._entry(actor, "update" if old else "create", "visit", subject.subject_code,
                                            visit_code=visit_code, record_key=f"{subject.subject_code}/{visit_code}",
                                            field="visit_date", old_value=canonical(old),
@@ -575,7 +643,7 @@ class CaptureService:
             self._sync_infusion(session, actor, subject, reason)
         return visit
 
-    def _update_visit_day(self, subject: Subject, visit: Visit) -> None:
+    def _update_visit_day(self, subject: Subject, visit: Visit | NewVisit) -> None:
         if subject.infusion_date is None:
             visit.study_day, visit.in_window = None, None
         else:
@@ -656,17 +724,9 @@ class CaptureService:
                 else "incomplete"
             first_entry = record is None
             if record is None:
-                # One INSERT statement, then the object joins the session as stored (not pending): the
-                # ORM's flush machinery for a new object costs more than the rest of a save.
-                columns = {"subject_id": subject.id, "visit_code": visit_code, "form_code": form_code,
-                           "status": status, "version": 1, "verified": False, "locked": False, "signed": False}
-                inserted = session.connection().execute(_INSERT_RECORD, columns)
-                record = FormRecord(id=inserted.inserted_primary_key[0], **columns)
-                make_transient_to_detached(record)
-                session.add(record)
-                work = getattr(self._local, "work", None)
-                if work is not None and subject.id in work.records:
-                    work.records[subject.id][(visit_code, form_code)] = record
+                record = self._insert_record(session, {
+                    "subject_id": subject.id, "visit_code": visit_code, "form_code": form_code, "status": status,
+                    "version": 1, "verified": False, "locked": False, "signed": False})
             record_key = f"{subject_code}/{visit_code}/{form_code}"
             entries: list[AuditEntry] = []
             record_changes: dict[str, Any] = {}  # columns of the form record this save changes
