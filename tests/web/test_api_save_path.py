@@ -198,3 +198,20 @@ def test_token_check_and_form_read_do_not_wait_for_the_sqlite_writer(client, aut
     assert form.status_code == 200, form.text
     body = form.json()
     assert body["version"] == 1 and body["visit_date"] == "2025-01-10" and body["open_queries"] == 1
+
+
+def test_the_writer_survives_an_error_of_its_own_and_no_caller_waits_forever(app, monkeypatch):
+    ctx = app.state.ctx
+    committer = GroupCommitter(ctx.capture)
+    original = GroupCommitter._run_batch
+
+    def broken(self, batch):
+        raise RuntimeError("bug in the writer")
+
+    monkeypatch.setattr(GroupCommitter, "_run_batch", broken)
+    with pytest.raises(RuntimeError, match="bug in the writer"):
+        committer.submit(lambda: None).result(timeout=30)
+    monkeypatch.setattr(GroupCommitter, "_run_batch", original)
+    result = committer.submit(lambda: ctx.capture.save_form(COORD, "01-002", "SCR", "vital_signs", VITALS,
+                                                            visit_date="2025-01-10")).result(timeout=30)
+    assert result.version == 1

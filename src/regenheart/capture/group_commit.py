@@ -95,7 +95,13 @@ class GroupCommitter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except Exception as exc:  # no caller may wait forever, and the writer goes on
+                log.exception("a group of %d calls failed", len(batch))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
 
     def _run_batch(self, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, bool, Any]] = []  # (job, succeeded, result or exception)
