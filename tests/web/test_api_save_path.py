@@ -5,6 +5,7 @@ and the per-request token check reads without waiting for the SQLite writer."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -215,3 +216,18 @@ def test_the_writer_survives_an_error_of_its_own_and_no_caller_waits_forever(app
     result = committer.submit(lambda: ctx.capture.save_form(COORD, "01-002", "SCR", "vital_signs", VITALS,
                                                             visit_date="2025-01-10")).result(timeout=30)
     assert result.version == 1
+
+
+def test_a_call_whose_caller_gave_up_before_it_started_is_not_run(app):
+    ctx = app.state.ctx
+    committer = GroupCommitter(ctx.capture)
+    release = threading.Event()
+    first = committer.submit(lambda: release.wait(30))  # keeps the writer busy
+    time.sleep(0.2)
+    given_up = committer.submit(lambda: ctx.capture.save_form(COORD, "01-002", "SCR", "vital_signs", VITALS,
+                                                              visit_date="2025-01-10"))
+    assert given_up.cancel()  # e.g. the client disconnected while the save waited for its turn
+    later = committer.submit(lambda: ctx.capture.get_form(COORD, "01-002", "SCR", "vital_signs").version)
+    release.set()
+    assert first.result(timeout=30) is True
+    assert later.result(timeout=30) == 0  # the cancelled save never ran, and the writer went on

@@ -104,6 +104,11 @@ class GroupCommitter:
                         job.future.set_exception(exc)
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        # A caller that gave up (its future cancelled, e.g. the client disconnected) before its call started:
+        # the call is not run. Once running, a future can no longer be cancelled.
+        batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         outcomes: list[tuple[_Job, bool, Any]] = []  # (job, succeeded, result or exception)
         again: list[_Job] = []
         try:
