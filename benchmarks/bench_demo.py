@@ -59,10 +59,13 @@ def main() -> None:
                   f"PDF problem: {report['pdf_problem']}")
             steps = dict(report["steps"])
             cpu = steps.pop("cpu", {})
+            children = steps.pop("children_cpu", {})
             print(f"  {'step (this process)':44s} {'wall':>8s} {'CPU':>8s}")
             print(f"  {'imports and protocol':44s} {report['imports and protocol']:6.2f} s")
             for step, seconds in steps.items():
                 print(f"  {step:44s} {seconds:6.2f} s {cpu.get(step, float('nan')):6.2f} s")
+            for step, seconds in children.items():
+                print(f"  child process: {step:29s} {'':8s} {seconds:6.2f} s")
             print("  submission package: " + ", ".join(f"{k} {v:.2f} s" for k, v in report["submission"].items()))
 
 

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -52,12 +53,14 @@ class Forked(Generic[T]):
         self._reader = reader
         self._outcome = outcome
         self.link: Any = None  # the parent's end of a two-way pipe (start_linked)
+        self.cpu_seconds: float | None = None  # CPU time the step took in the child (after result())
 
     def result(self) -> T:
         """The step's return value; its exception is raised here. Waits for the child to finish."""
         if self._outcome is None:
             try:
-                self._outcome = self._reader.recv()
+                ok, value, self.cpu_seconds = self._reader.recv()
+                self._outcome = (ok, value)
             except EOFError:  # the child died without an answer (killed, out of memory, os._exit in the step)
                 self._process.join()
                 self._outcome = (False, StepFailed(f"step {self.name!r} ended without a result "
@@ -86,6 +89,7 @@ class Forked(Generic[T]):
 def _child(writer: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, niceness: int = 0) -> None:
     if niceness:
         os.nice(niceness)
+    started = time.process_time()
     try:
         outcome: tuple[bool, Any] = (True, fn(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
@@ -96,10 +100,11 @@ def _child(writer: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, nicen
             pickle.loads(pickle.dumps(value))
         except Exception:  # noqa: BLE001 - any pickling failure: send the traceback's text instead
             outcome = (False, StepFailed("".join(traceback.format_exception(value)).rstrip()))
+    cpu = time.process_time() - started
     try:
-        writer.send(outcome)
+        writer.send((*outcome, cpu))
     except Exception as exc:  # noqa: BLE001 - the return value does not pickle
-        writer.send((False, StepFailed(f"step result {type(value).__name__} cannot be sent back: {exc}")))
+        writer.send((False, StepFailed(f"step result {type(value).__name__} cannot be sent back: {exc}"), cpu))
     finally:
         writer.close()
 
@@ -110,10 +115,13 @@ def start(name: str, fn: Callable[..., T], /, *args: Any, niceness: int = 0, **k
     ``niceness`` > 0 lowers the child's scheduling priority (``os.nice``): a step whose result is needed
     only later then leaves the core to the parent's more urgent work when both want the same core."""
     if not can_fork():
+        started = time.process_time()
         try:
-            return Forked(name, outcome=(True, fn(*args, **kwargs)))
+            step: Forked[T] = Forked(name, outcome=(True, fn(*args, **kwargs)))
         except Exception as exc:  # noqa: BLE001 - raised at result(), where a child's would be
-            return Forked(name, outcome=(False, exc))
+            step = Forked(name, outcome=(False, exc))
+        step.cpu_seconds = time.process_time() - started
+        return step
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(writer, fn, args, kwargs, niceness), name=f"regenheart-{name}",

@@ -165,6 +165,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     try:
         verifying.result()  # raises IntegrityError before anything is written
         clock.lap("integrity check (wait)")
+        clock.child("integrity check", verifying.cpu_seconds)
         if callable(design_cost):
             design_cost = design_cost()
             clock.lap("design simulation (wait)")
@@ -180,6 +181,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
         clock.lap("results.json, ADaM XPT/CSV, CT.gov files")
         drawn = merge_figures(draw_figures(protocol, data, document, ("trajectories", "tipping")), drawing.result())
         clock.lap("report figures")
+        clock.child("report figure (mean change grid)", drawing.cpu_seconds)
     except BaseException:
         drawing.cancel()
         raise
@@ -213,6 +215,11 @@ class _Clock:
             spent = self.into.setdefault("cpu", {})
             spent[step] = spent.get(step, 0.0) + cpu - self.last_cpu
         self.last, self.last_cpu = now, cpu
+
+    def child(self, step: str, cpu_seconds: float | None) -> None:
+        """Record the CPU seconds of a step that ran in a child process (under ``children_cpu``)."""
+        if self.into is not None and cpu_seconds is not None:
+            self.into.setdefault("children_cpu", {})[step] = cpu_seconds
 
     def restart(self) -> None:
         self.last, self.last_cpu = time.perf_counter(), time.process_time()
@@ -305,8 +312,9 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
             progress(code, done, len(cohort.subjects))
 
     # The simulation needs only the protocol and the seed: on the other core while the cohort is entered
-    # (at a lower priority: it is needed only when the report is written).
-    design = forked.start("design-simulation", simulate_design_cost, protocol, seed, workers=1, niceness=BACKGROUND)
+    # and analysed. Not at a lower priority: on a shared machine it would then wait behind other users'
+    # processes, and the report waits for it.
+    design = forked.start("design-simulation", simulate_design_cost, protocol, seed, workers=1)
     rendering: PdfRender | None = None
     try:
         # One unit of work (a savepoint per subject): the same validated, audited calls, one commit.
@@ -325,6 +333,8 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
                                                protocol_bytes=default_protocol_text().encode("utf-8"),
                                                report_html=run.report_path, pdf_render=rendering)
         clock.lap("submission package (datasets beside the PDF)")
+        clock.child("design simulation", design.cpu_seconds)
+        clock.child("report PDF (engine, fonts, render)", rendering.cpu_seconds)
     except BaseException:
         design.cancel()
         if rendering is not None:

@@ -129,6 +129,11 @@ class PdfRender:
             raise self._error
         return float(self._seconds or 0.0)
 
+    @property
+    def cpu_seconds(self) -> float | None:
+        """CPU time of the rendering process (loading the engine included), once :meth:`result` returned."""
+        return self._worker.cpu_seconds if self._worker is not None else self._seconds
+
     def cancel(self) -> None:
         """Stop the rendering process and remove its unfinished file (no PDF is needed, or the caller failed)."""
         if self._worker is not None:
