@@ -53,6 +53,7 @@ _INSERT_RECORD = insert(FormRecord.__table__)
 _INSERT_ITEMS = insert(ItemValue.__table__)
 _INSERT_DERIVED = insert(DerivedValue.__table__)
 _INSERT_VISIT = insert(Visit.__table__)
+_LAST_RECORD_ID = select(func.max(FormRecord.__table__.c.id))
 _UPDATE_ITEMS = (update(ItemValue.__table__).where(ItemValue.__table__.c.id == bindparam("item_id"))
                  .values(value=bindparam("value")))
 
@@ -189,10 +190,18 @@ class UnitOfWork:
         # before anything reads the database, at the end of each savepoint and before the commit;
         # the audit records appended meanwhile wait in the same way (audit.BatchHead.pending).
         self._pending: dict[Insert, list[dict[str, Any]]] = {}
+        # SQLite: the id the next new form record takes. The unit holds the database's write lock from
+        # its first statement (BEGIN IMMEDIATE), so nobody else inserts records meanwhile and the ids
+        # are those SQLite would choose (the largest + 1): records can be inserted later, together, and
+        # their items refer to them at once. None: not read yet, or another database (ids from a sequence).
+        self.next_record_id: int | None = None
 
-    def defer_insert(self, statement: Insert, rows: list[dict[str, Any]]) -> None:
-        """Insert ``rows`` with ``statement`` at the next :meth:`flush_pending` (rows whose ids nobody reads;
-        values of plain types only, see :func:`~regenheart.store.bulk.insert_plain_rows`)."""
+    def defer_insert(self, statement: Insert, rows: list[dict[str, Any]], *, referenced: bool = False) -> None:
+        """Insert ``rows`` with ``statement`` at the next :meth:`flush_pending` (values of plain types only,
+        see :func:`~regenheart.store.bulk.insert_plain_rows`). ``referenced``: other deferred rows refer to
+        these (their table is inserted before every other)."""
+        if referenced and statement not in self._pending:
+            self._pending = {statement: [], **self._pending}
         self._pending.setdefault(statement, []).extend(rows)
 
     def flush_pending(self) -> None:
@@ -211,6 +220,7 @@ class UnitOfWork:
     def savepoint(self) -> Iterator[None]:
         """Calls inside are kept together: an exception rolls back all of them (and propagates)."""
         head = (self.head.seq, self.head.hash) if self.head is not None else None
+        next_record_id = self.next_record_id
         self.flush_pending()  # what was deferred before belongs to the enclosing transaction
         try:
             with self.session.begin_nested():
@@ -219,6 +229,7 @@ class UnitOfWork:
         except BaseException:
             self._pending.clear()
             audit.discard_pending(self.session)
+            self.next_record_id = next_record_id  # the rolled-back records' ids are free again
             if head is not None:  # the rolled-back audit records are gone: so is their advance of the head
                 self.head.seq, self.head.hash = head  # type: ignore[union-attr]
             # Rows inserted in the savepoint can linger in the identity map, and their ids are reused
@@ -310,10 +321,18 @@ class CaptureService:
 
         Outside a unit of work, the object joins the session as stored (not pending): the ORM's flush
         machinery for a new object costs more than the rest of a save. A unit of work keeps a plain
-        :class:`NewRecord` instead (cheaper still; a first save changes nothing on it afterwards).
+        :class:`NewRecord` instead (cheaper still; a first save changes nothing on it afterwards) and,
+        on SQLite, defers the INSERT to its next flush with the id SQLite would give the row
+        (:attr:`UnitOfWork.next_record_id`).
         """
-        record_id = session.connection().execute(_INSERT_RECORD, columns).inserted_primary_key[0]
         work = getattr(self._local, "work", None)
+        if work is not None and self.engine.dialect.name == "sqlite":  # deferred, with the id SQLite would give
+            if work.next_record_id is None:
+                work.next_record_id = (session.connection().scalar(_LAST_RECORD_ID) or 0) + 1
+            record_id, work.next_record_id = work.next_record_id, work.next_record_id + 1
+            work.defer_insert(_INSERT_RECORD, [{"id": record_id, **columns}], referenced=True)
+        else:
+            record_id = session.connection().execute(_INSERT_RECORD, columns).inserted_primary_key[0]
         if work is None:
             record = FormRecord(id=record_id, **columns)
             make_transient_to_detached(record)
