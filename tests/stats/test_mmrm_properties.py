@@ -205,11 +205,13 @@ def test_invariant_to_row_order_and_subject_labels(seed):
     ref = fit_mmrm(d, f)
     rng = np.random.default_rng(100 + seed)
     shuffled = d.iloc[rng.permutation(len(d))].reset_index(drop=True)
-    _same(ref, fit_mmrm(shuffled, f))
+    # Another row order is another summation order, so the REML optimizer stops at a point equal within its
+    # convergence tolerance, not to the last bit (seen: 1.1e-8 relative in one estimate under load): 1e-6.
+    _same(ref, fit_mmrm(shuffled, f), rtol=1e-6)
     ids = d["USUBJID"].unique()
     relabel = dict(zip(ids, rng.permutation(len(ids)) * 7 + 1000))  # integer ids in another order
     renamed = d.assign(USUBJID=d["USUBJID"].map(relabel))
-    _same(ref, fit_mmrm(renamed, f))
+    _same(ref, fit_mmrm(renamed, f), rtol=1e-6)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
