@@ -9,6 +9,7 @@ unexpected ones are logged server-side with a reference shown to the user.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import logging
 import secrets
 from collections.abc import Callable
@@ -19,9 +20,10 @@ from urllib.parse import quote
 from argon2 import PasswordHasher
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,6 +55,8 @@ from regenheart.web.security import SessionData, Signer, database_secret
 
 log = logging.getLogger("regenheart.web")
 WEB_DIR = Path(str(resources.files("regenheart.web")))
+# Seconds a client should wait before retrying when the database did not answer (503 Retry-After).
+DATABASE_RETRY_SECONDS = 5
 
 
 def _utc_today() -> dt.date:
@@ -122,6 +126,24 @@ def _install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body("not_found" if exc.status_code == 404 else "http_error", message),
                                 status_code=exc.status_code)
         return error_page(request, exc.status_code, message.capitalize() + ".")
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> Response:
+        # The engine is down, restarting, or busy beyond its timeout: a condition to retry, not a server bug.
+        # (Whether a save in flight was stored is then unknown: the client re-reads and sees its version.)
+        reference = secrets.token_hex(6)
+        log.error("database unavailable [%s] on %s %s: %s", reference, request.method, request.url.path,
+                  str(exc).splitlines()[0][:300])
+        message = (f"the database is unavailable (reference {reference}); nothing may have been saved: reload "
+                   "to see what is stored, then retry")
+        headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
+        if _is_api(request):
+            return JSONResponse(error_body("database_unavailable", message), status_code=503, headers=headers)
+        # A plain page: the site's layout itself reads the database (menu counts).
+        return HTMLResponse(f"<!doctype html><html lang=en><meta charset=utf-8><title>Database unavailable</title>"
+                            f"<h1>Database unavailable</h1><p>{html.escape(message.capitalize())}.</p>"
+                            f'<p><a href="{html.escape(str(request.url.path))}">Try again</a></p></html>',
+                            status_code=503, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -32,6 +32,7 @@ ERROR_STATUSES = {
     409: "Stale version, or the action is not allowed in the record's state: nothing was written",
     413: f"Request body larger than {MAX_BODY_BYTES} bytes",
     422: "Invalid input: every violation with field, value, rule and message; nothing was written",
+    503: "The database could not be reached or did not answer in time; retry after the Retry-After seconds",
 }
 
 
