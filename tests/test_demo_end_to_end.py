@@ -140,3 +140,33 @@ def test_db_init_and_upgrade_commands(tmp_path):
     assert again.exit_code == 2 and "already exists" in flat(again.output)
     upgraded = runner.invoke(app, ["db", "upgrade", "--db", str(db)])
     assert upgraded.exit_code == 0 and "schema revision" in flat(upgraded.output)
+
+
+def test_analysis_failing_on_tampered_data_reports_the_integrity_failure(demo_dir, tmp_path, monkeypatch):
+    """The integrity check runs beside the analysis: when the analysis fails on data that do not match
+    their audit trail, the integrity failure is what the user is told."""
+    import shutil
+
+    from sqlalchemy import text
+
+    from regenheart.cli import pipeline
+    from regenheart.protocol import load_protocol
+    from regenheart.store.db import make_engine
+    from regenheart.store.reconcile import IntegrityError
+
+    out, _ = demo_dir
+    copy = tmp_path / "tampered.db"
+    shutil.copy(out / "study.db", copy)
+    engine = make_engine(copy)
+    with engine.begin() as conn:  # a direct change of one stored value, past the capture service
+        conn.execute(text("UPDATE item_values SET value = '55.0' WHERE id = (SELECT min(id) FROM item_values "
+                          "WHERE field = 'lvef_pct')"))
+
+    def derive_fails(*_args, **_kwargs):
+        raise ValueError("derivation failed on the changed value")
+
+    monkeypatch.setattr(pipeline, "derive_with_sdtm", derive_fails)
+    with pytest.raises(IntegrityError, match="cannot be analysed"):
+        pipeline.analyze(engine, load_protocol(), tmp_path / "rep")
+    engine.dispose()
+    assert not (tmp_path / "rep" / "report.html").exists()

@@ -122,9 +122,10 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     analysis is waited for only when the report needs it) becomes ``results.json``'s ``design_cost``
     and a report appendix. Nothing is written unless the audit chain verifies and every stored value
     matches its trail; that check runs in a child process beside the snapshot, derivation and SAP.
-    ``timings`` (if given) receives the seconds of each step (and under ``cpu`` their CPU seconds). ``pdf_render`` (a started
-    :class:`PdfRender`) is handed report.html as soon as it is written, to render it into a hidden file
-    in ``out_dir`` beside the rest of the analysis (a submission package then moves it in).
+    ``timings`` (if given) receives the seconds of each step (and under ``cpu`` their CPU seconds).
+    ``pdf_render`` (a started :class:`PdfRender`) is handed report.html as soon as it is written, to
+    render it into a hidden file in ``out_dir`` beside the rest of the analysis (a submission package
+    then moves it in).
     """
     clock = _Clock(timings)
     recorded = read_meta(engine).get(PROTOCOL_VERSION_KEY)
@@ -144,6 +145,9 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
         clock.lap("derive (ADaM and SDTM)")
         results = run_sap(protocol, data, items=snap.items)
         clock.lap("statistical analysis plan")
+    except Exception:
+        verifying.result()  # data that fail the integrity check explain the failure: that error is raised
+        raise
     except BaseException:
         verifying.cancel()
         raise
