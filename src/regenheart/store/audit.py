@@ -48,8 +48,9 @@ _CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ens
 def canonical(value: Any) -> str | None:
     """Canonical JSON text of a captured value (None stays None), used in the trail and the store.
 
-    Strings, integers and booleans, nearly every captured value, are written directly: the same
-    text ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` gives.
+    Strings, integers, booleans, finite floats and dates, nearly every captured value, are written
+    directly: the same text ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+    gives.
     """
     if value is None:
         return None
@@ -60,6 +61,8 @@ def canonical(value: Any) -> str | None:
         return int.__repr__(value)
     if kind is bool:
         return "true" if value else "false"
+    if kind is float and value - value == 0:  # finite (NaN and the infinities have JSON names of their own)
+        return float.__repr__(value)
     if kind is dt.date or kind is dt.datetime:
         return encode_basestring(value.isoformat())
     if isinstance(value, (dt.date, dt.datetime)):
