@@ -86,3 +86,21 @@ def test_cancel_stops_a_waiting_child():
     step.cancel()
     with pytest.raises(forked.StepFailed, match="cancelled"):
         step.result()
+
+
+def _pool_replaced(engine):
+    before = engine.pool  # kept alive, so that a new pool cannot reuse its identity
+    return forked.fresh_engine(engine).pool is not before
+
+
+def test_fresh_engine_drops_the_inherited_pool_only_in_a_child(tmp_path, monkeypatch):
+    from regenheart.store.db import make_engine
+
+    engine = make_engine(tmp_path / "x.db")
+    with engine.connect():
+        pass
+    if forked.can_fork():
+        assert forked.start("pool", _pool_replaced, engine).result() is True
+    monkeypatch.setenv(forked.SERIAL_ENV, "1")
+    assert forked.start("pool", _pool_replaced, engine).result() is False  # run in place: the pool is kept
+    engine.dispose()

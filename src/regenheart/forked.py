@@ -86,7 +86,12 @@ class Forked(Generic[T]):
             self._outcome = (False, StepFailed(f"step {self.name!r} was cancelled"))
 
 
+_in_child = False  # set in a forked child: fresh_engine then drops the pool it inherited
+
+
 def _child(writer: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, niceness: int = 0) -> None:
+    global _in_child
+    _in_child = True
     if niceness:
         os.nice(niceness)
     started = time.process_time()
@@ -156,6 +161,7 @@ def _linked_child(writer: Any, link: Any, fn: Callable[..., Any], args: tuple) -
 
 def fresh_engine(engine: Any) -> Any:
     """In a forked child: the parent's SQLAlchemy engine with its inherited pool dropped (not closed),
-    so the child opens connections of its own."""
-    engine.dispose(close=False)
+    so the child opens connections of its own. Run in place (no fork), the engine as it is."""
+    if _in_child:
+        engine.dispose(close=False)
     return engine
