@@ -170,3 +170,23 @@ def test_analysis_failing_on_tampered_data_reports_the_integrity_failure(demo_di
         pipeline.analyze(engine, load_protocol(), tmp_path / "rep")
     engine.dispose()
     assert not (tmp_path / "rep" / "report.html").exists()
+
+
+def test_results_count_the_missing_data_codes_as_stored(demo_dir):
+    """results.json's missing-code counts equal a direct count of the coded values in the database."""
+    import sqlite3
+    from collections import Counter
+
+    out, _ = demo_dir
+    results = json.loads((out / "results.json").read_text())["missing_codes"]
+    with sqlite3.connect(out / "study.db") as db:
+        stored = [(json.loads(v)["missing"], s) for v, s in db.execute(
+            "SELECT iv.value, fr.subject_id FROM item_values iv JOIN form_records fr ON fr.id = iv.record_id "
+            "WHERE iv.value LIKE '{%'")]
+    per_code = Counter(code for code, _ in stored)
+    assert results["total"] == len(stored) > 0
+    assert {c["code"]: c["values"] for c in results["by_code"]} == {c: per_code.get(c, 0)
+                                                                     for c in ("ND", "UNK", "NA", "NASK")}
+    assert {c["code"]: c["subjects"] for c in results["by_code"] if c["values"]} == {
+        code: len({s for c, s in stored if c == code}) for code in per_code}
+    assert sum(row["total"] for row in results["by_form_visit"]) == len(stored)

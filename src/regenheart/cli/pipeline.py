@@ -134,6 +134,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     from regenheart import instruments
     from regenheart.report import build_report, draw_figures, merge_figures, write_report
     from regenheart.report.exports import write_adam
+    from regenheart.report.missing_codes import missing_code_counts
 
     # The chain verifies and every value matches its trail: checked on the other core meanwhile.
     verifying = forked.start("integrity", _verify, engine, protocol, niceness=BACKGROUND)
@@ -175,6 +176,14 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
             clock.lap("design simulation (wait)")
         if design_cost is not None:
             document["design_cost"] = design_cost
+        coded = missing_code_counts(protocol, snap)
+        if coded is not None:  # values recorded as missing-data codes (analysed as missing), as in the report
+            document["missing_codes"] = {
+                "total": coded.total,
+                "by_code": [{"code": c, "label": label, "values": n, "subjects": subjects}
+                            for c, label, n, subjects in coded.codes],
+                "by_form_visit": [{"form": form, "visit": visit, "values": per_code, "total": total}
+                                  for form, visit, per_code, total in coded.by_form_visit]}
         out_dir.mkdir(parents=True, exist_ok=True)
         if protocol.registry is not None and protocol.registry.results is not None:
             document["registry_preview"] = CTGOV_PREVIEW  # the study report links to it
