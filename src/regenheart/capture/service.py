@@ -30,6 +30,7 @@ from regenheart.capture.common import audit_entry, find_form_record, find_subjec
 from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibility
 from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
 from regenheart.capture.permissions import Actor
+from regenheart.capture.sites import active_site_codes
 from regenheart.capture.validation import Violation, run_checks, validate_record
 from regenheart.protocol.missing import is_missing, plain, plain_value
 from regenheart.protocol.models import Protocol
@@ -443,9 +444,7 @@ class CaptureService:
         if not SUBJECT_CODE.match(subject_code or ""):
             violations.append(Violation("subject_code", subject_code, "format",
                                         "must be 1-32 letters, digits or '-' starting with a letter or digit"))
-        from regenheart.capture.sites import active_site_codes  # the database's active sites (protocol default)
-
-        with self._reading() as session:
+        with self._reading() as session:  # the database's active sites (the protocol's by default)
             sites = active_site_codes(session, self.protocol)
         if site_code not in sites:
             violations.append(Violation("site_code", site_code, "codelist", f"must be one of: {', '.join(sites)}"))
