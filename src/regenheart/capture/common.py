@@ -12,6 +12,9 @@ from regenheart.capture.permissions import Actor
 from regenheart.store.audit import AuditEntry
 from regenheart.store.models import FormRecord, Subject
 
+# Query statuses that still need the site's answer or the monitor's close.
+UNRESOLVED = ("open", "answered")
+
 
 def require(actor: Actor, action: str) -> None:
     """Raise :class:`PermissionDenied` unless the actor's role may do ``action``."""

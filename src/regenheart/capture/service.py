@@ -26,7 +26,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, make_transient_to_detached,
 from sqlalchemy.orm.attributes import set_committed_value
 
 from regenheart.capture import randomization
-from regenheart.capture.common import audit_entry, find_form_record, find_subject, require
+from regenheart.capture.common import UNRESOLVED, audit_entry, find_form_record, find_subject, require
 from regenheart.capture.eligibility import EligibilityOutcome, evaluate_eligibility
 from regenheart.capture.errors import Conflict, NotFound, PermissionDenied, StateError, ValidationFailed
 from regenheart.capture.permissions import Actor
@@ -39,7 +39,7 @@ from regenheart.store import audit
 from regenheart.store.audit import AuditEntry, canonical
 from regenheart.store.bulk import insert_plain_rows
 from regenheart.store.db import reader
-from regenheart.store.models import AdverseEvent, DerivedValue, FormRecord, ItemValue, Subject, Visit
+from regenheart.store.models import AdverseEvent, DataQuery, DerivedValue, FormRecord, ItemValue, Subject, Visit
 
 # A scorer maps (instrument, item responses) to (scores, scoring version).
 Scorer = Callable[[str, Mapping[str, Any]], tuple[dict[str, float | None], str]]
@@ -889,6 +889,16 @@ class CaptureService:
             return FormView(subject_code, visit_code, form_code,
                             {i.field: _decode(i.value) for i in record.items}, record.version, record.status,
                             derived, version, record.verified, record.locked, record.signed, visit_date)
+
+    def unresolved_queries(self, actor: Actor, subject_code: str, visit_code: str, form_code: str) -> int:
+        """Open or answered queries on one form; in the active unit of work's transaction, if any (so a
+        grouped API save counts them without a connection of its own)."""
+        self._require(actor, "view")
+        with self._reading() as session:
+            subject = self._subject(session, actor, subject_code, lock=False)
+            return session.scalar(select(func.count()).select_from(DataQuery).where(
+                DataQuery.subject_id == subject.id, DataQuery.visit_code == visit_code,
+                DataQuery.form_code == form_code, DataQuery.status.in_(UNRESOLVED))) or 0
 
     def acknowledge_warning(self, actor: Actor, subject_code: str, visit_code: str, form_code: str, check_id: str,
                             reason: str | None) -> None:

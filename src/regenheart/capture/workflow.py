@@ -30,7 +30,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from regenheart.capture.accounts import AccountService
-from regenheart.capture.common import audit_entry, find_form_record, find_subject, require
+from regenheart.capture.common import UNRESOLVED, audit_entry, find_form_record, find_subject, require
 from regenheart.capture.errors import Conflict, NotFound, StateError, ValidationFailed
 from regenheart.capture.permissions import Actor
 from regenheart.capture.validation import Violation
@@ -48,7 +48,6 @@ from regenheart.store.models import (
 )
 
 QUERY_TEXT_MAX = 2000
-UNRESOLVED = ("open", "answered")
 # A query on an adverse event is stored with visit_code AE_VISIT and form_code "AE<seq>" (plus ae_id): no
 # protocol visit code is lower case, so the pair never names a form, and every query list shows it as it is.
 AE_VISIT = "ae"

@@ -17,9 +17,10 @@ from sqlalchemy import bindparam, func, select
 from starlette.concurrency import run_in_threadpool
 
 from regenheart.capture.accounts import UserView
+from regenheart.capture.common import UNRESOLVED
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
 from regenheart.capture.service import SaveResult
-from regenheart.capture.workflow import SIGNATURE_MEANINGS, UNRESOLVED, ConfirmationRequired
+from regenheart.capture.workflow import SIGNATURE_MEANINGS, ConfirmationRequired
 from regenheart.store.db import reader
 from regenheart.store.models import DataQuery, Subject
 from regenheart.web import views
@@ -382,22 +383,24 @@ async def save_form(subject_id: str, visit: str, form: str, body: FormSaveReques
     ctx = ctx_of(request)
     data = _plain_data(body.data)
 
-    def save() -> SaveResult:
-        return ctx.capture.save_form(actor, subject_id, visit, form, data, reason=body.reason,
-                                     expected_version=body.version, visit_date=body.visit_date,
-                                     complete=body.complete)
+    def save() -> tuple[SaveResult, int]:
+        result = ctx.capture.save_form(actor, subject_id, visit, form, data, reason=body.reason,
+                                       expected_version=body.version, visit_date=body.visit_date,
+                                       complete=body.complete)
+        # counted in the save's own transaction (no connection of its own, no database work on the event loop)
+        return result, ctx.capture.unresolved_queries(actor, subject_id, visit, form)
     # Concurrent saves share one durable commit (acknowledged only once on disk; see capture.group_commit). The
     # event loop awaits it: no worker thread waits per request.
     if ctx.group_commit:
-        result = await asyncio.wrap_future(ctx.group_commit.submit(save))
+        result, open_queries = await asyncio.wrap_future(ctx.group_commit.submit(save))
     else:
-        result = await run_in_threadpool(save)
+        result, open_queries = await run_in_threadpool(save)
     # Built from what the save knows (no second read of the form): a saved form is never locked.
     return {"subject_id": subject_id, "visit": visit, "form": form, "data": result.data, "version": result.version,
             "status": result.status, "verified": result.verified, "locked": False, "signed": result.signed,
             "derived": result.derived, "scoring_version": result.scoring_version,
             "visit_date": result.visit_date.isoformat() if result.visit_date else None,
-            "open_queries": _open_queries(request, subject_id, visit, form),
+            "open_queries": open_queries,
             "changed": result.changed, "warnings": [w.as_dict() for w in result.warnings]}
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from regenheart.capture.common import require
+from regenheart.capture.common import UNRESOLVED, require
 from regenheart.capture.permissions import Actor
 from regenheart.capture.validation import validate_record
 from regenheart.protocol.models import Protocol
@@ -33,7 +33,6 @@ from regenheart.store.audit import canonical
 from regenheart.store.models import AuditRecord, DataQuery, FormRecord, ItemValue, QueryMessage, Subject, Visit
 from regenheart.store.reconcile import CodeHistory
 
-UNRESOLVED = ("open", "answered")
 # Cell states, from "nothing expected yet" to "frozen"; the order is the legend's and the sort's.
 CELL_STATES = ("not_due", "due", "overdue", "incomplete", "complete", "verified", "signed", "locked")
 CELL_LABELS = {"not_due": "not due", "due": "due", "overdue": "overdue", "incomplete": "incomplete",

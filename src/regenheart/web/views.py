@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from regenheart.capture.common import find_subject, require
+from regenheart.capture.common import UNRESOLVED, find_subject, require
 from regenheart.capture.errors import NotFound
 from regenheart.capture.permissions import Actor
 from regenheart.protocol.models import Protocol
@@ -22,7 +22,6 @@ from regenheart.protocol.models import Visit as VisitDef
 from regenheart.store.models import AdverseEvent, AuditRecord, DataQuery, FormRecord, Subject
 from regenheart.web import audit_trail, dashboard
 
-UNRESOLVED = ("open", "answered")
 CELL_LABELS = {
     "not_started": "not started", "incomplete": "incomplete", "complete": "complete", "verified": "verified",
     "locked": "locked", "not_scheduled": "",
