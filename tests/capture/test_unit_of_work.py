@@ -63,7 +63,8 @@ def _calls(service: CaptureService, code: str, *, refuse: bool) -> list[str]:
     return refused
 
 
-def _stored(engine) -> dict[str, list[tuple]]:
+def stored_tables(engine) -> dict[str, list[tuple]]:
+    """Every stored table (TABLES) as row tuples, to compare two databases built by the same calls."""
     with engine.connect() as conn:
         return {table: [tuple(r) for r in conn.execute(text(sql))] for table, sql in TABLES.items()}
 
@@ -83,7 +84,7 @@ def test_a_unit_of_work_stores_what_single_calls_store(protocol, tmp_path, call_
         with work.savepoint():
             refused_batch = _calls(service, "01-001", refuse=refuse)
     assert refused_batch == refused_alone == (["codelist"] if refuse else [])
-    expected, got = _stored(alone), _stored(batch)
+    expected, got = stored_tables(alone), stored_tables(batch)
     for table in TABLES:
         assert got[table] == expected[table], table
     assert len(got["audit_trail"]) > 100 and got["derived_values"] and got["adverse_events"]
@@ -103,7 +104,7 @@ def test_a_rolled_back_savepoint_leaves_nothing_and_the_chain_verifies(protocol,
             raise RuntimeError("the caller gives up on this subject")
         with work.savepoint():  # the rolled-back records' numbers are taken again, the chain unbroken
             service.screen_subject(COORDINATOR, "01-003", "01", "2025-01-10", "2025-01-09")
-    stored = _stored(engine)
+    stored = stored_tables(engine)
     assert [r[1] for r in stored["subjects"]] == ["01-001", "01-003"]
     assert not stored["visits"] and not stored["item_values"]
     assert [r[0] for r in stored["audit_trail"]] == list(range(1, len(stored["audit_trail"]) + 1))

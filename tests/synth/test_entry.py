@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import text
-
 from regenheart.capture.service import CaptureService
 from regenheart.store.db import create_study_database
 from regenheart.synth import enter_cohort, generate_cohort
 
-# Every stored table, in a stable order, without the columns that differ between two runs by nature
-# (audit time and hashes; the audit chain itself is verified by the integrity check).
-TABLES = {
-    "subjects": "SELECT * FROM subjects ORDER BY id",
-    "visits": "SELECT * FROM visits ORDER BY id",
-    "form_records": "SELECT * FROM form_records ORDER BY id",
-    "item_values": "SELECT * FROM item_values ORDER BY id",
-    "derived_values": "SELECT * FROM derived_values ORDER BY id",
-    "adverse_events": "SELECT * FROM adverse_events ORDER BY id",
-    "audit_trail": "SELECT seq, username, role, action, entity, subject_code, visit_code, form_code, record_key, "
-                   "field, old_value, new_value, reason FROM audit_trail ORDER BY seq",
-}
+from ..capture.test_unit_of_work import TABLES, stored_tables
 
 
 def _entered(protocol, tmp_path, name, *, batch):
@@ -30,8 +17,7 @@ def _entered(protocol, tmp_path, name, *, batch):
     ticks = []
     stats = enter_cohort(CaptureService(engine, protocol, today=lambda: dt.date(2026, 1, 1)), cohort,
                          progress=ticks.append, batch=batch)
-    with engine.connect() as conn:
-        rows = {table: [tuple(r) for r in conn.execute(text(sql))] for table, sql in TABLES.items()}
+    rows = stored_tables(engine)  # every table, without the audit columns that differ by nature
     engine.dispose()
     return stats, ticks, rows
 
