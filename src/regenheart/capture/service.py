@@ -17,7 +17,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -405,10 +405,11 @@ class CaptureService:
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
-        """A read session (the active unit of work's, so reads see its uncommitted writes)."""
+        """A read session: the active unit of work's (reads see its uncommitted writes), else one that never
+        waits for the writer (:func:`regenheart.store.db.reader`)."""
         work = getattr(self._local, "work", None)
         if work is None:
-            with self._sessions() as session:
+            with self._read_sessions() as session:
                 yield session
         else:
             yield work.session
@@ -875,8 +876,7 @@ class CaptureService:
         self._require(actor, "view")
         if visit_code not in self.protocol.visit_codes or form_code not in self.protocol.visit(visit_code).forms:
             raise NotFound(f"form {form_code} is not collected at visit {visit_code}")
-        work = getattr(self._local, "work", None)
-        with (nullcontext(work.session) if work is not None else self._read_sessions()) as session:
+        with self._reading() as session:
             subject = self._subject(session, actor, subject_code, lock=False)
             record = find_form_record(session, subject.id, visit_code, form_code)
             visit_date = session.scalar(select(Visit.visit_date).where(Visit.subject_id == subject.id,

@@ -13,16 +13,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import bindparam, func, select
 from starlette.concurrency import run_in_threadpool
 
 from regenheart.capture.accounts import UserView
-from regenheart.capture.common import UNRESOLVED
 from regenheart.capture.permissions import PERMISSIONS, ROLES, Actor
 from regenheart.capture.service import SaveResult
 from regenheart.capture.workflow import SIGNATURE_MEANINGS, ConfirmationRequired
-from regenheart.store.db import reader
-from regenheart.store.models import DataQuery, Subject
 from regenheart.web import views
 from regenheart.web.requests import api_actor, api_user, client_address, ctx_of
 
@@ -344,18 +340,6 @@ def record_disposition(subject_id: str, body: DispositionRequest, request: Reque
 
 
 # ---------------------------------------------------------------------------------------------- forms
-_OPEN_QUERIES = (select(func.count()).select_from(DataQuery).join(Subject, Subject.id == DataQuery.subject_id)
-                 .where(Subject.subject_code == bindparam("subject"), DataQuery.visit_code == bindparam("visit"),
-                        DataQuery.form_code == bindparam("form"), DataQuery.status.in_(UNRESOLVED)))
-
-
-def _open_queries(request: Request, subject_id: str, visit: str, form: str) -> int:
-    """Unresolved (open or answered) queries on one form: one COUNT on a read-only connection. Only for a
-    subject the caller was just allowed to see (the capture call before it checked role and site)."""
-    with reader(ctx_of(request).engine).connect() as connection:
-        return connection.execute(_OPEN_QUERIES, {"subject": subject_id, "visit": visit, "form": form}).scalar_one()
-
-
 def _form_json(request: Request, actor: Actor, subject_id: str, visit: str, form: str) -> dict[str, Any]:
     ctx = ctx_of(request)
     view = ctx.capture.get_form(actor, subject_id, visit, form)
@@ -363,7 +347,7 @@ def _form_json(request: Request, actor: Actor, subject_id: str, visit: str, form
             "status": view.status, "verified": view.verified, "locked": view.locked, "signed": view.signed,
             "derived": view.derived, "scoring_version": view.scoring_version,
             "visit_date": view.visit_date.isoformat() if view.visit_date else None,
-            "open_queries": _open_queries(request, subject_id, visit, form)}
+            "open_queries": ctx.capture.unresolved_queries(actor, subject_id, visit, form)}
 
 
 @router.get("/subjects/{subject_id}/forms/{visit}/{form}", tags=["forms"], responses=ERRORS)
