@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from regenheart.capture.errors import ValidationFailed
 from regenheart.capture.service import CaptureService
@@ -110,3 +110,103 @@ def test_a_rolled_back_savepoint_leaves_nothing_and_the_chain_verifies(protocol,
     assert [r[0] for r in stored["audit_trail"]] == list(range(1, len(stored["audit_trail"]) + 1))
     report = verify_chain(engine)
     assert report.ok and report.records == len(stored["audit_trail"]) == 10
+
+
+# ---------------------------------------------------------------------------------------------------
+# The API's group transactions: forms loaded ahead (prefetch_forms) and the audit chain taken at the end.
+
+VITALS = {"sbp_mmhg": 118, "dbp_mmhg": 72, "heart_rate_bpm": 64, "temperature_c": 36.6}
+
+
+def _seeded(path, protocol) -> CaptureService:
+    """01-001 with a scored KCCQ at M1 and an open query on it; 01-002 screened; 01-003 with vital signs."""
+    from regenheart.capture.workflow import WorkflowService
+
+    from ..conftest import MONITOR
+
+    engine = create_study_database(path, {})
+    service = CaptureService(engine, protocol, today=lambda: dt.date(2026, 1, 1))
+    _calls(service, "01-001", refuse=False)
+    WorkflowService(engine, protocol).open_query(MONITOR, "01-001", "M1", "kccq", "q2", "please confirm")
+    service.screen_subject(COORDINATOR, "01-002", "01", "2025-01-10", "2025-01-09")
+    service.screen_subject(COORDINATOR, "01-003", "01", "2025-01-10", "2025-01-09")
+    service.save_form(COORDINATOR, "01-003", "SCR", "vital_signs", VITALS, visit_date="2025-01-10")
+    return service
+
+
+def _group_calls(service: CaptureService) -> list:
+    """The saves of one group transaction, with every outcome (result, or the kind of refusal)."""
+    def save(code, visit, form, data, **kw):
+        try:
+            result = service.save_form(COORDINATOR, code, visit, form, data, **kw)
+            outcome = (result.version, result.status, result.changed, result.derived, result.data)
+        except Exception as exc:  # noqa: BLE001 - the refusal is the outcome compared
+            outcome = (type(exc).__name__, str(exc))
+        try:
+            return outcome, service.unresolved_queries(COORDINATOR, code, visit, form)
+        except Exception as exc:  # noqa: BLE001
+            return outcome, type(exc).__name__
+
+    return [
+        save("01-001", "M1", "kccq", dict(KCCQ, q2=3), reason="patient re-read the item"),  # rescored, has a query
+        save("01-002", "SCR", "vital_signs", VITALS, visit_date="2025-01-10"),  # a new record and visit
+        save("01-002", "SCR", "vital_signs", dict(VITALS, sbp_mmhg=121), reason="re-measured", expected_version=1),
+        save("01-003", "SCR", "vital_signs", dict(VITALS, sbp_mmhg=999), reason="typo"),  # refused: rolled back
+        save("01-003", "SCR", "vital_signs", dict(VITALS, sbp_mmhg=122), reason="x", expected_version=7),  # stale
+        save("01-003", "SCR", "vital_signs", dict(VITALS, sbp_mmhg=124), reason="re-measured", expected_version=1),
+        save("01-999", "SCR", "vital_signs", VITALS, visit_date="2025-01-10"),  # no such subject
+    ]
+
+
+FORMS = [("01-001", "M1", "kccq"), ("01-002", "SCR", "vital_signs"), ("01-003", "SCR", "vital_signs"),
+         ("01-999", "SCR", "vital_signs")]
+
+
+def test_a_group_transaction_with_forms_loaded_ahead_and_a_late_chain_stores_what_single_calls_store(
+        protocol, tmp_path):
+    alone = _seeded(tmp_path / "alone.db", protocol)
+    expected = _group_calls(alone)
+    batch = _seeded(tmp_path / "batch.db", protocol)
+    before = stored_tables(batch.engine)["audit_trail"]
+    selects: list[str] = []
+    with batch.unit_of_work(forms=FORMS, late_chain=True) as work:
+        assert sorted(work.forms) == [(1, "M1", "kccq"), (2, "SCR", "vital_signs"), (3, "SCR", "vital_signs")]
+        assert work.open_queries == {(1, "M1", "kccq"): 1, (2, "SCR", "vital_signs"): 0, (3, "SCR", "vital_signs"): 0}
+        listen = lambda _c, _cur, statement, *_: selects.append(statement) if statement.startswith("SELECT") else None
+        event.listen(batch.engine, "before_cursor_execute", listen)
+        got = _group_calls(batch)
+        event.remove(batch.engine, "before_cursor_execute", listen)
+    # The first three saves and their query counts read no subject, visit, record or query count (loaded
+    # ahead): only SQLite's next record id, and the record the second inserted, as stored, for the third.
+    # The refusal of the fourth starts the session afresh: later calls read for themselves.
+    first = next(i for i, statement in enumerate(selects) if "FROM subjects" in statement)
+    assert first == 3 and "max(form_records.id)" in selects[0] and "FROM item_values" in selects[2]
+    assert got == expected
+    assert expected[0][1] == 1 and expected[3][0][0] == "ValidationFailed" and expected[4][0][0] == "Conflict"
+    assert expected[6] == (("NotFound", "subject 01-999 not found"), "NotFound")
+    assert stored_tables(batch.engine) == stored_tables(alone.engine)
+    assert verify_chain(batch.engine).ok and verify_chain(alone.engine).ok
+    # The late chain: the group's records follow the earlier ones, numbered on, with one time at the end.
+    with batch.engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, ts_utc FROM audit_trail ORDER BY seq")).all()
+    added = rows[len(before):]
+    assert len(added) == 9 and {ts for _, ts in added} == {added[0][1]} and added[0][1] >= rows[len(before) - 1][1]
+
+
+def test_a_late_chain_keeps_the_records_of_earlier_savepoints_when_a_later_one_rolls_back(protocol, tmp_path):
+    service = _seeded(tmp_path / "study.db", protocol)
+    seq_before = stored_tables(service.engine)["audit_trail"][-1][0]
+    with service.unit_of_work(late_chain=True) as work:
+        with work.savepoint():
+            service.save_form(COORDINATOR, "01-003", "SCR", "vital_signs", dict(VITALS, sbp_mmhg=130), reason="a")
+        with pytest.raises(RuntimeError), work.savepoint():
+            service.save_form(COORDINATOR, "01-002", "SCR", "vital_signs", VITALS, visit_date="2025-01-10")
+            raise RuntimeError("the caller gives up on this subject")
+        with work.savepoint():
+            service.save_form(COORDINATOR, "01-003", "SCR", "vital_signs", dict(VITALS, sbp_mmhg=131), reason="b")
+    trail = stored_tables(service.engine)["audit_trail"]
+    added = [row for row in trail if row[0] > seq_before]
+    assert [(r[3], r[4], r[10], r[11], r[12]) for r in added] == [
+        ("update", "item", '118', '130', "a"), ("update", "item", '130', '131', "b")]
+    assert [r[0] for r in added] == [seq_before + 1, seq_before + 2]
+    assert verify_chain(service.engine).ok

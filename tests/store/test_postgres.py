@@ -66,3 +66,52 @@ def test_audit_trail_is_append_only_on_postgres(pg_engine, protocol):
         conn.execute(text("ALTER TABLE audit_trail DISABLE TRIGGER audit_trail_append_only"))
         conn.execute(text("UPDATE audit_trail SET new_value = '\"02\"' WHERE seq = 1"))
     assert verify_chain(pg_engine).first_bad_seq == 1
+
+
+def test_group_transactions_with_a_late_chain_overlap_and_keep_one_chain_on_postgres(pg_engine, protocol):
+    """A group transaction (the API's) locks the audit-chain head only to chain its records at its end: a
+    second one, on another subject, runs and commits while the first is still open; one on the same subject
+    waits for the first (the subject's row lock) and then sees its save. The chain verifies, in commit order."""
+    import threading
+
+    from regenheart.capture.errors import Conflict
+
+    vitals = {"sbp_mmhg": 118, "dbp_mmhg": 72, "heart_rate_bpm": 64, "temperature_c": 36.6}
+    service = CaptureService(pg_engine, protocol, today=lambda: dt.date(2026, 1, 1))
+    for code in ("01-001", "01-002"):
+        service.screen_subject(COORDINATOR, code, "01", "2025-01-10", "2025-01-09")
+        service.save_form(COORDINATOR, code, "SCR", "vital_signs", vitals, visit_date="2025-01-10")
+    first_saved, second_done, outcomes = threading.Event(), threading.Event(), {}
+
+    def group(code: str, sbp: int, name: str, saved: threading.Event | None = None) -> None:
+        try:
+            with service.unit_of_work(forms=[(code, "SCR", "vital_signs")], late_chain=True):
+                result = service.save_form(COORDINATOR, code, "SCR", "vital_signs", dict(vitals, sbp_mmhg=sbp),
+                                           reason=name, expected_version=1)
+                if saved is not None:
+                    saved.set()
+                    second_done.wait(20)  # held open until the other group has committed
+            outcomes[name] = result.version
+        except Conflict as exc:
+            outcomes[name] = f"conflict: {exc}"
+
+    first = threading.Thread(target=group, args=("01-001", 130, "first", first_saved))
+    first.start()
+    assert first_saved.wait(20)
+    second = threading.Thread(target=group, args=("01-002", 140, "second"))
+    second.start()
+    second.join(20)
+    assert not second.is_alive() and outcomes == {"second": 2}  # committed while the first is open
+    same_subject = threading.Thread(target=group, args=("01-001", 150, "same subject"))
+    same_subject.start()
+    same_subject.join(1)
+    assert same_subject.is_alive()  # waits for the first's lock on 01-001
+    second_done.set()
+    first.join(20)
+    same_subject.join(20)
+    assert outcomes["first"] == 2 and outcomes["same subject"].startswith("conflict: ")  # saw version 2
+    with pg_engine.connect() as conn:
+        reasons = [r for (r,) in conn.execute(text(
+            "SELECT reason FROM audit_trail WHERE action = 'update' ORDER BY seq"))]
+    assert reasons == ["second", "first"]  # chained in the order of the commits
+    assert verify_chain(pg_engine).ok

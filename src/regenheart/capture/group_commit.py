@@ -11,6 +11,12 @@ acknowledged save is on disk. Validation, scoring and the audit records of each 
 call made alone. A call that fails for a reason of the database (not a refusal by the service; its
 savepoint rolled back) is run again alone after the commit; if the transaction itself fails, every caller
 of the batch gets the error (never a second run: the error may come after the commit).
+
+Two things keep a batch short. A caller names the form its call saves, and the batch loads all of them
+ahead with a few queries (:meth:`CaptureService.prefetch_forms`) instead of several per call. And the
+audit-chain head is locked only to chain the batch's records at its end (``late_chain``): the subjects'
+rows, locked by the prefetch, keep the changes in order meanwhile, so the batches of several worker
+processes overlap except for that last step.
 """
 
 from __future__ import annotations
@@ -32,11 +38,15 @@ MAX_BATCH = 64  # calls per transaction: bounds the time the audit-chain head is
 IDLE_SECONDS = 5.0  # the writer thread ends after this long without work (started again on demand)
 
 
-class _Job:
-    __slots__ = ("call", "future")
+FormKey = tuple[str, str, str]  # (subject code, visit code, form code)
 
-    def __init__(self, call: Callable[[], Any]):
+
+class _Job:
+    __slots__ = ("call", "form", "future")
+
+    def __init__(self, call: Callable[[], Any], form: FormKey | None):
         self.call = call
+        self.form = form
         self.future: Future[Any] = Future()
 
 
@@ -58,16 +68,17 @@ class GroupCommitter:
         self.batches = 0  # committed transactions (for tests and measurements)
         self.calls = 0  # calls answered
 
-    def run(self, call: Callable[[], T]) -> T:
-        """Run ``call`` in the next group transaction; returns once that transaction is durable."""
-        job = _Job(call)
+    def run(self, call: Callable[[], T], *, form: FormKey | None = None) -> T:
+        """Run ``call`` in the next group transaction; returns once that transaction is durable. ``form``:
+        the (subject, visit, form) the call saves, loaded ahead with the others of the batch."""
+        job = _Job(call, form)
         self._queue.put(job)
         self._ensure_writer()
         return job.future.result()
 
-    def submit(self, call: Callable[[], T]) -> Future[T]:
+    def submit(self, call: Callable[[], T], *, form: FormKey | None = None) -> Future[T]:
         """As :meth:`run`, without waiting: the future is resolved once the call's transaction is durable."""
-        job = _Job(call)
+        job = _Job(call, form)
         self._queue.put(job)
         self._ensure_writer()
         return job.future
@@ -112,7 +123,7 @@ class GroupCommitter:
         outcomes: list[tuple[_Job, bool, Any]] = []  # (job, succeeded, result or exception)
         again: list[_Job] = []
         try:
-            with self.capture.unit_of_work():
+            with self.capture.unit_of_work(forms=[job.form for job in batch if job.form], late_chain=True):
                 for job in batch:
                     try:
                         outcomes.append((job, True, job.call()))

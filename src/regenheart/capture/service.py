@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,6 +184,10 @@ class UnitOfWork:
         # bookkeeping of a new object costs more than its INSERT.
         self.visits: dict[int, list[Visit | NewVisit]] = {}
         self.records: dict[int, dict[tuple[str, str], FormRecord | NewRecord]] = {}
+        # Single forms loaded ahead by :meth:`CaptureService.prefetch_forms` (items and scores with them;
+        # None: never saved), and their open-query counts, keyed by (subject id, visit, form).
+        self.forms: dict[tuple[int, str, str], FormRecord | NewRecord | None] = {}
+        self.open_queries: dict[tuple[int, str, str], int] = {}
         # False: calls run without a savepoint of their own, for a caller that rolls back the whole
         # enclosing savepoint whenever a call is refused (saves two statements per call).
         self.call_savepoints = True
@@ -223,13 +227,14 @@ class UnitOfWork:
         head = (self.head.seq, self.head.hash) if self.head is not None else None
         next_record_id = self.next_record_id
         self.flush_pending()  # what was deferred before belongs to the enclosing transaction
+        kept_audit = audit.pending_count(self.session)  # a late chain holds its records to the end
         try:
             with self.session.begin_nested():
                 yield
                 self.flush_pending()
         except BaseException:
             self._pending.clear()
-            audit.discard_pending(self.session)
+            audit.discard_pending(self.session, kept_audit)
             self.next_record_id = next_record_id  # the rolled-back records' ids are free again
             if head is not None:  # the rolled-back audit records are gone: so is their advance of the head
                 self.head.seq, self.head.hash = head  # type: ignore[union-attr]
@@ -254,6 +259,8 @@ class UnitOfWork:
         self.subjects.clear()
         self.visits.clear()
         self.records.clear()
+        self.forms.clear()
+        self.open_queries.clear()
 
 
 class CaptureService:
@@ -308,13 +315,18 @@ class CaptureService:
         work = getattr(self._local, "work", None)
         if work is None:
             return find_form_record(session, subject.id, visit_code, form_code)
-        records = work.records.get(subject.id)
-        if records is None:
-            records = work.records[subject.id] = {(r.visit_code, r.form_code): r for r in session.scalars(
-                select(FormRecord).where(FormRecord.subject_id == subject.id))}
-        record = records.get((visit_code, form_code))
+        key = (subject.id, visit_code, form_code)
+        records: dict[Any, FormRecord | NewRecord | None] | None
+        if key in work.forms:  # loaded ahead (prefetch_forms)
+            records, index = work.forms, key
+        else:
+            records, index = work.records.get(subject.id), (visit_code, form_code)
+            if records is None:
+                records = work.records[subject.id] = {(r.visit_code, r.form_code): r for r in session.scalars(
+                    select(FormRecord).where(FormRecord.subject_id == subject.id))}
+        record = records.get(index)
         if isinstance(record, NewRecord):  # inserted earlier in the unit: saved again, read it as stored
-            record = records[(visit_code, form_code)] = find_form_record(session, subject.id, visit_code, form_code)
+            record = records[index] = find_form_record(session, subject.id, visit_code, form_code)
         return record  # type: ignore[return-value]
 
     def _insert_record(self, session: Session, columns: dict[str, Any]) -> FormRecord:
@@ -343,11 +355,14 @@ class CaptureService:
         records = work.records.get(columns["subject_id"])
         if records is not None:
             records[(new.visit_code, new.form_code)] = new
+        if (key := (new.subject_id, new.visit_code, new.form_code)) in work.forms:
+            work.forms[key] = new
         return new  # type: ignore[return-value]  # read like a FormRecord by the save that inserted it
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
-    def unit_of_work(self, *, reason: str | None = None) -> Iterator[UnitOfWork]:
+    def unit_of_work(self, *, reason: str | None = None, forms: Sequence[tuple[str, str, str]] = (),
+                     late_chain: bool = False) -> Iterator[UnitOfWork]:
         """Run every service call of this thread inside the block in one database transaction.
 
         Each call gets its own savepoint, so a refused call still writes nothing; the caller may
@@ -355,6 +370,12 @@ class CaptureService:
         together. ``reason`` is recorded on audit entries that carry none (first entries,
         eligibility, enrolment): an import names its source there. The transaction commits when the
         block ends, unless :meth:`UnitOfWork.discard` was called or an exception escapes.
+
+        ``forms``: (subject, visit, form) the calls will save, loaded ahead with a few queries for all
+        (:meth:`prefetch_forms`) instead of several per call. ``late_chain``: the audit-chain head is locked
+        only to chain the unit's records just before the commit (:func:`regenheart.store.audit.begin_late_chain`)
+        instead of from the start, so that the units of other processes run meanwhile; the unit's audit
+        records cannot be read before its commit (no capture call reads them).
         """
         if getattr(self._local, "work", None) is not None:
             raise RuntimeError("a unit of work is already active in this thread")
@@ -366,7 +387,10 @@ class CaptureService:
             with session.begin():
                 restore_pragmas = _bulk_pragmas(session)
                 try:
-                    work.head = audit.lock_head(session)  # held to the end; appends advance it in memory
+                    if forms:  # first, as every writer does: the subjects' rows, then the chain head
+                        self.prefetch_forms(forms)
+                    # held to the end (appends advance it in memory), or taken at the end
+                    work.head = audit.begin_late_chain(session) if late_chain else audit.lock_head(session)
                     yield work
                     if not work.discarded:
                         work.flush_pending()
@@ -381,6 +405,52 @@ class CaptureService:
             self._local.work = None
             event.remove(session, "do_orm_execute", work._before_read)
             session.close()
+
+    def prefetch_forms(self, forms: Sequence[tuple[str, str, str]]) -> None:
+        """Load ahead, in the active unit of work, what saving these (subject, visit, form) reads: the
+        subjects' rows (locked for the rest of the transaction on PostgreSQL, in the order of their ids, so
+        that two units never wait for each other crosswise), their visits, the forms' records with their
+        items and scores, and the forms' open-query counts: six queries for any number of forms.
+        Unknown subjects are skipped (the call itself refuses them)."""
+        work: UnitOfWork = self._local.work
+        session = work.session
+        codes = sorted({code for code, _, _ in forms})
+        subjects = session.scalars(select(Subject).where(Subject.subject_code.in_(codes))
+                                   .order_by(Subject.id).with_for_update()).all()
+        if not subjects:
+            return
+        ids = {subject.subject_code: subject.id for subject in subjects}
+        for subject in subjects:
+            work.subjects[subject.subject_code] = subject
+            work.visits[subject.id] = []
+        for visit in session.scalars(select(Visit).where(Visit.subject_id.in_(ids.values())).order_by(Visit.id)):
+            work.visits[visit.subject_id].append(visit)
+        keys = {(ids[code], visit_code, form_code) for code, visit_code, form_code in forms if code in ids}
+        wanted = (FormRecord.subject_id.in_({k[0] for k in keys}) & FormRecord.visit_code.in_({k[1] for k in keys})
+                  & FormRecord.form_code.in_({k[2] for k in keys}))
+        records = {}
+        for record in session.scalars(select(FormRecord).where(wanted)):
+            key = (record.subject_id, record.visit_code, record.form_code)
+            if key in keys:
+                records[record.id] = record
+        children: dict[str, dict[int, list[Any]]] = {"items": {i: [] for i in records},
+                                                     "derived": {i: [] for i in records}}
+        if records:
+            for name, model in (("items", ItemValue), ("derived", DerivedValue)):
+                for row in session.scalars(select(model).where(model.record_id.in_(records)).order_by(model.id)):
+                    children[name][row.record_id].append(row)
+        for record_id, record in records.items():  # read as loaded: no lazy load of either collection
+            set_committed_value(record, "items", children["items"][record_id])
+            set_committed_value(record, "derived", children["derived"][record_id])
+        work.forms.update(dict.fromkeys(keys))
+        work.forms.update({(r.subject_id, r.visit_code, r.form_code): r for r in records.values()})
+        work.open_queries.update(dict.fromkeys(keys, 0))
+        for subject_id, visit_code, form_code, count in session.execute(
+                select(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code, func.count())
+                .where(DataQuery.subject_id.in_(ids.values()), DataQuery.status.in_(UNRESOLVED))
+                .group_by(DataQuery.subject_id, DataQuery.visit_code, DataQuery.form_code)):
+            if (subject_id, visit_code, form_code) in keys:
+                work.open_queries[(subject_id, visit_code, form_code)] = count
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -896,6 +966,9 @@ class CaptureService:
         self._require(actor, "view")
         with self._reading() as session:
             subject = self._subject(session, actor, subject_code, lock=False)
+            work = getattr(self._local, "work", None)
+            if work is not None and (subject.id, visit_code, form_code) in work.open_queries:  # loaded ahead
+                return work.open_queries[(subject.id, visit_code, form_code)]
             return session.scalar(select(func.count()).select_from(DataQuery).where(
                 DataQuery.subject_id == subject.id, DataQuery.visit_code == visit_code,
                 DataQuery.form_code == form_code, DataQuery.status.in_(UNRESOLVED))) or 0

@@ -6,6 +6,10 @@ inserting or reordering any record breaks the chain from that point on, and :fun
 names the first broken record. The chain head is kept in ``audit_head`` and locked in the writing
 transaction (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent
 writers append one after the other and never fork the chain.
+
+A batch transaction either locks the head at its start (:func:`lock_head`) or chains its records only at
+its end (:func:`begin_late_chain`): it then holds the head just for hashing, inserting and committing them,
+so that other processes' batches can do their reads and data writes meanwhile.
 """
 
 from __future__ import annotations
@@ -127,15 +131,18 @@ _INSERT_RECORDS = insert(AuditRecord.__table__)
 
 @dataclass
 class BatchHead:
-    """The chain head of a batch transaction, kept in memory between :func:`lock_head` and :func:`store_head`.
+    """The chain head of a batch transaction, kept in memory between :func:`lock_head` (or
+    :func:`begin_late_chain`) and :func:`store_head`.
 
-    ``pending``: records appended (hashes computed, head advanced) but not inserted yet; they are
-    inserted together by :func:`flush_pending`, one multi-row INSERT instead of one per append.
+    ``pending``: records appended but not inserted yet; they are inserted together, one multi-row INSERT
+    instead of one per append: by :func:`flush_pending` (hashes computed and head advanced at append), or,
+    when ``late``, by :func:`store_head`, which only then locks the head and numbers and hashes them.
     """
 
     seq: int
     hash: str
     pending: list[dict[str, Any]] = dataclass_field(default_factory=list)
+    late: bool = False
 
 
 def lock_head(session: Session) -> BatchHead:
@@ -154,25 +161,56 @@ def lock_head(session: Session) -> BatchHead:
     return batch
 
 
+def begin_late_chain(session: Session) -> BatchHead:
+    """Start a batch whose audit records are chained only by :func:`store_head`, just before the commit.
+
+    Until then nothing locks the head: appends keep their records (unnumbered, unhashed) in ``pending``, and
+    :func:`store_head` locks the head, numbers and hashes them in order with the time of that moment (so
+    that the trail's times follow its order) and inserts them; the lock is held from there to the commit.
+    The data the records describe must be protected by locks of their own until the commit (the capture
+    service locks each subject's row), so that the order of the chain is the order of the changes. Records
+    of a late batch cannot be read before the commit. Same contract as :func:`lock_head` otherwise.
+    """
+    batch = session.info[_BATCH_HEAD] = BatchHead(0, GENESIS_HASH, late=True)
+    return batch
+
+
 def flush_pending(session: Session) -> None:
-    """Insert the batch's pending audit records (one multi-row INSERT); nothing to do outside a batch."""
+    """Insert the batch's pending audit records (one multi-row INSERT); nothing to do outside a batch
+    or in a late batch (its records are inserted by :func:`store_head`)."""
     batch: BatchHead | None = session.info.get(_BATCH_HEAD)
-    if batch is not None and batch.pending:
+    if batch is not None and batch.pending and not batch.late:
         rows, batch.pending = batch.pending, []
         insert_plain_rows(session.connection(), _INSERT_RECORDS, rows)  # text and integers only
 
 
-def discard_pending(session: Session) -> None:
-    """Forget the batch's pending audit records (their savepoint was rolled back)."""
+def pending_count(session: Session) -> int:
+    """How many audit records the batch holds back (the mark a savepoint rolls back to)."""
+    batch: BatchHead | None = session.info.get(_BATCH_HEAD)
+    return len(batch.pending) if batch is not None else 0
+
+
+def discard_pending(session: Session, keep: int = 0) -> None:
+    """Forget the batch's pending audit records after the first ``keep`` (their savepoint was rolled back)."""
     batch: BatchHead | None = session.info.get(_BATCH_HEAD)
     if batch is not None:
-        batch.pending.clear()
+        del batch.pending[keep:]
 
 
 def store_head(session: Session) -> None:
-    """Insert pending records and write the batch's in-memory head into ``audit_head`` (before commit)."""
+    """Insert pending records and write the batch's head into ``audit_head`` (before commit); a late batch
+    locks the head, then numbers and hashes its records first."""
+    batch: BatchHead | None = session.info.get(_BATCH_HEAD)
+    if batch is not None and batch.late:
+        head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+        seq, prev, ts = head.seq, head.hash, utc_now()
+        for content in batch.pending:
+            seq += 1
+            content.update(seq=seq, ts_utc=ts, prev_hash=prev)
+            content["hash"] = prev = record_hash(content)
+        batch.seq, batch.hash, batch.late = seq, prev, False
     flush_pending(session)
-    batch = session.info.pop(_BATCH_HEAD, None)
+    session.info.pop(_BATCH_HEAD, None)
     if batch is not None:
         session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=batch.seq, hash=batch.hash))
 
@@ -180,13 +218,17 @@ def store_head(session: Session) -> None:
 def append(session: Session, entries: list[AuditEntry], ts_utc: str | None = None) -> list[dict[str, Any]]:
     """Append ``entries`` to the chain inside the caller's transaction (same commit as the data).
 
-    Returns the rows (as dicts, with their ``seq`` and ``hash``). In a batch (:func:`lock_head`)
-    they are inserted by the next :func:`flush_pending`; otherwise at once, after the pending data
-    changes of the session they record.
+    Returns the rows (as dicts, with their ``seq`` and ``hash``; in a late batch without them: they are
+    numbered at its end). In a batch (:func:`lock_head`) they are inserted by the next :func:`flush_pending`;
+    otherwise at once, after the pending data changes of the session they record.
     """
     if not entries:
         return []
     batch: BatchHead | None = session.info.get(_BATCH_HEAD)
+    if batch is not None and batch.late:  # numbered, timed and hashed by store_head
+        rows = [dict(entry.__dict__) for entry in entries]
+        batch.pending.extend(rows)
+        return rows
     head: AuditHead | BatchHead = batch if batch is not None else \
         session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     ts = ts_utc or utc_now()

@@ -376,7 +376,7 @@ async def save_form(subject_id: str, visit: str, form: str, body: FormSaveReques
     # Concurrent saves share one durable commit (acknowledged only once on disk; see capture.group_commit). The
     # event loop awaits it: no worker thread waits per request.
     if ctx.group_commit:
-        result, open_queries = await asyncio.wrap_future(ctx.group_commit.submit(save))
+        result, open_queries = await asyncio.wrap_future(ctx.group_commit.submit(save, form=(subject_id, visit, form)))
     else:
         result, open_queries = await run_in_threadpool(save)
     # Built from what the save knows (no second read of the form): a saved form is never locked.
