@@ -327,7 +327,7 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     # The simulation needs only the protocol and the seed: on the other core while the cohort is entered
     # and analysed. Not at a lower priority: on a shared machine it would then wait behind other users'
     # processes, and the report waits for it.
-    design = forked.start("design-simulation", simulate_design_cost, protocol, seed, workers=1)
+    design = forked.start("design-simulation", simulate_design_cost, protocol, seed, workers=1, niceness=BACKGROUND)
     rendering: PdfRender | None = None
     try:
         # One unit of work (a savepoint per subject): the same validated, audited calls, one commit.
