@@ -20,6 +20,8 @@ from regenheart.stats.mmrm.arrays import fit_contrast
 from regenheart.stats.simulate import (
     SimulationError,
     _design_arrays,
+    _simulate_chunk,
+    design_cost_summary,
     run_simulation,
     simulate_lvef,
     trial_designs,
@@ -214,3 +216,59 @@ def test_cli_simulate_writes_the_table_json_and_figure(tmp_path):
     again = run_simulation(load_protocol(), ["v1", "v2"], n_sim=10, cell_effects=[0, 3.5], seed=5)
     assert json.loads((out / "simulation.json").read_text())["results"] == json.loads(
         json.dumps([r.__dict__ for r in again.rows]))
+
+
+# The unoptimised engine's output (recorded from commit 2077a02, before the array fast path was made
+# cheaper): these pins guard that the speed-up of the simulation changed no number. Floats must agree
+# within 1e-9 relative (a different floating-point summation order may move the last digits);
+# counts and shares (power, coverage) must be equal.
+PINNED_SUMMARY = {
+    ("v1", 0.0): {"n_failed": 0, "power": 0.1, "mean_estimate": 0.07051666874633913,
+                  "bias_mcse": 0.21775217233427463, "coverage": 0.9, "ci_width": 3.5595257241303115,
+                  "ci_width_mcse": 0.08646288761593168, "empirical_se": 0.9738173191753743},
+    ("v1", 2.0): {"n_failed": 0, "power": 0.45, "mean_estimate": 1.9731758888438022,
+                  "bias_mcse": 0.22705458356726796, "coverage": 0.9, "ci_width": 4.056079858775751,
+                  "ci_width_mcse": 0.12712083404783886, "empirical_se": 1.0154189669186358},
+    ("v1", 3.5): {"n_failed": 0, "power": 0.9, "mean_estimate": 3.4700997979251094,
+                  "bias_mcse": 0.2511254628160243, "coverage": 0.95, "ci_width": 4.256978184464427,
+                  "ci_width_mcse": 0.07490272609912181, "empirical_se": 1.1230672114754523},
+    ("v2", 0.0): {"n_failed": 0, "power": 0.95, "mean_estimate": 1.9717455217663247,
+                  "bias_mcse": 0.10236612856946281, "coverage": 0.05, "ci_width": 2.4429787188737437,
+                  "ci_width_mcse": 0.10292452655613842, "empirical_se": 0.4577952441496043},
+    ("v2", 2.0): {"n_failed": 0, "power": 1.0, "mean_estimate": 3.840393199504323,
+                  "bias_mcse": 0.1906503755597708, "coverage": 0.35, "ci_width": 3.146861010804197,
+                  "ci_width_mcse": 0.09396617488079917, "empirical_se": 0.852614399375024},
+    ("v2", 3.5): {"n_failed": 0, "power": 1.0, "mean_estimate": 5.544469757139579,
+                  "bias_mcse": 0.15328712982153406, "coverage": 0.45, "ci_width": 3.5746155949316667,
+                  "ci_width_mcse": 0.1212201027792463, "empirical_se": 0.6855208847135708},
+}
+# Single trials (estimate, lower, upper, p, ok) at dropout 0.2, seeds SeedSequence(7).spawn(3), the
+# model's default cell effect: the per-fit numbers behind the means above.
+PINNED_TRIALS = {
+    "v1": [[2.551326396741941, -0.06287221248886965, 5.165525005972752, 0.055505710272353, 1.0],
+           [4.727610800554228, 2.042921226261775, 7.41230037484668, 0.0010514800287405805, 1.0],
+           [2.1239611114611114, 0.043857133614891186, 4.204065089307331, 0.04553257974502684, 1.0]],
+    "v2": [[5.22857749340019, 3.356097614011021, 7.1010573727893584, 5.407857128486059e-06, 1.0],
+           [7.700232435386223, 5.981856933792568, 9.418607936979878, 1.2041405045328003e-09, 1.0],
+           [5.906453922245459, 4.2344450263815725, 7.578462818109345, 2.3701940854091512e-07, 1.0]],
+}
+
+
+def test_demo_simulation_summary_is_the_unoptimised_engines(protocol):
+    """The demo's simulation (designs v1 and v2, cell effects 0, 2, 3.5, seed 20200301) at 20 trials
+    gives the numbers the engine gave before it was optimised (PINNED_SUMMARY)."""
+    run = run_simulation(protocol, ["v1", "v2"], n_sim=20, cell_effects=(0.0, 2.0, 3.5), seed=20200301)
+    assert {(r.design, r.cell_effect) for r in run.rows} == set(PINNED_SUMMARY)
+    for row in run.rows:
+        for name, expected in PINNED_SUMMARY[(row.design, row.cell_effect)].items():
+            assert getattr(row, name) == pytest.approx(expected, rel=1e-9, abs=1e-12), (row.design, name)
+    summary = design_cost_summary(run)
+    assert summary["randomized_at_effect"]["power"] == PINNED_SUMMARY[("v1", 3.5)]["power"]
+    assert summary["single_arm_null"]["coverage"] == PINNED_SUMMARY[("v2", 0.0)]["coverage"]
+
+
+@pytest.mark.parametrize("key", ["v1", "v2"])
+def test_single_simulated_trials_are_the_unoptimised_engines(protocol, key):
+    design = next(d for d in trial_designs(protocol, ["v1", "v2"]) if d.key == key)
+    out = _simulate_chunk(design, DEFAULT_LVEF_MODEL, 0.2, np.random.SeedSequence(7).spawn(3))
+    np.testing.assert_allclose(out, np.array(PINNED_TRIALS[key]), rtol=1e-9, atol=1e-15)
