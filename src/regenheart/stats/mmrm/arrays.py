@@ -11,6 +11,7 @@ and returns one contrast. Given the design matrix ``fit_mmrm`` builds, the numbe
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -18,10 +19,17 @@ import numpy as np
 from scipy import special
 
 from ._errors import MMRMError, MMRMWarning
-from .covariance import make_structure
+from .covariance import Structure, make_structure
 from .dof import METHODS, Inference
 from .fit import estimate_covariance
 from .likelihood import Likelihood
+
+
+@functools.lru_cache(maxsize=64)
+def _structure(name: str, n_times: int) -> Structure:
+    """The covariance structure, built once per (name, T): a simulation fits the same one many times
+    (a structure holds only constants of T)."""
+    return make_structure(name, n_times)
 
 
 @dataclass
@@ -88,7 +96,7 @@ def fit_contrast(y: np.ndarray, X: np.ndarray, contrast: np.ndarray, *, structur
     design = _ArrayDesign(Xo, y[subjects_with_data][sub, vis], sub, vis, list(range(len(subjects_with_data))),
                           list(range(y.shape[1])))
     lik = Likelihood(design, reml=method == "reml")  # type: ignore[arg-type]
-    cov = make_structure(structure, lik.T)
+    cov = _structure(structure, lik.T)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         theta, st, converged, _, _ = estimate_covariance(lik, cov, design.visits)

@@ -294,6 +294,13 @@ class Unstructured(Structure):
         self.rows, self.cols = np.tril_indices(self.T)
         self.n_theta = len(self.rows)
         self.diag = self.rows == self.cols
+        # Index arrays of the derivatives, fixed by T (sigma_of_theta runs a few times per iteration).
+        # dL/dtheta_k has one nonzero entry, e_k at (row_k, col_k); so (dL_k L')[a, c] = e_k L[c, col_k]
+        # in row a = row_k, and sum_b dL_k[a, b] dL_l[c, b] = e_k e_l at (row_k, row_l) when col_k = col_l.
+        self._k = np.arange(self.n_theta)
+        self._diag_k = np.flatnonzero(self.diag)
+        pair_k, pair_l = np.nonzero(self.cols[:, None] == self.cols[None, :])
+        self._pairs = (pair_k, pair_l, self.rows[pair_k], self.rows[pair_l])
 
     @property
     def linear(self) -> bool:
@@ -315,15 +322,17 @@ class Unstructured(Structure):
         if order == 0:
             return S, None, None
         m, T = self.n_theta, self.T
-        E = np.zeros((m, T, T))  # dL/dtheta_k
-        E[np.arange(m), self.rows, self.cols] = np.where(self.diag, vals, 1.0)
-        EL = E @ L.T
+        e = np.where(self.diag, vals, 1.0)  # the nonzero entry of dL/dtheta_k
+        EL = np.zeros((m, T, T))  # dL/dtheta_k L'
+        EL[self._k, self.rows] = L[:, self.cols].T * e[:, None]
         dS = EL + EL.transpose(0, 2, 1)
         if order == 1:
             return S, dS, None
-        EE = np.einsum("kab,lcb->klac", E, E)
+        pair_k, pair_l, row_k, row_l = self._pairs
+        EE = np.zeros((m, m, T, T))  # dL_k dL_l'
+        EE[pair_k, pair_l, row_k, row_l] = e[pair_k] * e[pair_l]
         d2S = EE + EE.transpose(1, 0, 2, 3)
-        idx = np.flatnonzero(self.diag)
+        idx = self._diag_k
         d2S[idx, idx] += dS[idx]  # d2L/dtheta_k^2 = L_kk e_k e_k' for a log-diagonal entry
         return S, dS, d2S
 

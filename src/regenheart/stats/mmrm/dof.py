@@ -80,14 +80,16 @@ class Inference:
         self.phi = phi
         _, dS, d2S = structure.sigma_of_phi(phi, 2)
         self.dS, self.d2S = dS, d2S
+        # Sigma linear in phi (us, cs, toep): d2S is zero, so its terms are skipped (adding zeros)
+        self._curved = bool(d2S.any())
         G = lik.grad_sigma(st)
         H = lik.hess_sigma(st)
-        _, Hphi = lik.to_params(G, H, dS, d2S)
+        _, Hphi = lik.to_params(G, H, dS, d2S if self._curved else None)
         self.hessian_phi = Hphi  # observed Hessian of -2 l w.r.t. phi
         self.A = 2.0 * _sym_inv(Hphi, "Hessian of the log-likelihood w.r.t. the covariance parameters")
         K = lik.K(st)
         self.Q = einsum("kab,abpq->kpq", dS, K)
-        self.dC = einsum("pq,kqr,rs->kps", self.C, self.Q, self.C)
+        self._dC: np.ndarray | None = None
         self.vcov = self.C
         if method == "kenward-roger":
             self._kenward_roger()
@@ -106,9 +108,14 @@ class Inference:
         N = einsum("kab,gbc,kcd->gad", dS, st.W, E)
         NU = einsum("nts,nsp->ntp", N[lik.pidx], st.U)
         Qbar = crossprod(st.U.reshape(-1, self.p), NU.reshape(-1, self.p))
-        PCP = einsum("kpq,kl,lqs->ps", P @ C, Wkr, P)
-        Rbar = einsum("kl,klab,abpq->pq", Wkr, d2S, lik.K(st))
-        inner = Qbar - PCP - 0.25 * Rbar
+        # sum_kl W_kl P_k C P_l as one (p, m p) @ (m p, p) product
+        m, p = P.shape[0], self.p
+        PC = np.matmul(P, C)
+        WP = (Wkr @ P.reshape(m, p * p)).reshape(m, p, p)
+        PCP = PC.transpose(1, 0, 2).reshape(p, m * p) @ WP.reshape(m * p, p)
+        inner = Qbar - PCP
+        if self._curved:
+            inner = inner - 0.25 * einsum("kl,klab,abpq->pq", Wkr, d2S, lik.K(st))
         inner = 0.5 * (inner + inner.T)
         self.vcov = C + 2.0 * C @ inner @ C
         self.P_kr = P
@@ -118,12 +125,12 @@ class Inference:
         C, W, P = self.C, self.W_kr, self.P_kr
         q = L.shape[0]
         Theta = L.T @ np.linalg.solve(L @ C @ L.T, L)
-        F = einsum("pq,qr,krs,st->kpt", Theta, C, P, C)  # Theta C P_k C
+        F = np.matmul(np.matmul(Theta @ C, P), C)  # Theta C P_k C, (m, p, p)
         tr = np.einsum("kpp->k", F)
         A1 = float(tr @ W @ tr)
-        A2 = float(einsum("kl,kpq,lqp->", W, F, F))
-        if q == 1:
+        if q == 1:  # A2 enters only the scale and df of a multi-row F test
             return (2.0 / A1 if A1 > 0 else np.inf), 1.0
+        A2 = float(einsum("kl,kpq,lqp->", W, F, F))
         B = (A1 + 6 * A2) / (2 * q)
         g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
         den = 3 * q + 2 * (1 - g)
@@ -136,6 +143,13 @@ class Inference:
         return mdf, lam
 
     # ------------------------------------------------------------------ public helpers
+    @property
+    def dC(self) -> np.ndarray:
+        """dC/dphi_k = C Q_k C (m, p, p), computed when first needed (Satterthwaite)."""
+        if self._dC is None:
+            self._dC = einsum("pq,kqr,rs->kps", self.C, self.Q, self.C)
+        return self._dC
+
     def satterthwaite_df(self, l: np.ndarray) -> float:
         v = float(l @ self.C @ l)
         g = np.einsum("p,kpq,q->k", l, self.dC, l)

@@ -46,12 +46,22 @@ def einsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
     path search (``optimize=True``) pays off for large tensors (many visits or parameters) and is
     skipped when the whole naive loop over all indices is smaller than ``_DIRECT_EINSUM_MAX_OPS``.
     """
-    sizes: dict[str, int] = {}
-    for letters, op in zip(subscripts.split("->")[0].split(","), operands):
-        sizes.update(zip(letters, np.shape(op)))
-    if math.prod(sizes.values()) <= _DIRECT_EINSUM_MAX_OPS:
+    key = (subscripts, *(np.shape(op) for op in operands))
+    direct = _EINSUM_DIRECT.get(key)
+    if direct is None:
+        sizes: dict[str, int] = {}
+        for letters, shape in zip(subscripts.split("->")[0].split(","), key[1:]):
+            sizes.update(zip(letters, shape))
+        if len(_EINSUM_DIRECT) > 10_000:  # bounded in a long-lived process fitting many shapes
+            _EINSUM_DIRECT.clear()
+        direct = _EINSUM_DIRECT[key] = math.prod(sizes.values()) <= _DIRECT_EINSUM_MAX_OPS
+    if direct:
         return np.einsum(subscripts, *operands)
     return np.einsum(subscripts, *operands, optimize=True)
+
+
+# The route chosen per (subscripts, operand shapes): a fit calls the same few contractions many times.
+_EINSUM_DIRECT: dict[tuple, bool] = {}
 
 
 def crossprod(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -177,23 +187,18 @@ class Likelihood:
 
         K[a, b] = sum_i U_i[a]' U_i[b] (T, T, p, p), so X' W S_ab W X = K[a, b];
         M_g = sum_{i in g} U_i C U_i' and R_g = sum_{i in g} rho_i rho_i' (G, T, T).
-        Each group is a contiguous block of subjects, so every step is one BLAS product.
+        Each group is a contiguous block of subjects, so a group's sum is one ``np.add.reduceat`` slice.
         """
         if "K" not in st._cache:
             T, p = self.T, self.p
-            U2 = st.U.reshape(self.n_sub, T * p)
-            K = np.zeros((T * p, T * p))
-            G = len(self.counts)
-            Mg = np.empty((G, T, T))
-            Rg = np.empty((G, T, T))
-            Cf = st.C
-            for g, (s0, n_g) in enumerate(zip(self.starts, self.counts)):
-                Ug = U2[s0 : s0 + n_g]
-                Kg = crossprod(Ug, Ug)
-                K += Kg
-                Mg[g] = np.einsum("tpsq,pq->ts", Kg.reshape(T, p, T, p), Cf)
-                rg = st.rho[s0 : s0 + n_g]
-                Rg[g] = crossprod(rg, rg)
+            U = st.U
+            U2 = U.reshape(self.n_sub, T * p)
+            K = crossprod(U2, U2)
+            # per subject U_i C U_i' and rho_i rho_i' (batched), summed over each pattern's block:
+            # a fixed number of numpy calls whatever the number of patterns
+            Mi = np.matmul(np.matmul(U, st.C), U.transpose(0, 2, 1))
+            Mg = np.add.reduceat(Mi, self.starts, axis=0)
+            Rg = np.add.reduceat(st.rho[:, :, None] * st.rho[:, None, :], self.starts, axis=0)
             st._cache["K"] = K.reshape(T, p, T, p).transpose(0, 2, 1, 3)
             st._cache["Mg"] = Mg
             st._cache["Rg"] = Rg
