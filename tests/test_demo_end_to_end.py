@@ -165,7 +165,7 @@ def test_analysis_failing_on_tampered_data_reports_the_integrity_failure(demo_di
     def derive_fails(*_args, **_kwargs):
         raise ValueError("derivation failed on the changed value")
 
-    monkeypatch.setattr(pipeline, "derive_with_sdtm", derive_fails)
+    monkeypatch.setattr("regenheart.derive.adam.derive_with_sdtm", derive_fails)  # analyze imports it when run
     with pytest.raises(IntegrityError, match="cannot be analysed"):
         pipeline.analyze(engine, load_protocol(), tmp_path / "rep")
     engine.dispose()
@@ -190,3 +190,30 @@ def test_results_count_the_missing_data_codes_as_stored(demo_dir):
     assert {c["code"]: c["subjects"] for c in results["by_code"] if c["values"]} == {
         code: len({s for c, s in stored if c == code}) for code in per_code}
     assert sum(row["total"] for row in results["by_form_visit"]) == len(stored)
+
+
+def test_the_cohort_entered_beside_the_imports_relays_its_progress_and_its_refusal(tmp_path):
+    """run_demo enters the cohort in a child process: every subject's progress reaches the caller, the
+    entry's counts come back, and a refused entry raises its error here (nothing half-entered)."""
+    from regenheart.capture.errors import CaptureError
+    from regenheart.cli import pipeline
+    from regenheart.protocol import load_protocol
+    from regenheart.store.db import create_study_database
+    from regenheart.synth import generate_cohort
+    from regenheart.synth.cohort import cohort_sizes
+
+    protocol = load_protocol()
+    engine = create_study_database(tmp_path / "study.db", pipeline.study_meta(protocol, synthetic=True, seed=5))
+    cohort = generate_cohort(protocol, seed=5, **cohort_sizes(4))
+    seen: list[str] = []
+    stats = pipeline._enter_beside(engine, protocol, cohort, seen.append)()
+    assert seen == [plan.code for plan in cohort.subjects] and stats.subjects == len(cohort.subjects) == 4
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM subjects").scalar() == 4
+        audit_before = conn.exec_driver_sql("SELECT count(*) FROM audit_trail").scalar()
+    with pytest.raises(CaptureError, match="subject_code='01-001': is already registered") as refused:
+        pipeline._enter_beside(engine, protocol, cohort, seen.append)()  # the same subjects again
+    assert [(v.field, v.rule) for v in refused.value.violations] == [("subject_code", "unique")]  # intact
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM audit_trail").scalar() == audit_before
+    engine.dispose()

@@ -73,3 +73,41 @@ def test_bad_figure_key_refused(protocol, small_study):
 
     with pytest.raises(ValueError):
         figures.to_svg(figures.mean_change_grid(protocol, small_study.results), "Bad Key", "x")
+
+
+def test_svg_draws_what_matplotlib_draws_without_its_bare_groups(protocol, small_study):
+    """The groups matplotlib wraps each artist in (nothing but an id) are dropped; every drawn element and
+    every group with a clip path, transform or style stays, in the same order, with the same attributes
+    (ids prefixed; the font family given its fallbacks)."""
+    import io
+
+    import matplotlib
+    from lxml import etree
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    fig = figures.mean_change_grid(protocol, small_study.results)
+    raw = io.StringIO()
+    with matplotlib.rc_context(figures._RC):
+        FigureCanvasSVG(fig)
+        fig.savefig(raw, format="svg", metadata=figures._NO_METADATA)
+    ours = figures.to_svg(fig, "fig-a", "Mean change")
+    before = etree.fromstring(raw.getvalue().encode())
+    after = etree.fromstring(ours.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" '
+                                          'xmlns:xlink="http://www.w3.org/1999/xlink" ', 1).encode())
+
+    def elements(tree) -> list[tuple]:
+        out = []
+        for e in tree.iter():
+            name = etree.QName(e).localname if isinstance(e.tag, str) else None
+            if name in {"path", "use", "text", "rect", "g"} and not (name == "g" and set(e.attrib) == {"id"}):
+                # clip-path ids are hashes that differ between two savefig calls: compared by presence
+                attrib = {k: re.sub(r"url\(#[^)]*\)", "url(#)", v.replace(figures.FONT_FALLBACKS, "'DejaVu Sans'")
+                                 .replace("#fig-a-", "#"))
+                          for k, v in e.attrib.items() if k != "id"}
+                out.append((name, attrib, (e.text or "").strip()))
+        return out
+
+    drawn_before, drawn_after = elements(before), elements(after)
+    assert drawn_after == drawn_before and len(drawn_before) > 100
+    assert len([g for g in before.iter("{http://www.w3.org/2000/svg}g") if set(g.attrib) == {"id"}]) > 50
+    assert not [g for g in after.iter("{http://www.w3.org/2000/svg}g") if set(g.attrib) == {"id"}]

@@ -16,6 +16,11 @@ class ValidationFailed(CaptureError):
         self.violations = violations
         super().__init__("; ".join(str(v) for v in violations))
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its violations (the default would pass the message text as the violations), so that
+        # a refusal raised in a child process (regenheart.forked) reaches the parent intact.
+        return (type(self), (self.violations,))
+
 
 class NotFound(CaptureError):
     """The subject, visit, form or record does not exist (or is not visible to this user)."""
