@@ -181,8 +181,10 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame,
     candidates = sorted(set(followup) | set(protocol.endpoints.exploratory.visits),
                         key=protocol.visit_codes.index)
     baseline_visit = protocol.baseline_visit.code
+    # Plain dictionaries for the lookups of the row loop (a pandas lookup per value cost most of the derivation).
     visits = snap.visits.set_index(["subject_code", "visit_code"])
-    trtsdt = adsl.set_index("SUBJID")["TRTSDT"]
+    visit_dates, study_days = visits["visit_date"].to_dict(), visits["study_day"].to_dict()
+    trtsdt = adsl.set_index("SUBJID")["TRTSDT"].to_dict()
     specs: list[tuple[str, str, str, str, str, bool, int]] = []  # paramcd, label, unit, form, source, formula, n
     for n, p in enumerate(protocol.all_parameters, start=1):
         specs.append((p.paramcd, p.label, p.unit, p.form, p.item, False, n))
@@ -211,8 +213,8 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame,
             if visit_code != baseline_visit and visit_code not in candidates:
                 continue
             key = (subject_code, visit_code)
-            adt = visits["visit_date"].get(key)
-            pday = visits["study_day"].get(key)
+            adt = visit_dates.get(key)
+            pday = study_days.get(key)
             if visit_code == baseline_visit:
                 avisit, avisitn = "Baseline", 0
             else:
@@ -235,7 +237,7 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame,
     adeff["AWLO"] = adeff["AVISITN"].map(lambda d: windows[d].window[0] if d in windows else None)
     adeff["AWHI"] = adeff["AVISITN"].map(lambda d: windows[d].window[1] if d in windows else None)
     adeff["ABLFL"] = np.where((adeff["AVISIT"] == "Baseline") & adeff["AVAL"].notna(), "Y", "")
-    base = adeff[adeff["ABLFL"] == "Y"].set_index(["SUBJID", "PARAMCD"])["AVAL"]
+    base = adeff[adeff["ABLFL"] == "Y"].set_index(["SUBJID", "PARAMCD"])["AVAL"].to_dict()
     adeff["BASE"] = [base.get((s, p), np.nan) for s, p in zip(adeff["SUBJID"], adeff["PARAMCD"])]
     post = adeff["AVISITN"].fillna(0) > 0
     adeff["CHG"] = np.where(post, adeff["AVAL"] - adeff["BASE"], np.nan)
