@@ -269,6 +269,12 @@ class Structure:
     def phi_from_theta(self, theta: np.ndarray) -> np.ndarray:
         return self.phi_of_theta(np.asarray(theta, float))[0]
 
+    def chain_terms(self, theta: np.ndarray, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """dSigma/dtheta (m, T, T) and sum_ab G_ab d2Sigma_ab/dtheta_k dtheta_l (m, m): what the chain
+        rule needs from the structure for the Hessian w.r.t. theta, given G = d(-2l)/dSigma (T, T)."""
+        _, dS, d2S = self.sigma_of_theta(theta, 2)
+        return dS, np.einsum("ab,klab->kl", G, d2S)
+
     #: indices of theta entries that are log variances (all other entries are scale-free)
     log_variances: tuple[int, ...] = (0,)
 
@@ -299,8 +305,10 @@ class Unstructured(Structure):
         # in row a = row_k, and sum_b dL_k[a, b] dL_l[c, b] = e_k e_l at (row_k, row_l) when col_k = col_l.
         self._k = np.arange(self.n_theta)
         self._diag_k = np.flatnonzero(self.diag)
-        pair_k, pair_l = np.nonzero(self.cols[:, None] == self.cols[None, :])
+        same_col = self.cols[:, None] == self.cols[None, :]
+        pair_k, pair_l = np.nonzero(same_col)
         self._pairs = (pair_k, pair_l, self.rows[pair_k], self.rows[pair_l])
+        self._same_col = same_col.astype(float)
 
     @property
     def linear(self) -> bool:
@@ -311,7 +319,8 @@ class Unstructured(Structure):
 
     def _chol(self, theta):
         L = np.zeros((self.T, self.T))
-        vals = np.where(self.diag, np.exp(np.clip(theta, -300, 300)), theta)
+        # np.minimum/np.maximum: np.clip's value without its Python wrapper (this runs every evaluation)
+        vals = np.where(self.diag, np.exp(np.minimum(np.maximum(theta, -300.0), 300.0)), theta)
         L[self.rows, self.cols] = vals
         return L, vals
 
@@ -335,6 +344,22 @@ class Unstructured(Structure):
         idx = self._diag_k
         d2S[idx, idx] += dS[idx]  # d2L/dtheta_k^2 = L_kk e_k e_k' for a log-diagonal entry
         return S, dS, d2S
+
+    def chain_terms(self, theta, G):
+        # sum_ac G_ac (dL_k dL_l')_ac = e_k e_l G[row_k, row_l] when col_k = col_l (see __init__), so
+        # d2Sigma (m x m x T x T) need not be formed; a log-diagonal entry adds sum_ab G_ab dSigma_k,ab
+        theta = np.asarray(theta, float)
+        L, vals = self._chol(theta)
+        m, T = self.n_theta, self.T
+        e = np.where(self.diag, vals, 1.0)
+        EL = np.zeros((m, T, T))
+        EL[self._k, self.rows] = L[:, self.cols].T * e[:, None]
+        dS = EL + EL.transpose(0, 2, 1)
+        A = G[self.rows[:, None], self.rows[None, :]] * self._same_col * np.outer(e, e)
+        second = A + A.T
+        idx = self._diag_k
+        second[idx, idx] += dS[idx].reshape(len(idx), T * T) @ G.reshape(-1)
+        return dS, second
 
     def phi_of_theta(self, theta):
         S, dS, d2S = self.sigma_of_theta(theta, 2)

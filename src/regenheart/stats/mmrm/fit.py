@@ -70,10 +70,10 @@ class _Optimizer:
         return st.f, st
 
     def derivatives(self, theta: np.ndarray, st: State):
-        _, dS, d2S = self.structure.sigma_of_theta(theta, 2)
         G = self.lik.grad_sigma(st)
         H = self.lik.hess_sigma(st)
-        return self.lik.to_params(G, H, dS, d2S)
+        dS, second = self.structure.chain_terms(theta, G)
+        return self.lik.to_params(G, H, dS, None, second)
 
     def gradient(self, theta: np.ndarray, st: State) -> np.ndarray:
         _, dS, _ = self.structure.sigma_of_theta(theta, 1)

@@ -64,14 +64,22 @@ def einsum(subscripts: str, *operands: np.ndarray) -> np.ndarray:
 _EINSUM_DIRECT: dict[tuple, bool] = {}
 
 
+# Up to this many multiply-adds a BLAS product runs on one thread (OpenBLAS splits a GEMM only above
+# 65536 x GEMM_MULTITHREAD_THRESHOLD = 262144 of them) and is about 4x faster than einsum's loop.
+_SINGLE_THREAD_GEMM_MAX = 65_536
+
+
 def crossprod(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """A' B for tall A, B (rows = subjects or observations), without multi-threaded BLAS.
 
     These reductions have a huge inner dimension and a small result; multi-threaded OpenBLAS runs
     them no faster, and on a machine whose CPUs are busy with other work its threads wait for each
     other (a 20 ms product was seen to take seconds). numpy's own einsum loop is single-threaded,
-    vectorized and predictable.
+    vectorized and predictable; a product small enough for BLAS to keep on one thread (a fit of a
+    few dozen subjects) goes to BLAS.
     """
+    if A.shape[0] * A.shape[1] * B.shape[1] <= _SINGLE_THREAD_GEMM_MAX:
+        return A.T @ B
     return np.einsum("ni,nj->ij", A, B)
 
 
@@ -129,6 +137,8 @@ class Likelihood:
         y[row_sub, design.visit_codes] = design.y
         self.X, self.y = X, y
         self.X2 = X.reshape(n_sub * T, p)
+        self._join_response()
+        self.counts_f = self.counts.astype(float)
         self.mask = mask[order]
         self.pmask = patterns[:, :, None] & patterns[:, None, :]  # (G, T, T)
         self.eye = np.eye(T)
@@ -139,7 +149,14 @@ class Likelihood:
         new = object.__new__(Likelihood)
         new.__dict__.update(self.__dict__)
         new.y = self.y / factor
+        new._join_response()
         return new
+
+    def _join_response(self) -> None:
+        """[X | y] per subject and visit (n, T, p + 1): one product W_i [X_i | y_i] and one cross-product
+        give X'WX, X'Wy and y'Wy together."""
+        self.Xy = np.concatenate([self.X, self.y[:, :, None]], axis=2)
+        self.Xy2 = self.Xy.reshape(-1, self.p + 1)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, Sigma: np.ndarray) -> State | None:
@@ -153,13 +170,13 @@ class Likelihood:
         logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
         W = np.linalg.inv(pad) * self.pmask  # zero rows/columns at unobserved visits
         Wsub = W[self.pidx]
-        U = np.matmul(Wsub, self.X)  # batched (n, T, T) @ (n, T, p); contiguous result
-        Wy = np.matmul(Wsub, self.y[:, :, None])[:, :, 0]
-        U2 = U.reshape(-1, p)
-        XtWX = crossprod(self.X2, U2)
+        WXy = np.matmul(Wsub, self.Xy)  # batched (n, T, T) @ (n, T, p + 1): W_i [X_i | y_i]
+        M = crossprod(self.Xy2, WXy.reshape(-1, p + 1))  # [X | y]' W [X | y]
+        U, Wy = WXy[:, :, :p], WXy[:, :, p]
+        XtWX = M[:p, :p]
         XtWX = 0.5 * (XtWX + XtWX.T)
-        XtWy = np.einsum("ni,n->i", U2, self.y.reshape(-1))
-        ytWy = float(np.einsum("n,n->", self.y.reshape(-1), Wy.reshape(-1)))
+        XtWy = M[p, :p].copy()  # sum over rows of y (W X): the products of X'Wy's definition
+        ytWy = float(M[p, p])
         try:
             Lx = np.linalg.cholesky(XtWX)
         except np.linalg.LinAlgError:
@@ -192,7 +209,7 @@ class Likelihood:
         if "K" not in st._cache:
             T, p = self.T, self.p
             U = st.U
-            U2 = U.reshape(self.n_sub, T * p)
+            U2 = st._cache["U2"] = U.reshape(self.n_sub, T * p)
             K = crossprod(U2, U2)
             # per subject U_i C U_i' and rho_i rho_i' (batched), summed over each pattern's block:
             # a fixed number of numpy calls whatever the number of patterns
@@ -212,7 +229,7 @@ class Likelihood:
     def grad_sigma(self, st: State) -> np.ndarray:
         """d(-2l)/dSigma_ab (T, T), symmetric."""
         _, Mg, Rg = self._group_stats(st)
-        G = np.einsum("g,gab->ab", self.counts.astype(float), st.W) - Rg.sum(axis=0)
+        G = np.einsum("g,gab->ab", self.counts_f, st.W) - Rg.sum(axis=0)
         if self.reml:
             G -= Mg.sum(axis=0)
         return 0.5 * (G + G.T)
@@ -221,8 +238,7 @@ class Likelihood:
         """E[a, b, c, d] = tr(P S_cd P S_ab) (ML: tr(W S_cd W S_ab)); the expected Hessian of -2l."""
         if "E" in st._cache:
             return st._cache["E"]
-        n_g = self.counts.astype(float)
-        E = einsum("g,gbc,gda->abcd", n_g, st.W, st.W)
+        E = einsum("g,gbc,gda->abcd", self.counts_f, st.W, st.W)
         if self.reml:
             Mg = self._group_stats(st)[1]
             t2 = einsum("gbc,gda->abcd", st.W, Mg)
@@ -245,15 +261,20 @@ class Likelihood:
         E = self._trace_tensor(st)
         Rg = self._group_stats(st)[2]
         Q = einsum("gbc,gad->abcd", st.W, Rg)
-        h = crossprod(st.rho, st.U.reshape(self.n_sub, T * p)).reshape(T, T, p)  # h[a, b] = sum_i rho_i[a] U_i[b]
+        self._group_stats(st)
+        h = crossprod(st.rho, st._cache["U2"]).reshape(T, T, p)  # h[a, b] = sum_i rho_i[a] U_i[b]
         hC = h @ st.C
         Q -= einsum("abp,dcp->abcd", hC, h)
         return -E + Q + Q.transpose(2, 3, 0, 1)
 
     # ------------------------------------------------------------------ chain rule to parameters
     @staticmethod
-    def to_params(G: np.ndarray, H: np.ndarray | None, dS: np.ndarray, d2S: np.ndarray | None):
-        """Gradient and Hessian w.r.t. parameters from those w.r.t. Sigma entries."""
+    def to_params(G: np.ndarray, H: np.ndarray | None, dS: np.ndarray, d2S: np.ndarray | None,
+                  second: np.ndarray | None = None):
+        """Gradient and Hessian w.r.t. parameters from those w.r.t. Sigma entries.
+
+        ``second``: sum_ab G_ab d2S[k, l, a, b] when the structure contracted it itself (then d2S is None).
+        """
         m, T = dS.shape[0], dS.shape[1]
         D = dS.reshape(m, T * T)
         g = D @ G.reshape(-1)
@@ -262,4 +283,6 @@ class Likelihood:
         Hp = D @ H.reshape(T * T, T * T) @ D.T
         if d2S is not None:
             Hp = Hp + np.einsum("ab,klab->kl", G, d2S)
+        elif second is not None:
+            Hp = Hp + second
         return g, 0.5 * (Hp + Hp.T)
