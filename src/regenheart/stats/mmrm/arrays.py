@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
@@ -30,19 +30,6 @@ def _structure(name: str, n_times: int) -> Structure:
     """The covariance structure, built once per (name, T): a simulation fits the same one many times
     (a structure holds only constants of T)."""
     return make_structure(name, n_times)
-
-
-@dataclass
-class _ArrayDesign:
-    """What :class:`Likelihood` reads from a design (observed rows only)."""
-
-    X: np.ndarray
-    y: np.ndarray
-    subject_codes: np.ndarray
-    visit_codes: np.ndarray
-    subjects: list
-    visits: list
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,20 +73,14 @@ def fit_contrast(y: np.ndarray, X: np.ndarray, contrast: np.ndarray, *, structur
     dfm = METHODS.get(str(df).lower())
     if dfm is None:
         raise MMRMError(f"unknown df method {df!r}; use 'satterthwaite', 'kenward-roger' or 'residual'")
-    keep = np.isfinite(y)
-    subjects_with_data = np.flatnonzero(keep.any(axis=1))
-    keep = keep[subjects_with_data]
-    sub, vis = np.nonzero(keep)
-    Xo = X[subjects_with_data][sub, vis]
-    if np.linalg.matrix_rank(Xo) < Xo.shape[1]:
+    lik = Likelihood.from_arrays(y, X, reml=method == "reml")
+    # the zero rows of unobserved visits leave the rank of the observed rows unchanged
+    if lik.n_obs == 0 or np.linalg.matrix_rank(lik.X2) < lik.p:
         raise MMRMError("the fixed-effects design is rank deficient on the observed rows")
-    design = _ArrayDesign(Xo, y[subjects_with_data][sub, vis], sub, vis, list(range(len(subjects_with_data))),
-                          list(range(y.shape[1])))
-    lik = Likelihood(design, reml=method == "reml")  # type: ignore[arg-type]
     cov = _structure(structure, lik.T)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        theta, st, converged, _, _ = estimate_covariance(lik, cov, design.visits)
+        theta, st, converged, _, _ = estimate_covariance(lik, cov, list(range(lik.T)))
         inference = Inference(lik, st, cov, theta, dfm)
         out = inference.single(l, st.beta)
     # special.stdtrit is scipy.stats.t.ppf without the distribution machinery (same value, 50x faster)

@@ -19,12 +19,13 @@ from .result import MMRMResult
 def _moment_covariance(lik: Likelihood, visits: list | None = None) -> np.ndarray:
     """Pairwise-complete covariance of OLS residuals (starting values for Sigma)."""
     X, y, mask = lik.X2, lik.y.reshape(-1), lik.mask.reshape(-1)
-    Xm = X[mask]
+    p = lik.p
+    XyXy = crossprod(lik.Xy2, lik.Xy2)  # [X'X, X'y]: rows of unobserved visits are zero in X and y
     try:  # normal equations are plenty for starting values (X has full column rank here)
-        beta = np.linalg.solve(crossprod(Xm, Xm), np.einsum("ni,n->i", Xm, y[mask]))
+        beta = np.linalg.solve(XyXy[:p, :p], XyXy[:p, p])
     except np.linalg.LinAlgError:
-        beta, *_ = np.linalg.lstsq(Xm, y[mask], rcond=None)
-    r = ((y - np.einsum("ni,i->n", X, beta)) * mask).reshape(lik.n_sub, lik.T)
+        beta, *_ = np.linalg.lstsq(X[mask], y[mask], rcond=None)
+    r = ((y - X @ beta) * mask).reshape(lik.n_sub, lik.T)
     m = lik.mask.astype(float)
     n_pair = crossprod(m, m)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -34,7 +35,7 @@ def _moment_covariance(lik: Likelihood, visits: list | None = None) -> np.ndarra
     scale = lik.n_obs / max(lik.n_obs - lik.p, 1) if lik.reml else 1.0
     S = S * scale
     d = np.diag(S)
-    tiny = 1e-12 * max(1.0, float(np.max(np.abs(y[mask]))) ** 2)
+    tiny = 1e-12 * max(1.0, float(np.max(np.abs(y))) ** 2)  # y is 0 at unobserved visits
     bad = [k for k, v in enumerate(d) if not np.isfinite(v) or v <= tiny]
     if bad:
         names = ", ".join(repr(visits[k]) for k in bad) if visits is not None else str(bad)

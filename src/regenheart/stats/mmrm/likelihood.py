@@ -107,13 +107,35 @@ class Likelihood:
     """REML or ML objective (-2 log-likelihood) of an MMRM with an arbitrary Sigma."""
 
     def __init__(self, design: Design, reml: bool = True):
-        self.reml = reml
         T = len(design.visits)
         n_sub = len(design.subjects)
         p = design.X.shape[1]
-        self.T, self.p, self.n_obs = T, p, len(design.y)
         mask = np.zeros((n_sub, T), bool)
         mask[design.subject_codes, design.visit_codes] = True
+        X = np.zeros((n_sub, T, p))
+        y = np.zeros((n_sub, T))
+        X[design.subject_codes, design.visit_codes] = design.X
+        y[design.subject_codes, design.visit_codes] = design.y
+        self._setup(mask, X, y, reml)
+
+    @classmethod
+    def from_arrays(cls, y: np.ndarray, X: np.ndarray, reml: bool = True) -> Likelihood:
+        """The likelihood of responses on a subjects x visits grid: ``y`` (n, T) with NaN where missing,
+        ``X`` (n, T, p) (rows of missing visits ignored). Subjects without any response are left out."""
+        mask = np.isfinite(y)
+        with_data = mask.any(axis=1)
+        if not with_data.all():
+            y, X, mask = y[with_data], X[with_data], mask[with_data]
+        new = object.__new__(cls)
+        new._setup(mask, np.where(mask[:, :, None], X, 0.0), np.where(mask, y, 0.0), reml)
+        return new
+
+    def _setup(self, mask: np.ndarray, X: np.ndarray, y: np.ndarray, reml: bool) -> None:
+        """Group subjects by missingness pattern; ``X``, ``y`` are zero where ``mask`` is False."""
+        self.reml = reml
+        n_sub, T = mask.shape
+        p = X.shape[2]
+        self.T, self.p, self.n_obs = T, p, int(mask.sum())
         if T <= 62:  # encode each subject's set of visits as an integer (fast unique)
             codes = mask.astype(np.int64) @ (np.int64(1) << np.arange(T, dtype=np.int64))
             ucodes, pidx = np.unique(codes, return_inverse=True)
@@ -122,21 +144,14 @@ class Likelihood:
             patterns, pidx = np.unique(mask, axis=0, return_inverse=True)
         pidx = pidx.reshape(-1)
         order = np.argsort(pidx, kind="stable")  # subjects grouped by pattern
-        rank = np.empty(n_sub, np.int64)
-        rank[order] = np.arange(n_sub)
         self.subject_order = order
         self.pidx = pidx[order]
         self.patterns = patterns  # (G, T) bool
         self.counts = np.bincount(self.pidx, minlength=len(patterns))
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
         self.n_sub = n_sub
-        X = np.zeros((n_sub, T, p))
-        y = np.zeros((n_sub, T))
-        row_sub = rank[design.subject_codes]
-        X[row_sub, design.visit_codes] = design.X
-        y[row_sub, design.visit_codes] = design.y
-        self.X, self.y = X, y
-        self.X2 = X.reshape(n_sub * T, p)
+        self.X, self.y = X[order], y[order]
+        self.X2 = self.X.reshape(n_sub * T, p)
         self._join_response()
         self.counts_f = self.counts.astype(float)
         self.mask = mask[order]
@@ -243,11 +258,7 @@ class Likelihood:
             Mg = self._group_stats(st)[1]
             t2 = einsum("gbc,gda->abcd", st.W, Mg)
             E -= t2 + t2.transpose(2, 3, 0, 1)  # sum_g M_g[b,c] W_g[d,a] = t2[c,d,a,b]
-            T, p = self.T, self.p
-            Z = einsum("pq,abqr->abpr", st.C, self.K(st))
-            Z2 = Z.reshape(T * T, p * p)
-            Z2t = Z.transpose(0, 1, 3, 2).reshape(T * T, p * p)
-            E += (Z2 @ Z2t.T).reshape(T, T, T, T)
+            E += self._trace_products(st)
         st._cache["E"] = E
         return E
 
@@ -256,16 +267,31 @@ class Likelihood:
         return self._trace_tensor(st)
 
     def hess_sigma(self, st: State) -> np.ndarray:
-        """Observed Hessian of -2l w.r.t. Sigma entries, H[a, b, c, d] (T, T, T, T)."""
+        """Observed Hessian of -2l w.r.t. Sigma entries, H[a, b, c, d] (T, T, T, T).
+
+        H = -E + Q + Q^(T) with E the trace tensor and Q[a,b,c,d] = sum_g W_g[b,c] R_g[a,d] -
+        (h C h')[a,b,c,d]; X^(T)[a,b,c,d] = X[c,d,a,b]. E's pattern terms have the same form (W_g, M_g
+        and R_g are symmetric), so they are gathered in one contraction with B_g = R_g + M_g - n_g W_g / 2
+        (ML: without M_g); only tr(C K_cd C K_ab) (REML) stays apart.
+        """
         T, p = self.T, self.p
-        E = self._trace_tensor(st)
-        Rg = self._group_stats(st)[2]
-        Q = einsum("gbc,gad->abcd", st.W, Rg)
-        self._group_stats(st)
+        _, Mg, Rg = self._group_stats(st)
+        B = Rg + Mg if self.reml else Rg.copy()
+        B -= (0.5 * self.counts_f)[:, None, None] * st.W
         h = crossprod(st.rho, st._cache["U2"]).reshape(T, T, p)  # h[a, b] = sum_i rho_i[a] U_i[b]
-        hC = h @ st.C
-        Q -= einsum("abp,dcp->abcd", hC, h)
-        return -E + Q + Q.transpose(2, 3, 0, 1)
+        S = einsum("gbc,gad->abcd", st.W, B) - einsum("abp,dcp->abcd", h @ st.C, h)
+        H = S + S.transpose(2, 3, 0, 1)
+        if self.reml:
+            H -= self._trace_products(st)
+        return H
+
+    def _trace_products(self, st: State) -> np.ndarray:
+        """tr(C K_cd C K_ab) (T, T, T, T): the REML term of the trace tensor from the fixed effects."""
+        T, p = self.T, self.p
+        Z = einsum("pq,abqr->abpr", st.C, self.K(st))
+        Z2 = Z.reshape(T * T, p * p)
+        Z2t = Z.transpose(0, 1, 3, 2).reshape(T * T, p * p)
+        return (Z2 @ Z2t.T).reshape(T, T, T, T)
 
     # ------------------------------------------------------------------ chain rule to parameters
     @staticmethod
