@@ -164,8 +164,9 @@ class _Stack:
         code = self.code[idx]
         Wsub = W[np.arange(len(idx))[:, None], code]  # (b, n, T, T)
         WXy = Wsub @ self.Xy[idx]
-        Xy2 = self.Xy[idx].reshape(len(idx), -1, p + 1)
-        M = Xy2.transpose(0, 2, 1) @ WXy.reshape(len(idx), -1, p + 1)
+        rows = self.n * self.T
+        Xy2 = self.Xy[idx].reshape(len(idx), rows, p + 1)
+        M = Xy2.transpose(0, 2, 1) @ WXy.reshape(len(idx), rows, p + 1)
         XtWX = M[:, :p, :p]
         XtWX = 0.5 * (XtWX + XtWX.transpose(0, 2, 1))
         XtWy = M[:, p, :p]
@@ -241,6 +242,8 @@ def _newton(stack: _Stack, us: _Unstructured, theta: np.ndarray, ok: np.ndarray)
     converged = np.zeros(B, bool)
     active = ok.copy()
     all_idx = np.flatnonzero(ok)
+    if not len(all_idx):
+        return theta, converged
     st = stack.evaluate(us.sigma(theta[all_idx]), all_idx)
     state = {k: np.zeros((B, *v.shape[1:])) for k, v in st.items()}
     _put(state, all_idx, st, np.arange(len(all_idx)))
@@ -338,6 +341,9 @@ def fit_contrasts(y: np.ndarray, X: np.ndarray, contrasts: np.ndarray, *, alpha:
     X = np.asarray(X, float)
     B, n, T = y.shape
     p = X.shape[3]
+    out = {k: np.full(B, np.nan) for k in ("estimate", "std_error", "df", "p_value", "lower", "upper")}
+    if not B:
+        return out, np.zeros(0, bool)
     stack = _Stack(y, X, reml=method == "reml")
     us = _Unstructured(T)
     ok = (stack.n_obs > 0) & (np.linalg.matrix_rank(stack.X.reshape(B, n * T, p)) == p)
@@ -348,6 +354,8 @@ def fit_contrasts(y: np.ndarray, X: np.ndarray, contrasts: np.ndarray, *, alpha:
     theta_s, converged = _newton(stack, us, us.theta_start(S0 / scale2[:, None, None]), ok)
     ok &= converged
     idx = np.flatnonzero(ok)
+    if not len(idx):
+        return out, ok
     stack.scaled(np.ones(B))
     theta = us.rescale(theta_s[idx], scale2[idx])
     st = stack.evaluate(us.sigma(theta), idx)
@@ -389,7 +397,6 @@ def fit_contrasts(y: np.ndarray, X: np.ndarray, contrasts: np.ndarray, *, alpha:
     q = np.where(np.isfinite(df), special.stdtrit(np.where(np.isfinite(df), df, 1.0), 1 - alpha / 2),
                  special.ndtri(1 - alpha / 2))
     half = q * se
-    out = {k: np.full(B, np.nan) for k in ("estimate", "std_error", "df", "p_value", "lower", "upper")}
     for k, v in (("estimate", est), ("std_error", se), ("df", df), ("p_value", p_value), ("lower", est - half),
                  ("upper", est + half)):
         out[k][idx] = v
