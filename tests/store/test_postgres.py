@@ -115,3 +115,28 @@ def test_group_transactions_with_a_late_chain_overlap_and_keep_one_chain_on_post
             "SELECT reason FROM audit_trail WHERE action = 'update' ORDER BY seq"))]
     assert reasons == ["second", "first"]  # chained in the order of the commits
     assert verify_chain(pg_engine).ok
+
+
+def test_the_kept_token_check_connection_sees_revocations_and_survives_a_server_restart(pg_engine, protocol):
+    """The event loop's token check keeps one connection (no checkout or ping per request): it still reads
+    each revocation at once, and a connection the server dropped is replaced within the same check."""
+    from argon2 import PasswordHasher
+
+    from regenheart.capture.accounts import AccountService
+    from regenheart.capture.permissions import Actor
+
+    accounts = AccountService(pg_engine, protocol, hasher=PasswordHasher(time_cost=1, memory_cost=1024,
+                                                                          parallelism=1))
+    accounts.create_user(Actor("setup", "admin"), "coord", "coordinator", "a long password 1", site="01")
+    version = accounts.get_user("coord").token_version
+    assert accounts.token_user("coord", version, kept=True) is not None
+    pid = accounts._kept[1].exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    accounts._kept[1].rollback()
+    with pg_engine.connect() as admin:  # the server ends the kept connection's backend
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    assert accounts.token_user("coord", version, kept=True) is not None  # replaced, checked again
+    assert accounts._kept[1].exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+    accounts._kept[1].rollback()
+    accounts.revoke_sessions("coord", channel="api")  # log-out everywhere: committed on another connection
+    assert accounts.token_user("coord", version, kept=True) is None
+    assert accounts.token_user("coord", version + 1, kept=True) is not None

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from regenheart.capture.common import require
@@ -133,6 +135,7 @@ class AccountService:
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._reader = reader(engine)
+        self._kept: tuple[int, Connection] | None = None  # (owner thread, connection): see token_user
         self._dummy_hash = self.hasher.hash("not a real password: equalizes timing for unknown users")
 
     # ------------------------------------------------------------------ helpers
@@ -315,16 +318,49 @@ class AccountService:
             user = session.scalars(select(User).where(User.username == normalize_username(username))).one_or_none()
             return _view(user, self.clock()) if user else None
 
-    def token_user(self, username: str, token_version: int) -> UserView | None:
+    def token_user(self, username: str, token_version: int, *, kept: bool = False) -> UserView | None:
         """The account a bearer token or session cookie names, if the token still holds: the account is
         active and at ``token_version`` (log-out, a new password, a role or site change and deactivation
         raise it). Runs on every API request: one indexed Core query on a read-only connection, which on
-        SQLite never queues behind the writer."""
-        with self._reader.connect() as connection:
-            row = connection.execute(_TOKEN_USER, {"username": normalize_username(username)}).first()
+        SQLite never queues behind the writer.
+
+        ``kept``: on a connection this service keeps for the calling thread (the web server's event loop,
+        the one thread that checks every API request) instead of one from the pool: no checkout and, on
+        PostgreSQL, no liveness ping per request. Each check still reads what is committed when it runs
+        (its read transaction ends with it), and a kept connection that fails is replaced and the check
+        run once more. Calls from any other thread use the pool.
+        """
+        key = {"username": normalize_username(username)}
+        if kept and (self._kept is None or self._kept[0] == threading.get_ident()):
+            try:
+                row = self._kept_read(key)
+            except DBAPIError:  # the kept connection broke (e.g. the server restarted): a new one, once
+                self._drop_kept()
+                row = self._kept_read(key)
+        else:
+            with self._reader.connect() as connection:
+                row = connection.execute(_TOKEN_USER, key).first()
         if row is None or not row.active or row.token_version != token_version:
             return None
         return _view(row, self.clock())  # type: ignore[arg-type]  # the row has the account's columns
+
+    def _kept_read(self, key: dict[str, str]) -> Any:
+        if self._kept is None:
+            self._kept = (threading.get_ident(), self._reader.connect())
+        connection = self._kept[1]
+        try:
+            return connection.execute(_TOKEN_USER, key).first()
+        finally:
+            if not connection.invalidated:
+                connection.rollback()  # ends the read (SQLite: its snapshot; PostgreSQL autocommit: nothing)
+
+    def _drop_kept(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            try:
+                kept[1].close()
+            except DBAPIError:  # already broken: the pool discards it
+                pass
 
     def is_locked(self, username: str) -> bool:
         with self._sessions() as session:

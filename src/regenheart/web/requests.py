@@ -87,7 +87,7 @@ async def api_user(request: Request) -> UserView:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("missing bearer token: POST /api/auth/token first")
     data = ctx.signer.read_token(token.strip())
-    user = ctx.accounts.token_user(*data) if data else None
+    user = ctx.accounts.token_user(*data, kept=True) if data else None  # this thread: the event loop's
     if user is None:
         await run_in_threadpool(ctx.accounts.log_access, data[0] if data else "(unknown)", None, "invalid_token",
                                 "api", client_address(request), f"{request.method} {request.url.path}")
