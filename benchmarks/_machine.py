@@ -15,3 +15,20 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def core_speed_seconds() -> float:
+    """Seconds one core takes for a fixed pure-Python loop (sum of 10 million squares), best of three.
+
+    The benchmark machine is a virtual machine whose cores run at different speeds from hour to hour (the
+    same loop took 0.53-0.85 s on one day) without any load or steal time showing: printed beside each
+    result so that results from different hours can be compared.
+    """
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(i * i for i in range(10_000_000))
+        best = min(best, time.perf_counter() - started)
+    return best

@@ -40,7 +40,7 @@ from regenheart.store.audit import verify_chain
 from regenheart.store.db import create_study_database, open_study_database
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import cpu_model
+from _machine import core_speed_seconds, cpu_model
 
 PASSWORD = "benchmark password 1"
 
@@ -190,7 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     pg = os.environ.get("REGENHEART_TEST_PG_URL")
     print(f"# API throughput: {args.clients} clients x {args.saves} saves; {cpu_model()}, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"load {os.getloadavg()[0]:.1f}, core speed probe {core_speed_seconds():.2f} s (see _machine.py)")
     print("| engine | workers | saves | seconds | saves/s | p50 ms | p95 ms | server CPU ms/save | load |\n"
           "|---|---|---|---|---|---|---|---|---|")
     for engine in args.engines.split(","):

@@ -36,6 +36,10 @@ print(json.dumps({"imports and protocol": imported, "steps": entered.get("timing
 """
 
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import core_speed_seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1)
@@ -55,7 +59,8 @@ def main() -> None:
             used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             report = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"run {run + 1}: wall {wall:.1f} s, CPU {used:.1f} s (process and children), "
-                  f"load average before {load:.1f}; conformance errors {report['errors']}, "
+                  f"load average before {load:.1f}, core speed probe {core_speed_seconds():.2f} s after; "
+                  f"conformance errors {report['errors']}, "
                   f"PDF problem: {report['pdf_problem']}")
             steps = dict(report["steps"])
             cpu = steps.pop("cpu", {})
