@@ -111,3 +111,18 @@ def test_svg_draws_what_matplotlib_draws_without_its_bare_groups(protocol, small
     assert drawn_after == drawn_before and len(drawn_before) > 100
     assert len([g for g in before.iter("{http://www.w3.org/2000/svg}g") if set(g.attrib) == {"id"}]) > 50
     assert not [g for g in after.iter("{http://www.w3.org/2000/svg}g") if set(g.attrib) == {"id"}]
+
+
+def test_the_efficacy_results_handed_out_early_are_those_returned_and_draw_the_same_figure(protocol, small_study):
+    """run_sap hands the flow and efficacy results out before its other analyses (the demo draws the
+    largest figure meanwhile): they equal the returned entries, and the figure drawn from them is the one
+    drawn from the whole results."""
+    from regenheart.report import draw_figures
+    from regenheart.stats.analysis import run_sap
+
+    early: list[dict] = []
+    results = run_sap(protocol, small_study.data, efficacy_ready=early.append)
+    assert len(early) == 1 and set(early[0]) == {"flow", "efficacy"}
+    assert early[0]["flow"] == results["flow"] and early[0]["efficacy"] == results["efficacy"] and results["efficacy"]
+    whole = draw_figures(protocol, small_study.data, results, ("mean_change",))["mean_change"]
+    assert whole and draw_figures(protocol, small_study.data, early[0], ("mean_change",))["mean_change"] == whole

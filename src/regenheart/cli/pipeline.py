@@ -152,18 +152,30 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
 
     # The chain verifies and every value matches its trail: checked on the other core meanwhile.
     verifying = forked.start("integrity", _verify, engine, protocol, niceness=BACKGROUND)
+    drawing: forked.Forked[dict[str, Any]] | None = None
     try:
         snap = take_snapshot(engine)
         clock.lap("snapshot")
         synthetic = snap.meta.get("synthetic") == "true"
         data, tabulations = derive_with_sdtm(protocol, snap)
         clock.lap("derive (ADaM and SDTM)")
-        results = run_sap(protocol, data, items=snap.items)
+
+        def draw_beside(efficacy: dict[str, Any]) -> None:
+            # The largest figure (every secondary endpoint) needs only the efficacy results: drawn on the
+            # other core while the rest of the plan (MMRM, sensitivity, ...) is computed here.
+            nonlocal drawing
+            drawing = forked.start("report-figures", draw_figures, protocol, data, efficacy, ("mean_change",))
+
+        results = run_sap(protocol, data, items=snap.items, efficacy_ready=draw_beside)
         clock.lap("statistical analysis plan")
     except Exception:
+        if drawing is not None:
+            drawing.cancel()
         verifying.result()  # data that fail the integrity check explain the failure: that error is raised
         raise
     except BaseException:
+        if drawing is not None:
+            drawing.cancel()
         verifying.cancel()
         raise
     version = protocol.active_version
@@ -178,9 +190,8 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
                              for name in sorted({f.instrument for f in protocol.forms.values() if f.instrument})},
         **results,
     }
-    # The figures need only the SAP's results: the largest (every secondary endpoint) is drawn on the
-    # other core while this process checks, writes the results files and draws the others.
-    drawing = forked.start("report-figures", draw_figures, protocol, data, document, ("mean_change",))
+    if drawing is None:  # the plan has no efficacy analyses: nothing was drawn beside it
+        drawing = forked.start("report-figures", draw_figures, protocol, data, document, ("mean_change",))
     try:
         verifying.result()  # raises IntegrityError before anything is written
         clock.lap("integrity check (wait)")

@@ -7,6 +7,7 @@ The analyses themselves live in :mod:`regenheart.stats.sap` (single-arm and pool
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -35,13 +36,19 @@ from regenheart.stats.sap import (
 
 
 def run_sap(protocol: Protocol, data: AnalysisDatasets, *, with_mmrm: bool = True,
-            items: pd.DataFrame | None = None, plan: SapPlan | None = None) -> dict[str, Any]:
+            items: pd.DataFrame | None = None, plan: SapPlan | None = None,
+            efficacy_ready: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every analysis of the plan (``protocol.analysis_plan`` unless ``plan`` is given); a
     JSON-serializable dictionary. ``items`` (the snapshot's long item table) feeds the plan's
-    descriptive by-visit statistics."""
+    descriptive by-visit statistics. ``efficacy_ready`` is called, before the other analyses, with the
+    results' ``flow`` and ``efficacy`` entries as they will be returned: a caller can draw the efficacy
+    figures meanwhile."""
     plan = _plan(protocol, plan)
     results: dict[str, Any] = {"plan": plan_summary(protocol, plan, data)}
     results["flow"] = consort_flow(protocol, data, plan)
+    efficacy = efficacy_tables(protocol, data, plan) if plan.endpoints or plan.supportive is not None else None
+    if efficacy_ready is not None:
+        efficacy_ready(_clean({"flow": results["flow"], "efficacy": efficacy or []}))
     if plan.baseline is not None:
         results["baseline"] = baseline_characteristics(protocol, data, plan)
     if plan.primary is not None and protocol.endpoints is not None:
@@ -49,7 +56,7 @@ def run_sap(protocol: Protocol, data: AnalysisDatasets, *, with_mmrm: bool = Tru
     if plan.adverse_events_population is not None and protocol.adverse_events is not None:
         results["adverse_events"] = adverse_event_tables(protocol, data, plan)
     if plan.endpoints or plan.supportive is not None:
-        results["efficacy"] = efficacy_tables(protocol, data, plan)
+        results["efficacy"] = efficacy
         results["shift_tables"] = shift_tables(protocol, data, plan)
         results["responders"] = responder_analyses(protocol, data, plan)
         proportions = proportion_analyses(protocol, data, plan)
