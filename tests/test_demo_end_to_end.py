@@ -217,3 +217,25 @@ def test_the_cohort_entered_beside_the_imports_relays_its_progress_and_its_refus
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM audit_trail").scalar() == audit_before
     engine.dispose()
+
+
+def test_the_console_script_keeps_the_commands_output_and_exit_status(tmp_path):
+    """``regenheart`` (cli.main:main) ends without the interpreter's teardown: what a command printed and
+    wrote is all there, and its exit status is kept (0, a usage error's 2, a refused command's 1)."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from regenheart.cli.main import main; main()", *args],
+                              check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    from regenheart import __version__
+
+    done = run("version")
+    assert done.returncode == 0 and done.stdout.strip() == __version__
+    assert run("no-such-command").returncode == 2
+    missing = ("audit", "verify", "--db", str(tmp_path / "missing.db"))
+    refused, in_process = run(*missing), runner.invoke(app, list(missing))
+    assert refused.returncode == in_process.exit_code != 0 and "missing.db" in refused.stderr
+    listing = run("--help")  # flushed in full before the process ends: down to the box's last corner
+    assert listing.returncode == 0 and " demo " in listing.stdout and listing.stdout.rstrip().endswith("╯")
