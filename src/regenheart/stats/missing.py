@@ -314,7 +314,11 @@ def mean_analysis(data: pd.DataFrame, target: str) -> tuple[float, float, float]
 
     Reference: Student (1908). The probable error of a mean. Biometrika 6:1-25.
     """
-    y = data[target].to_numpy(dtype=float, na_value=np.nan)
+    return _mean_of(data[target].to_numpy(dtype=float, na_value=np.nan), target)
+
+
+def _mean_of(y: np.ndarray, target: str) -> tuple[float, float, float]:
+    """:func:`mean_analysis` of the values ``y`` of ``target``."""
     if np.isnan(y).any():
         raise ValueError(f"target {target!r} still has missing values")
     n = y.size
@@ -340,9 +344,16 @@ class _DeltaEvaluator:
         if not math.isfinite(delta):
             raise ValueError(f"delta must be finite, got {delta}")
         estimates, variances, dfs = [], [], set()
+        observed = self.data[self.target].to_numpy(dtype=float, na_value=np.nan, copy=True) \
+            if self.analysis is mean_analysis else None
         for i in range(self.m):
-            completed = _complete(self.data, self.target, self.miss, self.draws[i] + delta)
-            est, var, df = self.analysis(completed, self.target)
+            if observed is not None:  # the default analysis on the completed column itself: the same numbers
+                column = observed.copy()  # without a copy of the whole frame per imputation and delta
+                column[self.miss] = self.draws[i] + delta
+                est, var, df = _mean_of(column, self.target)
+            else:
+                completed = _complete(self.data, self.target, self.miss, self.draws[i] + delta)
+                est, var, df = self.analysis(completed, self.target)
             estimates.append(est)
             variances.append(var)
             dfs.add(None if df is None else float(df))
