@@ -292,7 +292,9 @@ def efficacy_tables(protocol: Protocol, data: AnalysisDatasets, plan: SapPlan | 
 def _parameter_block(protocol: Protocol, adeff: pd.DataFrame, paramcd: str, label: str, unit: str,
                      direction: str, kind: str, visits: list[str], population: set[str],
                      log_scale: bool = False) -> dict[str, Any]:
-    base = adeff[(adeff["PARAMCD"] == paramcd) & (adeff["ABLFL"] == "Y") & adeff["SUBJID"].isin(population)] \
+    if not adeff.empty:  # the parameter's records once (each visit below selects from them)
+        adeff = adeff[adeff["PARAMCD"] == paramcd]
+    base = adeff[(adeff["ABLFL"] == "Y") & adeff["SUBJID"].isin(population)] \
         if not adeff.empty else pd.DataFrame(columns=["AVAL"])
     block: dict[str, Any] = {"paramcd": paramcd, "label": label, "unit": unit, "direction": direction, "kind": kind,
                              "baseline": ds.summarize(base["AVAL"]).to_dict(nan_as_none=True), "visits": []}
