@@ -136,17 +136,18 @@ def start(name: str, fn: Callable[..., T], /, *args: Any, niceness: int = 0, **k
     return Forked(name, process, reader)
 
 
-def start_linked(name: str, fn: Callable[..., T], /, *args: Any) -> Forked[T]:
+def start_linked(name: str, fn: Callable[..., T], /, *args: Any, niceness: int = 0) -> Forked[T]:
     """Like :func:`start`, for a step that gets its input later: the child calls ``fn(link, *args)``, where
     ``link`` is one end of a two-way pipe and :attr:`Forked.link` the other (send a job, receive a reply).
-    Needs fork (see :func:`can_fork`): a caller without it does the work itself."""
+    Needs fork (see :func:`can_fork`): a caller without it does the work itself. ``niceness`` as in
+    :func:`start`."""
     if not can_fork():
         raise RuntimeError("start_linked needs the fork start method; check can_fork() first")
     context = multiprocessing.get_context("fork")
     mine, theirs = context.Pipe(duplex=True)
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=_linked_child, args=(writer, theirs, fn, args), name=f"regenheart-{name}",
-                              daemon=True)
+    process = context.Process(target=_linked_child, args=(writer, theirs, fn, args, niceness),
+                              name=f"regenheart-{name}", daemon=True)
     process.start()
     writer.close()
     theirs.close()
@@ -155,8 +156,8 @@ def start_linked(name: str, fn: Callable[..., T], /, *args: Any) -> Forked[T]:
     return step
 
 
-def _linked_child(writer: Any, link: Any, fn: Callable[..., Any], args: tuple) -> None:
-    _child(writer, fn, (link, *args), {})
+def _linked_child(writer: Any, link: Any, fn: Callable[..., Any], args: tuple, niceness: int = 0) -> None:
+    _child(writer, fn, (link, *args), {}, niceness)
 
 
 def fresh_engine(engine: Any) -> Any:

@@ -151,7 +151,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     from regenheart.store.snapshot import take_snapshot
 
     # The chain verifies and every value matches its trail: checked on the other core meanwhile.
-    verifying = forked.start("integrity", _verify, engine, protocol, niceness=BACKGROUND)
+    verifying = forked.start("integrity", _verify, engine, protocol)
     drawing: forked.Forked[dict[str, Any]] | None = None
     try:
         snap = take_snapshot(engine)
@@ -417,7 +417,10 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
         # lower priority than the analysis, whose every step is on the way to the report.
         design = forked.start("design-simulation", simulate_design_cost, protocol, seed, workers=1,
                               niceness=BACKGROUND)
-        rendering = PdfRender.start()  # loads WeasyPrint and its fonts on the other core during the analysis
+        # Loads WeasyPrint and its fonts on the other core during the analysis, yielding to the integrity
+        # check and the entry, whose results are needed sooner (alone with this process, as when the report
+        # is rendered, the priority changes nothing).
+        rendering = PdfRender.start(niceness=BACKGROUND)
         stats = entering()
         clock.lap("entry through the capture service (wait)")
         run = analyze(engine, protocol, out_dir, design_cost=design.result, timings=timings, pdf_render=rendering)

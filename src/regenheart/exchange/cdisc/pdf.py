@@ -83,9 +83,11 @@ class PdfRender:
         self.target: Path | None = None
 
     @classmethod
-    def start(cls) -> PdfRender:
-        """Fork the rendering process (it loads the engine while the caller goes on)."""
-        return cls(forked.start_linked("report-pdf", _render_worker) if forked.can_fork() else None)
+    def start(cls, *, niceness: int = 0) -> PdfRender:
+        """Fork the rendering process (it loads the engine while the caller goes on). ``niceness``: see
+        :func:`regenheart.forked.start` (the engine loads long before the report exists)."""
+        return cls(forked.start_linked("report-pdf", _render_worker, niceness=niceness) if forked.can_fork()
+                   else None)
 
     def engine(self) -> str:
         """Name and version of the engine (as :func:`pdf_engine`); raises :class:`PdfEngineUnavailable`."""
