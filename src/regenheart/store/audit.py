@@ -260,12 +260,13 @@ class ChainReport:
     problem: str | None = None
 
 
-def iter_records(session: Session, batch: int = 5000) -> Iterator[AuditRecord]:
+def iter_records(session: Session, batch: int = 5000) -> Iterator[Any]:
+    """Every audit record in order, as plain rows with the columns' names (no ORM objects: reading the
+    trail, not changing it), ``batch`` at a time."""
+    columns = AuditRecord.__table__.c
     last = 0
     while True:
-        rows = session.scalars(
-            select(AuditRecord).where(AuditRecord.seq > last).order_by(AuditRecord.seq).limit(batch)
-        ).all()
+        rows = session.execute(select(*columns).where(columns.seq > last).order_by(columns.seq).limit(batch)).all()
         if not rows:
             return
         yield from rows
