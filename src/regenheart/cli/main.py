@@ -10,6 +10,7 @@ import atexit
 import functools
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -330,8 +331,14 @@ def main() -> None:
     if isinstance(status, str):  # SystemExit("message"): Python prints it and exits 1
         print(status, file=sys.stderr)
         status = 1
+    for thread in threading.enumerate():  # as the interpreter does first at exit: wait for non-daemon threads
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (| head), or a closed stream: nothing to keep
+            pass
     atexit._run_exitfuncs()  # what the interpreter would run at exit, before its teardown
     os._exit(status if isinstance(status, int) else 0)
 
