@@ -65,7 +65,7 @@ def test_unconverged_lockstep_trials_are_refitted_alone_with_the_same_result(des
     seeds = np.random.SeedSequence(21).spawn(12)
     model = DEFAULT_LVEF_MODEL.scaled(cell_effect=3.5)
     normal = _simulate_chunk(design, model, 0.2, seeds)
-    monkeypatch.setattr(batch, "_MAX_ITERATIONS", 3)  # a trial needing more iterations goes alone
+    monkeypatch.setattr(batch, "MAX_ITERATIONS", 3)  # a trial needing more iterations goes alone
     Y, X, L = _trials(design, 0.2, 12, seed=4)
     assert 0 < (~batch.fit_contrasts(Y, X, L)[1]).sum() < 12  # some trials do leave the lockstep path
     mixed = _simulate_chunk(design, model, 0.2, seeds)

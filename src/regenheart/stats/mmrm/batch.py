@@ -24,14 +24,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from .fit import (
+    ARMIJO,
+    DECREMENT_CONVERGED,
+    EIGEN_FLOOR,
+    MAX_ITERATIONS,
+    MAX_STEP,
+    MIN_STEP_FRACTION,
+    POLISH_TOLERANCE,
+)
 from .likelihood import LOG2PI
-
-# The optimizer's constants (fit._Optimizer.run): the same stopping rule, step cap and line search.
-_MAX_ITERATIONS = 100
-_DECREMENT_CONVERGED = 1e-10
-_MAX_STEP = 5.0
-_ARMIJO = 1e-4
-_MIN_STEP_FRACTION = 1e-10
 
 
 class _Unstructured:
@@ -248,7 +250,7 @@ def _newton(stack: _Stack, us: _Unstructured, theta: np.ndarray, ok: np.ndarray)
     state = {k: np.zeros((B, *v.shape[1:])) for k, v in st.items()}
     _put(state, all_idx, st, np.arange(len(all_idx)))
     active[all_idx[~np.isfinite(st["f"])]] = False
-    for _ in range(_MAX_ITERATIONS):
+    for _ in range(MAX_ITERATIONS):
         idx = np.flatnonzero(active)
         if not len(idx):
             break
@@ -257,20 +259,20 @@ def _newton(stack: _Stack, us: _Unstructured, theta: np.ndarray, ok: np.ndarray)
         dS, second = us.chain_terms(theta[idx], G)
         g, Hp = _to_params(G, H, dS, second)
         w, V = np.linalg.eigh(Hp)
-        floor = np.maximum(np.abs(w).max(axis=1), 1.0) * 1e-12
+        floor = np.maximum(np.abs(w).max(axis=1), 1.0) * EIGEN_FLOOR
         wm = np.maximum(np.abs(w), floor[:, None])
         step = -(V @ ((V.transpose(0, 2, 1) @ g[:, :, None])[:, :, 0] / wm)[:, :, None])[:, :, 0]
         dec = -np.einsum("bi,bi->b", g, step)
         pd = np.all(w > 0, axis=1)
         f = cur["f"]
-        polish = dec < _DECREMENT_CONVERGED
+        polish = dec < DECREMENT_CONVERGED
         if polish.any():
             rows = np.flatnonzero(polish & pd)
             if len(rows):
                 who = idx[rows]
                 cand = theta[who] + step[rows]
                 new = stack.evaluate(us.sigma(cand), who)
-                take = np.isfinite(new["f"]) & (new["f"] <= f[rows] + 1e-12 * np.maximum(1.0, np.abs(f[rows])))
+                take = np.isfinite(new["f"]) & (new["f"] <= f[rows] + POLISH_TOLERANCE * np.maximum(1.0, np.abs(f[rows])))
                 theta[who[take]] = cand[take]
                 _put(state, who[take], new, np.flatnonzero(take))
             converged[idx[polish]] = pd[polish]
@@ -280,17 +282,17 @@ def _newton(stack: _Stack, us: _Unstructured, theta: np.ndarray, ok: np.ndarray)
             continue
         step, dec, f, pd, who = step[search], dec[search], f[search], pd[search], idx[search]
         big = np.abs(step).max(axis=1)
-        capped = big > _MAX_STEP
+        capped = big > MAX_STEP
         if capped.any():
-            step[capped] *= (_MAX_STEP / big[capped])[:, None]
+            step[capped] *= (MAX_STEP / big[capped])[:, None]
             dec[capped] = -np.einsum("bi,bi->b", g[search][capped], step[capped])
         t = 1.0
         open_ = np.ones(len(who), bool)
-        while t > _MIN_STEP_FRACTION and open_.any():
+        while t > MIN_STEP_FRACTION and open_.any():
             rows = np.flatnonzero(open_)
             cand = theta[who[rows]] + t * step[rows]
             new = stack.evaluate(us.sigma(cand), who[rows])
-            take = np.isfinite(new["f"]) & (new["f"] <= f[rows] - _ARMIJO * t * dec[rows])
+            take = np.isfinite(new["f"]) & (new["f"] <= f[rows] - ARMIJO * t * dec[rows])
             theta[who[rows[take]]] = cand[take]
             _put(state, who[rows[take]], new, np.flatnonzero(take))
             open_[rows[take]] = False

@@ -46,6 +46,16 @@ def _moment_covariance(lik: Likelihood, visits: list | None = None) -> np.ndarra
     return S
 
 
+# The damped Newton iteration's settings, shared with the lockstep fits of mmrm/batch.py (same algorithm).
+MAX_ITERATIONS = 100
+DECREMENT_CONVERGED = 1e-10  # stop when the Newton decrement (-2 logL units) is below this
+MAX_STEP = 5.0  # largest change of any parameter per step (keeps exp() and tanh() parameters in range)
+ARMIJO = 1e-4  # sufficient decrease of the line search
+MIN_STEP_FRACTION = 1e-10  # the line search gives up below this fraction of the Newton step
+EIGEN_FLOOR = 1e-12  # |eigenvalues| of the Hessian below this share of the largest are raised to it
+POLISH_TOLERANCE = 1e-12  # the last full step is taken unless f rises by more than this (relative)
+
+
 class _Optimizer:
     """Damped Newton on theta with analytic gradient and Hessian.
 
@@ -80,7 +90,7 @@ class _Optimizer:
         _, dS, _ = self.structure.sigma_of_theta(theta, 1)
         return self.lik.to_params(self.lik.grad_sigma(st), None, dS, None)[0]
 
-    def run(self, theta0: np.ndarray, maxit: int = 100):
+    def run(self, theta0: np.ndarray, maxit: int = MAX_ITERATIONS):
         """Newton iterations from theta0; returns theta, f, state, converged, iterations, message."""
         theta = np.asarray(theta0, float)
         f, st = self.value(theta)
@@ -92,30 +102,30 @@ class _Optimizer:
         for it in range(1, maxit + 1):
             g, H = self.derivatives(theta, st)
             w, V = np.linalg.eigh(H)
-            floor = max(np.abs(w).max(), 1.0) * 1e-12
+            floor = max(np.abs(w).max(), 1.0) * EIGEN_FLOOR
             wm = np.maximum(np.abs(w), floor)
             step = -(V @ ((V.T @ g) / wm))
             dec = float(-(g @ step))  # Newton decrement^2, in -2 logL units
             pd = bool(np.all(w > 0))
-            if dec < 1e-10:
+            if dec < DECREMENT_CONVERGED:
                 # a last full Newton step polishes the estimate (quadratic convergence); f itself
                 # cannot resolve such decreases, so it is accepted unless f clearly increases
                 if pd:
                     fn, stn = self.value(theta + step)
-                    if stn is not None and fn <= f + 1e-12 * max(1.0, abs(f)):
+                    if stn is not None and fn <= f + POLISH_TOLERANCE * max(1.0, abs(f)):
                         theta, f, st = theta + step, fn, stn
                 converged = pd
                 message = "converged" if pd else "stationary point with an indefinite Hessian"
                 break
             big = np.abs(step).max()
-            if big > 5.0:  # keep exp() and tanh() parameters in a sensible range per step
-                step *= 5.0 / big
+            if big > MAX_STEP:
+                step *= MAX_STEP / big
                 dec = float(-(g @ step))
             t = 1.0
             accepted = False
-            while t > 1e-10:
+            while t > MIN_STEP_FRACTION:
                 fn, stn = self.value(theta + t * step)
-                if stn is not None and fn <= f - 1e-4 * t * dec:
+                if stn is not None and fn <= f - ARMIJO * t * dec:
                     accepted = True
                     break
                 t *= 0.5
