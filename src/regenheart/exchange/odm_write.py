@@ -703,23 +703,15 @@ def _write_signature(w: Any, parent: etree._Element, signature: Signature | Adve
     _el(sig, "DateTimeStamp", text=signature.ts_utc)
 
 
-def _current_ae_signatures(session: Session) -> dict[int, AdverseEventSignature]:
-    """Per signed adverse event, the signature that still applies (same adverse event version)."""
-    signed = {a.id: a.version for a in session.scalars(select(AdverseEvent).where(AdverseEvent.signed.is_(True)))}
-    current: dict[int, AdverseEventSignature] = {}
-    for s in session.scalars(select(AdverseEventSignature).order_by(AdverseEventSignature.id)):
-        if signed.get(s.ae_id) == s.record_version:
-            current[s.ae_id] = s
-    return current
-
-
-def _current_signatures(session: Session) -> dict[int, Signature]:
-    """Per signed form record, the signature that still applies (same record version)."""
-    signed = {r.id: r.version for r in session.scalars(select(FormRecord).where(FormRecord.signed.is_(True)))}
-    current: dict[int, Signature] = {}
-    for s in session.scalars(select(Signature).order_by(Signature.id)):
-        if signed.get(s.record_id) == s.record_version:
-            current[s.record_id] = s
+def _current_signatures(session: Session, signed_model: type[FormRecord | AdverseEvent],
+                        signature_model: type[Signature | AdverseEventSignature], owner: str) -> dict[int, Any]:
+    """Per signed form record or adverse event (``signed_model``), the signature that still applies: the
+    newest ``signature_model`` row whose ``owner`` column names it, made at its current version."""
+    signed = {o.id: o.version for o in session.scalars(select(signed_model).where(signed_model.signed.is_(True)))}
+    current: dict[int, Any] = {}
+    for s in session.scalars(select(signature_model).order_by(signature_model.id)):
+        if signed.get(getattr(s, owner)) == s.record_version:
+            current[getattr(s, owner)] = s
     return current
 
 
@@ -844,8 +836,8 @@ def build_odm(engine: Engine, protocol: Protocol, *, progress: Callable[[int, in
         })
         md = _write_study(root, protocol, label, study_oid, mdv_oid)
 
-        signatures = _current_signatures(session)
-        ae_signatures = _current_ae_signatures(session)
+        signatures = _current_signatures(session, FormRecord, Signature, "record_id")
+        ae_signatures = _current_signatures(session, AdverseEvent, AdverseEventSignature, "ae_id")
         meanings = {s.meaning for s in signatures.values()} | {s.meaning for s in ae_signatures.values()}
         sigdefs = {m: f"SD.{i}" for i, m in enumerate(sorted(meanings), start=1)}
         admin_position = len(root)
