@@ -338,17 +338,18 @@ class _DeltaEvaluator:
         self.miss, self.draws = _draw_imputations(data, target, self.preds, self.m, int(seed))
         self.n_missing = int(self.miss.sum())
         self.n_total = len(data)
+        # The default analysis works on the target column itself (read once): no copy of the frame per imputation
+        self.observed = data[target].to_numpy(dtype=float, na_value=np.nan, copy=True) \
+            if self.analysis is mean_analysis else None
 
     def __call__(self, delta: float, conf: float, null_value: float) -> dict[str, Any]:
         delta = float(delta)
         if not math.isfinite(delta):
             raise ValueError(f"delta must be finite, got {delta}")
         estimates, variances, dfs = [], [], set()
-        observed = self.data[self.target].to_numpy(dtype=float, na_value=np.nan, copy=True) \
-            if self.analysis is mean_analysis else None
         for i in range(self.m):
-            if observed is not None:  # the default analysis on the completed column itself: the same numbers
-                column = observed.copy()  # without a copy of the whole frame per imputation and delta
+            if self.observed is not None:  # the default analysis on the completed column: the same numbers
+                column = self.observed.copy()
                 column[self.miss] = self.draws[i] + delta
                 est, var, df = _mean_of(column, self.target)
             else:
