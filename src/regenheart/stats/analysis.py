@@ -46,6 +46,7 @@ def run_sap(protocol: Protocol, data: AnalysisDatasets, *, with_mmrm: bool = Tru
     plan = _plan(protocol, plan)
     results: dict[str, Any] = {"plan": plan_summary(protocol, plan, data)}
     results["flow"] = consort_flow(protocol, data, plan)
+    # Computed first (for efficacy_ready); stored below in its place among the results.
     efficacy = efficacy_tables(protocol, data, plan) if plan.endpoints or plan.supportive is not None else None
     if efficacy_ready is not None:
         efficacy_ready(_clean({"flow": results["flow"], "efficacy": efficacy or []}))
@@ -55,7 +56,7 @@ def run_sap(protocol: Protocol, data: AnalysisDatasets, *, with_mmrm: bool = Tru
         results["primary"] = primary_endpoint(protocol, data, plan)
     if plan.adverse_events_population is not None and protocol.adverse_events is not None:
         results["adverse_events"] = adverse_event_tables(protocol, data, plan)
-    if plan.endpoints or plan.supportive is not None:
+    if efficacy is not None:
         results["efficacy"] = efficacy
         results["shift_tables"] = shift_tables(protocol, data, plan)
         results["responders"] = responder_analyses(protocol, data, plan)
