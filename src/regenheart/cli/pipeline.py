@@ -320,21 +320,16 @@ class _Entry:
     """The cohort's entry running beside the caller: call it for the :class:`EntryStats` (raises what the
     entry raised); :meth:`cancel` stops it."""
 
-    def __init__(self, step: forked.Forked[EntryStats] | None, stats: EntryStats | None,
-                 relay: threading.Thread | None):
-        self._step, self._stats, self._relay = step, stats, relay
+    def __init__(self, step: forked.Forked[EntryStats], relay: threading.Thread | None):
+        self._step, self._relay = step, relay
 
     def __call__(self) -> EntryStats:
-        if self._step is None:
-            return self._stats  # type: ignore[return-value]
-        stats = self._step.result()
-        if self._relay is not None:
-            self._relay.join()
-        return stats
+        if self._relay is not None:  # first every tick: the relay ends when the child closes its end of the
+            self._relay.join()       # pipe, before it sends its result (which closes the parent's end)
+        return self._step.result()
 
     def cancel(self) -> None:
-        if self._step is not None:
-            self._step.cancel()
+        self._step.cancel()
 
 
 def _enter_in_child(link: Any, engine: Engine, protocol: Protocol, cohort: CohortPlan) -> EntryStats:
@@ -348,8 +343,9 @@ def _enter_in_child(link: Any, engine: Engine, protocol: Protocol, cohort: Cohor
 def _enter_beside(engine: Engine, protocol: Protocol, cohort: CohortPlan, tick: Callable[[str], None]) -> _Entry:
     """Enter ``cohort`` in a forked child (see :func:`enter_cohort`, batch mode), its progress relayed to
     ``tick`` by a thread of this process; without fork, here and now."""
-    if not forked.can_fork():
-        return _Entry(None, enter_cohort(CaptureService(engine, protocol), cohort, progress=tick, batch=True), None)
+    if not forked.can_fork():  # forked.start runs it here and now
+        return _Entry(forked.start("entry", enter_cohort, CaptureService(engine, protocol), cohort, progress=tick,
+                                   batch=True), None)
     step = forked.start_linked("entry", _enter_in_child, engine, protocol, cohort)
 
     def relay() -> None:
@@ -361,7 +357,7 @@ def _enter_beside(engine: Engine, protocol: Protocol, cohort: CohortPlan, tick: 
 
     thread = threading.Thread(target=relay, name="regenheart-entry-progress", daemon=True)
     thread.start()
-    return _Entry(step, None, thread)
+    return _Entry(step, thread)
 
 
 def run_demo(protocol: Protocol, out_dir: Path, seed: int,
