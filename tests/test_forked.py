@@ -104,3 +104,50 @@ def test_fresh_engine_drops_the_inherited_pool_only_in_a_child(tmp_path, monkeyp
     monkeypatch.setenv(forked.SERIAL_ENV, "1")
     assert forked.start("pool", _pool_replaced, engine).result() is False  # run in place: the pool is kept
     engine.dispose()
+
+
+def test_long_lived_loads_without_collections_then_leaves_what_it_made_out_of_later_ones():
+    import gc
+
+    gc.unfreeze()
+    made: list[list[object]] = []
+    try:
+        with forked.long_lived():
+            assert not gc.isenabled()  # no collection while the long-lived objects are made
+            for _ in range(100):
+                cycle: list[object] = []
+                cycle.append(cycle)
+                made.append(cycle)
+        assert gc.isenabled()  # the collector's state is given back
+        assert gc.get_freeze_count() >= 100  # what existed is frozen: no later pass walks it
+        assert all(not any(item is cycle for item in gc.get_objects()) for cycle in made[:3])
+    finally:
+        gc.unfreeze()
+
+
+def test_long_lived_gives_back_a_disabled_collector_disabled():
+    import gc
+
+    gc.disable()
+    try:
+        with forked.long_lived():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def _frozen_count():
+    import gc
+
+    return gc.get_freeze_count()
+
+
+@needs_fork
+def test_a_child_leaves_what_it_inherited_out_of_its_collections():
+    import gc
+
+    gc.unfreeze()
+    tracked = len(gc.get_objects())
+    assert forked.start("frozen", _frozen_count).result() >= tracked

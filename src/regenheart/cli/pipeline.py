@@ -403,8 +403,9 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     design: forked.Forked[dict[str, Any] | None] | None = None
     rendering: PdfRender | None = None
     try:
-        for name in ANALYSIS_MODULES:
-            importlib.import_module(name)
+        with forked.long_lived():
+            for name in ANALYSIS_MODULES:
+                importlib.import_module(name)
         clock.lap("analysis libraries (beside the entry)")
         from regenheart.derive.adam import adam_datasets_from
         from regenheart.exchange.cdisc.pdf import PdfRender

@@ -9,6 +9,7 @@ tests. WeasyPrint renders the report's inline CSS and inline SVG figures without
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,20 @@ def _warm_up() -> None:
 
 def _render_worker(link: Any) -> float | None:
     """Child process of :class:`PdfRender`: load the engine, say which it is, render the job it is sent."""
-    try:
-        link.send(("engine", pdf_engine()))
-    except PdfEngineUnavailable as exc:
-        link.send(("unavailable", str(exc)))
-        return None
-    _warm_up()
+    with forked.long_lived():  # the engine and its fonts
+        try:
+            link.send(("engine", pdf_engine()))
+        except PdfEngineUnavailable as exc:
+            link.send(("unavailable", str(exc)))
+            return None
+        _warm_up()
     job = link.recv()
     if job is None:  # the caller needs no PDF after all
         return None
+    # This process ends after this one render, and its garbage with it. The collector's passes over the
+    # growing box tree cost about a fifth of the render and free almost nothing (the demo's report: peak
+    # memory 147 MB with them, 148 MB without).
+    gc.disable()
     started = time.perf_counter()
     render_pdf(*job)
     return time.perf_counter() - started
