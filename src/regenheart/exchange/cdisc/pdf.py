@@ -9,8 +9,12 @@ tests. WeasyPrint renders the report's inline CSS and inline SVG figures without
 
 from __future__ import annotations
 
+import base64
 import gc
+import re
 import time
+from html import escape as html_escape
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +38,41 @@ def pdf_engine() -> str:
 
 
 def render_pdf(html_path: Path, pdf_path: Path) -> Path:
-    """Render the HTML file ``html_path`` (A4, its own print CSS) to ``pdf_path``."""
+    """Render the HTML file ``html_path`` (A4, its own print CSS) to ``pdf_path``; its inline SVG figures
+    are drawn from images of the same SVG (see :func:`figures_as_images`)."""
     pdf_engine()
     import weasyprint
 
     pdf_path.parent.mkdir(parents=True, exist_ok=True)
-    weasyprint.HTML(filename=str(html_path), base_url=str(html_path.parent)).write_pdf(str(pdf_path))
+    html = figures_as_images(html_path.read_text(encoding="utf-8"))
+    weasyprint.HTML(string=html, base_url=str(html_path.parent)).write_pdf(str(pdf_path))
     return pdf_path
+
+
+_SVG_NAMESPACES = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+# A figure as regenheart.report.figures.to_svg writes it: <svg class="figure-svg" ...>, never nested.
+_INLINE_FIGURE = re.compile(r'<svg class="figure-svg"(?P<attrs>[^>]*)>(?P<body>.*?)</svg>', re.DOTALL)
+
+
+def figures_as_images(html: str) -> str:
+    """``html`` with each inline SVG figure (``<svg class="figure-svg">``) replaced by an ``<img>`` of the
+    same SVG (a ``data:`` URI) of the same width, its title as the alternative text.
+
+    The PDF is the same (compared page by page as images at 150 dpi) and its figure labels are still
+    text; but WeasyPrint parses and styles every element of an inline SVG as HTML and then again as SVG,
+    whereas an image it parses once: a tenth of the report's rendering.
+    """
+    def as_image(match: re.Match[str]) -> str:
+        attrs, body = match.group("attrs"), match.group("body")
+        width = re.search(r'style="(max-width:[\d.]+pt)"', attrs)
+        title = re.search(r"<title>(.*?)</title>", body, re.DOTALL)
+        svg = f'<svg {_SVG_NAMESPACES}class="figure-svg"{attrs}>{body}</svg>'
+        source = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        style = f' style="width:100%;{width.group(1)}"' if width else ' style="width:100%"'
+        alt = html_escape(html_unescape(title.group(1)), quote=True) if title else ""
+        return f'<img class="figure-svg"{style} alt="{alt}" src="{source}">'
+
+    return _INLINE_FIGURE.sub(as_image, html)
 
 
 # A one-page document with a table: rendering it loads the fonts and the layout code a report needs.
