@@ -165,7 +165,7 @@ def test_analysis_failing_on_tampered_data_reports_the_integrity_failure(demo_di
     def derive_fails(*_args, **_kwargs):
         raise ValueError("derivation failed on the changed value")
 
-    monkeypatch.setattr("regenheart.derive.adam.derive_with_sdtm", derive_fails)  # analyze imports it when run
+    monkeypatch.setattr("regenheart.derive.adam.derive_untraced", derive_fails)  # analyze imports it when run
     with pytest.raises(IntegrityError, match="cannot be analysed"):
         pipeline.analyze(engine, load_protocol(), tmp_path / "rep")
     engine.dispose()

@@ -143,7 +143,7 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
     if recorded in {v.version for v in protocol.protocol_versions}:
         protocol = with_active_version(protocol, recorded)
     from regenheart import instruments
-    from regenheart.derive.adam import derive_with_sdtm
+    from regenheart.derive.adam import derive_untraced, traced
     from regenheart.exchange.cdisc.pdf import PdfEngineUnavailable
     from regenheart.report import build_report, draw_figures, merge_figures, write_report
     from regenheart.report.missing_codes import missing_code_counts
@@ -157,8 +157,11 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
         snap = take_snapshot(engine)
         clock.lap("snapshot")
         synthetic = snap.meta.get("synthetic") == "true"
-        data, tabulations = derive_with_sdtm(protocol, snap)
-        clock.lap("derive (ADaM and SDTM)")
+        # The SDTM, which ADEFF's SRCDOM/SRCSEQ/SRCVAR/AVALC trace to, is most of the derivation and no
+        # analysis reads it: built once the report is handed to the PDF renderer.
+        untraced = derive_untraced(protocol, snap)
+        data = untraced.data
+        clock.lap("derive (ADaM)")
 
         def draw_beside(efficacy: dict[str, Any]) -> None:
             # The largest figure (every secondary endpoint) needs only the efficacy results: drawn on the
@@ -232,7 +235,9 @@ def analyze(engine: Engine, protocol: Protocol, out_dir: Path, *,
         except PdfEngineUnavailable:  # the package says so (it asks the engine again)
             pass
     clock.lap("study report")
-    # Files the report does not show: written while the PDF is rendered from it.
+    # What the report does not show: derived and written while the PDF is rendered from it.
+    data, tabulations = traced(protocol, snap, untraced)
+    clock.lap("SDTM, ADEFF traced to it (beside the PDF)")
     from regenheart.report.exports import write_adam
 
     datasets = write_adam(data, out_dir / "datasets")

@@ -14,13 +14,13 @@ All functions are pure: the same snapshot gives the same datasets.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from regenheart.derive.datasets import Dataset, Method, ValueLevel, Variable
-from regenheart.derive.sdtm import build_sdtm_traced
+from regenheart.derive.sdtm import SdtmAnnotationError, build_sdtm_traced, check_annotations
 from regenheart.derive.sdtm.common import studyid_of
 from regenheart.instruments import derive as formulas
 from regenheart.protocol.models import Protocol
@@ -173,10 +173,20 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame,
     """
     if trace is None:
         trace = build_sdtm_traced(snap, protocol)[1]
+    adeff, sources = _adeff_untraced(protocol, snap, adsl)
+    return _trace_to_sdtm(adeff, sources, trace)
+
+
+_NO_ADEFF = ["USUBJID", "SUBJID", "PARAMCD", "PARAM", "PARAMN", "AVAL", "AVISIT", "AVISITN", "VISIT", "ADT", "ADY",
+             "PDAY", "ABLFL", "BASE", "CHG", "PCHG", "ANL01FL", "SYNTHFL"]
+_TRACE_COLUMNS = ["SRCDOM", "SRCSEQ", "SRCVAR", "AVALC"]  # placed after SYNTHFL
+
+
+def _adeff_untraced(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ADEFF without its SDTM trace columns (:data:`_TRACE_COLUMNS`), and beside it (same index) the form
+    and item each record was read from (``_form``, ``_item``; null for values computed from several)."""
     if protocol.endpoints is None:  # no parameters to analyse (e.g. a protocol drafted from a REDCap project)
-        return pd.DataFrame(columns=["USUBJID", "SUBJID", "PARAMCD", "PARAM", "PARAMN", "AVAL", "AVISIT", "AVISITN",
-                                     "VISIT", "ADT", "ADY", "PDAY", "ABLFL", "BASE", "CHG", "PCHG", "ANL01FL",
-                                     "SYNTHFL"])
+        return pd.DataFrame(columns=_NO_ADEFF), pd.DataFrame(columns=["_form", "_item"])
     followup = protocol.endpoints.secondary.visits
     candidates = sorted(set(followup) | set(protocol.endpoints.exploratory.visits),
                         key=protocol.visit_codes.index)
@@ -231,7 +241,7 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame,
             })
     adeff = pd.DataFrame(rows)
     if adeff.empty:
-        return adeff
+        return adeff, pd.DataFrame(columns=["_form", "_item"])
     windows = {protocol.visit(c).day: protocol.visit(c) for c in candidates}
     adeff["AWTARGET"] = adeff["AVISITN"].map(lambda d: d if d in windows else None)
     adeff["AWLO"] = adeff["AVISITN"].map(lambda d: windows[d].window[0] if d in windows else None)
@@ -251,27 +261,32 @@ def derive_adeff(protocol: Protocol, snap: Snapshot, adsl: pd.DataFrame,
     chosen = ranked.sort_values("_dist").groupby(["SUBJID", "PARAMCD", "AVISITN"]).head(1).index
     adeff.loc[chosen, "ANL01FL"] = "Y"
     adeff["SYNTHFL"] = adeff["SUBJID"].map(adsl.set_index("SUBJID")["SYNTHFL"])
-    adeff = _trace_to_sdtm(adeff, trace)
     adeff.insert(0, "STUDYID", studyid_of(protocol))
     treatment = adsl.set_index("SUBJID")
     adeff["TRTP"] = adeff["SUBJID"].map(treatment["TRT01P"])
     adeff["TRTA"] = adeff["SUBJID"].map(treatment["TRT01A"])
-    return adeff.sort_values(["PARAMN", "SUBJID", "AVISITN"], na_position="last").reset_index(drop=True)
+    adeff = adeff.sort_values(["PARAMN", "SUBJID", "AVISITN"], na_position="last").reset_index(drop=True)
+    return adeff.drop(columns=["_form", "_item"]), adeff[["_form", "_item"]]
 
 
-def _trace_to_sdtm(adeff: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
-    """SRCDOM/SRCVAR/SRCSEQ from the SDTM trace; AVALC = the SDTM character result where it is not a number."""
+def _trace_to_sdtm(adeff: pd.DataFrame, sources: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
+    """ADEFF with SRCDOM/SRCVAR/SRCSEQ from the SDTM trace, found by subject, visit and the form and item
+    of each record (``sources``, same index), and AVALC: the SDTM character result where it is not a number."""
+    if adeff.empty:
+        return adeff
     links = trace.rename(columns={"subject_code": "SUBJID", "visit_code": "VISIT", "form": "_form",
                                   "item": "_item", "DOMAIN": "SRCDOM", "SEQ": "SRCSEQ", "SRCVAR": "SRCVAR"})
     links = links.drop_duplicates(["SUBJID", "VISIT", "_form", "_item"])[
         ["SUBJID", "VISIT", "_form", "_item", "SRCDOM", "SRCSEQ", "SRCVAR", "STRESC"]]
-    out = adeff.merge(links, on=["SUBJID", "VISIT", "_form", "_item"], how="left")
-    out["SRCSEQ"] = pd.to_numeric(out["SRCSEQ"], errors="coerce").astype("Int64")
+    keys = pd.concat([adeff[["SUBJID", "VISIT"]], sources], axis=1)
+    found = keys.merge(links, on=["SUBJID", "VISIT", "_form", "_item"], how="left")  # keeps the rows' order
+    found.index = adeff.index
+    found["SRCSEQ"] = pd.to_numeric(found["SRCSEQ"], errors="coerce").astype("Int64")
     # A coded result (NYHA class) is text in SDTM (--STRESC); ADaM keeps that text in AVALC beside the number.
-    text = out["SRCVAR"].fillna("").str.endswith("STRESC")
-    out["AVALC"] = out["STRESC"].where(text, None)
-    out = out.drop(columns=["STRESC"])
-    return out.drop(columns=["_form", "_item"])
+    text = found["SRCVAR"].fillna("").str.endswith("STRESC")
+    found["AVALC"] = found["STRESC"].where(text, None)
+    at = adeff.columns.get_loc("SYNTHFL") + 1
+    return pd.concat([adeff.iloc[:, :at], found[_TRACE_COLUMNS], adeff.iloc[:, at:]], axis=1)
 
 
 def add_efficacy_flag(adsl: pd.DataFrame, adeff: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
@@ -363,6 +378,15 @@ class AnalysisDatasets:
     adpse: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class Untraced:
+    """The analysis datasets before ADEFF is traced to the SDTM (:func:`derive_untraced`): everything an
+    analysis reads, without ADEFF's SRCDOM, SRCSEQ, SRCVAR and AVALC; :func:`traced` completes them."""
+
+    data: AnalysisDatasets
+    sources: pd.DataFrame  # the form and item each ADEFF record was read from (ADEFF's index)
+
+
 def derive_all(protocol: Protocol, snap: Snapshot) -> AnalysisDatasets:
     """Derive every analysis dataset from a snapshot."""
     return _derive_with_sdtm(protocol, snap)[0]
@@ -374,15 +398,32 @@ def derive_with_sdtm(protocol: Protocol, snap: Snapshot) -> tuple[AnalysisDatase
     return _derive_with_sdtm(protocol, snap)
 
 
-def _derive_with_sdtm(protocol: Protocol, snap: Snapshot) -> tuple[AnalysisDatasets, dict[str, Dataset]]:
-    """The analysis datasets and the SDTM tabulations they trace to (built once)."""
+def derive_untraced(protocol: Protocol, snap: Snapshot) -> Untraced:
+    """The analysis datasets without building the SDTM first: for an analysis whose results are wanted
+    sooner (the SDTM is most of the derivation's time); :func:`traced` then gives exactly what
+    :func:`derive_with_sdtm` gives. A protocol whose SDTM annotations :func:`traced` would refuse is
+    refused here (SdtmAnnotationError), before anything is analysed or written."""
+    if problems := check_annotations(protocol):
+        raise SdtmAnnotationError(problems)
     adsl = derive_adsl(protocol, snap)
-    sdtm, trace = build_sdtm_traced(snap, protocol)
-    adeff = derive_adeff(protocol, snap, adsl, trace)
+    adeff, sources = _adeff_untraced(protocol, snap, adsl)
     adsl = add_efficacy_flag(adsl, adeff, protocol)
     adae = derive_adae(protocol, snap, adsl)
     adpse = derive_adpse(protocol, snap, adsl, adae)
-    return AnalysisDatasets(adsl, adeff, adae, adpse), sdtm
+    return Untraced(AnalysisDatasets(adsl, adeff, adae, adpse), sources)
+
+
+def traced(protocol: Protocol, snap: Snapshot, untraced: Untraced) -> tuple[AnalysisDatasets, dict[str, Dataset]]:
+    """The SDTM tabulations of ``snap``, and the analysis datasets of :func:`derive_untraced` with ADEFF
+    traced to them (as :func:`derive_with_sdtm`)."""
+    sdtm, trace = build_sdtm_traced(snap, protocol)
+    data = untraced.data
+    return replace(data, adeff=_trace_to_sdtm(data.adeff, untraced.sources, trace)), sdtm
+
+
+def _derive_with_sdtm(protocol: Protocol, snap: Snapshot) -> tuple[AnalysisDatasets, dict[str, Dataset]]:
+    """The analysis datasets and the SDTM tabulations they trace to (built once)."""
+    return traced(protocol, snap, derive_untraced(protocol, snap))
 
 
 # ---- ADaM datasets with metadata (ADaMIG 1.3) -------------------------------------------------------
