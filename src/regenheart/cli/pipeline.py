@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from regenheart import __version__, forked
 from regenheart.capture.service import CaptureService
+from regenheart.exchange.cdisc.pdf import PdfRender  # light: WeasyPrint loads in the rendering process
 from regenheart.protocol.loader import default_protocol_text
 from regenheart.protocol.models import Protocol
 from regenheart.store.audit import utc_now
@@ -32,7 +33,6 @@ from regenheart.synth.entry import EntryStats
 if TYPE_CHECKING:  # the analysis libraries load when needed (run_demo loads them while the cohort is entered)
     from regenheart.derive.adam import AnalysisDatasets
     from regenheart.derive.datasets import Dataset
-    from regenheart.exchange.cdisc.pdf import PdfRender
     from regenheart.store.snapshot import Snapshot
 
 # What the analysis up to the report imports (pandas, SciPy, matplotlib, WeasyPrint's wrapper): about 1.2 s,
@@ -381,18 +381,25 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     timings: dict[str, Any] = {}
     clock = _Clock(timings)
     started, started_cpu = clock.last, clock.last_cpu
-    db_path = prepare_demo_dir(out_dir)
-    engine = create_study_database(db_path, study_meta(protocol, synthetic=True, seed=seed))
-    version = protocol.active_version
-    if version.randomization is None:
-        cohort = generate_cohort(protocol, seed=seed, **(cohort_sizes(n_subjects) if n_subjects else {}))
-    else:  # the registered randomized design: a concealed list first, then the planned enrolment
-        from regenheart.capture.randomization import generate_list
-        from regenheart.synth.entry import SYNTH_STATISTICIAN
+    # WeasyPrint and its fonts load on the other core, idle while this process makes the database; at a
+    # lower priority than the entry beside which the loading ends (the report is needed much later).
+    rendering = PdfRender.start(niceness=BACKGROUND)
+    try:
+        db_path = prepare_demo_dir(out_dir)
+        engine = create_study_database(db_path, study_meta(protocol, synthetic=True, seed=seed))
+        version = protocol.active_version
+        if version.randomization is None:
+            cohort = generate_cohort(protocol, seed=seed, **(cohort_sizes(n_subjects) if n_subjects else {}))
+        else:  # the registered randomized design: a concealed list first, then the planned enrolment
+            from regenheart.capture.randomization import generate_list
+            from regenheart.synth.entry import SYNTH_STATISTICIAN
 
-        generate_list(engine, protocol, SYNTH_STATISTICIAN, seed=seed)
-        cohort = generate_cohort(protocol, seed=seed, n_enrolled=version.planned_enrollment,
-                                 n_screen_failures=max(1, version.planned_enrollment // 6))
+            generate_list(engine, protocol, SYNTH_STATISTICIAN, seed=seed)
+            cohort = generate_cohort(protocol, seed=seed, n_enrolled=version.planned_enrollment,
+                                     n_screen_failures=max(1, version.planned_enrollment // 6))
+    except BaseException:
+        rendering.cancel()
+        raise
     clock.lap("database and cohort plan")
     done = 0
 
@@ -404,25 +411,23 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
 
     # One unit of work (a savepoint per subject): the same validated, audited calls, one commit; in a child
     # process while this one loads what the analysis needs.
-    entering = _enter_beside(engine, protocol, cohort, tick)
+    try:
+        entering = _enter_beside(engine, protocol, cohort, tick)
+    except BaseException:
+        rendering.cancel()
+        raise
     design: forked.Forked[dict[str, Any] | None] | None = None
-    rendering: PdfRender | None = None
     try:
         with forked.long_lived():
             for name in ANALYSIS_MODULES:
                 importlib.import_module(name)
         clock.lap("analysis libraries (beside the entry)")
         from regenheart.derive.adam import adam_datasets_from
-        from regenheart.exchange.cdisc.pdf import PdfRender
 
         # The simulation needs only the protocol and the seed: on the other core during the analysis, at a
         # lower priority than the analysis, whose every step is on the way to the report.
         design = forked.start("design-simulation", simulate_design_cost, protocol, seed, workers=1,
                               niceness=BACKGROUND)
-        # Loads WeasyPrint and its fonts on the other core during the analysis, yielding to the integrity
-        # check and the entry, whose results are needed sooner (alone with this process, as when the report
-        # is rendered, the priority changes nothing).
-        rendering = PdfRender.start(niceness=BACKGROUND)
         stats = entering()
         clock.lap("entry through the capture service (wait)")
         run = analyze(engine, protocol, out_dir, design_cost=design.result, timings=timings, pdf_render=rendering)
@@ -442,8 +447,7 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     except BaseException:
         if design is not None:
             design.cancel()
-        if rendering is not None:
-            rendering.cancel()
+        rendering.cancel()
         entering.cancel()
         raise
     engine.dispose()
