@@ -374,8 +374,8 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     ``n_subjects``: screen that many subjects instead of the trial's 35 (single-arm design).
     Independent steps share the two cores (see :mod:`regenheart.forked`): the cohort is entered in a child
     process while this one loads the analysis libraries, the design simulation runs beside the analysis,
-    the integrity check beside the snapshot, derivation and SAP, the report PDF beside the submission
-    datasets. The returned dictionary's ``timings`` holds the seconds
+    the integrity check beside the snapshot, derivation and SAP, the report PDF (its engine loaded from the
+    start) beside the SDTM and the submission datasets. The returned dictionary's ``timings`` holds the seconds
     of each step of this process (waits for a child included; their CPU seconds under ``cpu``).
     """
     timings: dict[str, Any] = {}
@@ -384,6 +384,8 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
     # WeasyPrint and its fonts load on the other core, idle while this process makes the database; at a
     # lower priority than the entry beside which the loading ends (the report is needed much later).
     rendering = PdfRender.start(niceness=BACKGROUND)
+    entering: _Entry | None = None
+    design: forked.Forked[dict[str, Any] | None] | None = None
     try:
         db_path = prepare_demo_dir(out_dir)
         engine = create_study_database(db_path, study_meta(protocol, synthetic=True, seed=seed))
@@ -397,27 +399,18 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
             generate_list(engine, protocol, SYNTH_STATISTICIAN, seed=seed)
             cohort = generate_cohort(protocol, seed=seed, n_enrolled=version.planned_enrollment,
                                      n_screen_failures=max(1, version.planned_enrollment // 6))
-    except BaseException:
-        rendering.cancel()
-        raise
-    clock.lap("database and cohort plan")
-    done = 0
+        clock.lap("database and cohort plan")
+        done = 0
 
-    def tick(code: str) -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(code, done, len(cohort.subjects))
+        def tick(code: str) -> None:
+            nonlocal done
+            done += 1
+            if progress:
+                progress(code, done, len(cohort.subjects))
 
-    # One unit of work (a savepoint per subject): the same validated, audited calls, one commit; in a child
-    # process while this one loads what the analysis needs.
-    try:
+        # One unit of work (a savepoint per subject): the same validated, audited calls, one commit; in a
+        # child process while this one loads what the analysis needs.
         entering = _enter_beside(engine, protocol, cohort, tick)
-    except BaseException:
-        rendering.cancel()
-        raise
-    design: forked.Forked[dict[str, Any] | None] | None = None
-    try:
         with forked.long_lived():
             for name in ANALYSIS_MODULES:
                 importlib.import_module(name)
@@ -448,7 +441,8 @@ def run_demo(protocol: Protocol, out_dir: Path, seed: int,
         if design is not None:
             design.cancel()
         rendering.cancel()
-        entering.cancel()
+        if entering is not None:
+            entering.cancel()
         raise
     engine.dispose()
     timings["total"] = time.perf_counter() - started
