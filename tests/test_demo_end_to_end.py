@@ -98,6 +98,10 @@ def test_demo_refuses_to_overwrite_a_real_database(tmp_path):
     assert result.exit_code == 2
     assert "not a synthetic demo database" in flat(result.output)
     assert (tmp_path / "study.db").read_bytes() == b"not a demo"
+    # the PDF renderer started with the demo is stopped with it
+    import multiprocessing
+
+    assert not [p.name for p in multiprocessing.active_children() if p.name.startswith("regenheart-")]
 
 
 def test_user_errors_are_messages_not_tracebacks(tmp_path):
