@@ -33,7 +33,7 @@ run, entered = run_demo(protocol, Path(sys.argv[1]), 20200301)
 sub = entered["submission"]
 print(json.dumps({"imports and protocol": imported, "steps": entered.get("timings", {}),
                   "submission": sub.timings, "errors": len(sub.errors), "pdf_problem": sub.pdf_problem}))
-# End as the regenheart console script does (cli.main:main): exit handlers, no interpreter teardown.
+# End as the regenheart console script does (cli.console:main): exit handlers, no interpreter teardown.
 import atexit, os
 sys.stdout.flush()
 atexit._run_exitfuncs()

@@ -224,13 +224,14 @@ def test_the_cohort_entered_beside_the_imports_relays_its_progress_and_its_refus
 
 
 def test_the_console_script_keeps_the_commands_output_and_exit_status(tmp_path):
-    """``regenheart`` (cli.main:main) ends without the interpreter's teardown: what a command printed and
-    wrote is all there, and its exit status is kept (0, a usage error's 2, a refused command's 1)."""
+    """``regenheart`` (cli.console:main, running cli.main:main) ends without the interpreter's teardown: what a
+    command printed and wrote is all there, and its exit status is kept (0, a usage error's 2, a refused
+    command's 1). Its modules are loaded outside the garbage collector's passes and stay out of them."""
     import subprocess
     import sys
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", "from regenheart.cli.main import main; main()", *args],
+        return subprocess.run([sys.executable, "-c", "from regenheart.cli.console import main; main()", *args],
                               check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
     from regenheart import __version__
@@ -243,3 +244,8 @@ def test_the_console_script_keeps_the_commands_output_and_exit_status(tmp_path):
     assert refused.returncode == in_process.exit_code != 0 and "missing.db" in refused.stderr
     listing = run("--help")  # flushed in full before the process ends: down to the box's last corner
     assert listing.returncode == 0 and " demo " in listing.stdout and listing.stdout.rstrip().endswith("╯")
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"regenheart": "regenheart.cli.console:main"}  # the entry tested here
