@@ -4,7 +4,8 @@ Engine: WeasyPrint (pip package; needs Debian's Pango libraries, which ``scripts
 ``scripts/test.sh`` install when missing). Chosen over headless Chromium because the main job must work on
 a fresh machine with only Python, pip and root: WeasyPrint is a pip dependency plus two small system
 libraries, whereas Chromium is a several-hundred-megabyte browser that regenheart only needs for browser
-tests. WeasyPrint renders the report's inline CSS and inline SVG figures without a browser.
+tests. WeasyPrint renders the report's inline CSS and its SVG figures (handed to it as images of the same
+SVG, :func:`figures_as_images`) without a browser.
 """
 
 from __future__ import annotations
