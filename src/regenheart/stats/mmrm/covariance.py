@@ -324,6 +324,13 @@ class Unstructured(Structure):
         L[self.rows, self.cols] = vals
         return L, vals
 
+    def _first_derivatives(self, L, vals):
+        """e, the nonzero entry of each dL/dtheta_k, and dSigma/dtheta (m, T, T) from L and its entries."""
+        e = np.where(self.diag, vals, 1.0)
+        EL = np.zeros((self.n_theta, self.T, self.T))  # dL/dtheta_k L'
+        EL[self._k, self.rows] = L[:, self.cols].T * e[:, None]
+        return e, EL + EL.transpose(0, 2, 1)
+
     def sigma_of_theta(self, theta, order=2):
         theta = np.asarray(theta, float)
         L, vals = self._chol(theta)
@@ -331,10 +338,7 @@ class Unstructured(Structure):
         if order == 0:
             return S, None, None
         m, T = self.n_theta, self.T
-        e = np.where(self.diag, vals, 1.0)  # the nonzero entry of dL/dtheta_k
-        EL = np.zeros((m, T, T))  # dL/dtheta_k L'
-        EL[self._k, self.rows] = L[:, self.cols].T * e[:, None]
-        dS = EL + EL.transpose(0, 2, 1)
+        e, dS = self._first_derivatives(L, vals)
         if order == 1:
             return S, dS, None
         pair_k, pair_l, row_k, row_l = self._pairs
@@ -348,13 +352,9 @@ class Unstructured(Structure):
     def chain_terms(self, theta, G):
         # sum_ac G_ac (dL_k dL_l')_ac = e_k e_l G[row_k, row_l] when col_k = col_l (see __init__), so
         # d2Sigma (m x m x T x T) need not be formed; a log-diagonal entry adds sum_ab G_ab dSigma_k,ab
-        theta = np.asarray(theta, float)
-        L, vals = self._chol(theta)
-        m, T = self.n_theta, self.T
-        e = np.where(self.diag, vals, 1.0)
-        EL = np.zeros((m, T, T))
-        EL[self._k, self.rows] = L[:, self.cols].T * e[:, None]
-        dS = EL + EL.transpose(0, 2, 1)
+        L, vals = self._chol(np.asarray(theta, float))
+        e, dS = self._first_derivatives(L, vals)
+        T = self.T
         A = G[self.rows[:, None], self.rows[None, :]] * self._same_col * np.outer(e, e)
         second = A + A.T
         idx = self._diag_k
