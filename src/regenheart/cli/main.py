@@ -320,9 +320,10 @@ _register_redcap_commands(app, protocol_app)
 def main() -> None:
     """The ``regenheart`` command (run by the console script, :mod:`regenheart.cli.console`): runs the command,
     then ends the process without the interpreter's teardown, which frees every object one by one (after
-    ``regenheart demo``, its data frames, figures and models: about a second). Output is flushed and the exit handlers run first (children of
-    multiprocessing, logging, temporary files), so nothing the command wrote is lost; the exit status is
-    the command's. A command that raises an unexpected exception ends the usual way, with its report."""
+    ``regenheart demo``, its data frames, figures and models: about a second). Output is flushed and the
+    exit handlers run first (children of multiprocessing, logging, temporary files), so nothing the command
+    wrote is lost; the exit status is the command's. A command that raises an unexpected exception ends the
+    usual way, with its report."""
     try:
         app()
         status: object = 0
